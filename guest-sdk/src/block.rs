@@ -1,0 +1,99 @@
+//! [`Block`]: the trait a block implements, and its [`Config`].
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::bag::Bag;
+use crate::controller::{Controller, ServerInfo};
+
+/// A block's `config` table from the manifest, as JSON.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config(Map<String, Value>);
+
+impl Config {
+    pub(crate) fn from_json(text: &str) -> Result<Self, String> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(Value::Null) => Ok(Self::default()),
+            Ok(other) => Err(format!("config must be a table, got {other}")),
+            Err(e) => Err(format!("config is not JSON: {e}")),
+        }
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// The string at `key`, or `default`.
+    pub fn str_or(&self, key: &str, default: &str) -> String {
+        self.get(key).and_then(Value::as_str).unwrap_or(default).to_owned()
+    }
+
+    /// The unsigned integer at `key`, or `default`.
+    pub fn u64_or(&self, key: &str, default: u64) -> u64 {
+        self.get(key).and_then(Value::as_u64).unwrap_or(default)
+    }
+
+    /// The boolean at `key`, or `default`.
+    pub fn bool_or(&self, key: &str, default: bool) -> bool {
+        self.get(key).and_then(Value::as_bool).unwrap_or(default)
+    }
+
+    /// Reads the whole table into a type of the block's own; the error names what did not fit.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(Value::Object(self.0.clone())).map_err(|e| format!("config: {e}"))
+    }
+
+    /// The table as a JSON map.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+/// A block: one protocol adapter, transform or sink.
+///
+/// `init` builds the block's state from its config; every other method runs on that state. The
+/// optional hooks do nothing by default, and the host calls a hook only when the block lists it in
+/// [`export_block!`](crate::export_block): a block that does not list `on_enqueue` receives no
+/// bags (`enqueue` to it returns `Ok(false)`).
+///
+/// A panic in any method ends this block instance only (the host logs the panic message); the
+/// host and the other blocks carry on.
+pub trait Block: Sized + 'static {
+    /// Called once before any block runs. An error stops the host's start-up.
+    fn init(ctl: &Controller, config: Config) -> Result<Self, String>;
+
+    /// Called once after every block's `init` succeeded: send first bags, set timers. Must return.
+    fn run(&mut self, ctl: &Controller) {
+        let _ = ctl;
+    }
+
+    /// Called once when the block is finished; bags already queued were delivered before.
+    fn finish(&mut self, ctl: &Controller) -> Result<(), String> {
+        let _ = ctl;
+        Ok(())
+    }
+
+    /// A bag sent to this block (list `on_enqueue`). An error is logged and counted; the block
+    /// carries on.
+    fn on_enqueue(&mut self, ctl: &Controller, bag: Bag) -> Result<(), String> {
+        let _ = (ctl, bag);
+        Ok(())
+    }
+
+    /// A timer set with [`Controller::set_timer`] is due (list `on_timer`).
+    fn on_timer(&mut self, ctl: &Controller, tag: String) {
+        let _ = (ctl, tag);
+    }
+
+    /// The host connected to its message server (list `on_server`).
+    fn on_server_connect(&mut self, ctl: &Controller, info: ServerInfo) {
+        let _ = (ctl, info);
+    }
+
+    /// The host lost its message server (list `on_server`).
+    fn on_server_disconnect(&mut self, ctl: &Controller) {
+        let _ = ctl;
+    }
+}

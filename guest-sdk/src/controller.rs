@@ -1,0 +1,112 @@
+//! [`Controller`]: what the host offers a block.
+
+use std::time::Duration;
+
+use crate::bag::Bag;
+use crate::bindings::block::bagpipe::block::controller as host;
+
+pub use crate::bindings::block::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
+
+/// The responsibility of the host's built-in initiator; finishing it shuts the host down.
+pub const INITIATOR: &str = "initiator";
+
+/// The id of a pending timer, as returned by [`Controller::set_timer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(pub u64);
+
+/// A handle on the host, passed to every hook of a [`Block`](crate::Block).
+///
+/// Every method is a call into the host; none of them blocks for long: `enqueue` waits at most the
+/// host's enqueue timeout when the target's queue is full.
+#[derive(Clone, Copy, Debug)]
+pub struct Controller {
+    _private: (),
+}
+
+impl Controller {
+    pub(crate) const fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// This block's name: its component.
+    pub fn name(&self) -> String {
+        host::name()
+    }
+
+    /// This block's responsibility: the running instance bags are addressed to.
+    pub fn responsibility(&self) -> String {
+        host::responsibility()
+    }
+
+    /// Sends `bag` to the block with responsibility `to`.
+    ///
+    /// `Ok(true)`: queued for a block that receives bags. `Ok(false)`: `to` exists but does not
+    /// receive bags, nothing was sent. Bags from one sender to one receiver arrive in order.
+    pub fn enqueue(&self, to: &str, bag: &Bag) -> Result<bool, EnqueueError> {
+        host::enqueue(to, &bag.to_json())
+    }
+
+    /// Sends JSON text as a bag, as it is; the host checks it (it must be a JSON object).
+    pub fn enqueue_json(&self, to: &str, json: &str) -> Result<bool, EnqueueError> {
+        host::enqueue(to, json)
+    }
+
+    /// Describes the block with responsibility `responsibility`, if there is one.
+    pub fn lookup(&self, responsibility: &str) -> Option<BlockInfo> {
+        host::lookup(responsibility)
+    }
+
+    /// Describes every block, the host's built-in ones included, in start order.
+    pub fn list(&self) -> Vec<BlockInfo> {
+        host::list_blocks()
+    }
+
+    /// Asks the host to finish the block `responsibility` after the current call returns (this
+    /// block too). Finishing [`INITIATOR`] shuts the host down.
+    pub fn finish(&self, responsibility: &str) -> Result<(), String> {
+        host::finish(responsibility)
+    }
+
+    /// Asks the host to shut down gracefully: every block is finished in reverse start order.
+    pub fn shutdown(&self) {
+        // The initiator always exists, so this cannot fail.
+        let _ = host::finish(INITIATOR);
+    }
+
+    /// Writes a line to the host's log, tagged with this block's responsibility.
+    pub fn log(&self, level: Level, message: &str) {
+        host::log(level, message)
+    }
+
+    /// Logs at `debug` level.
+    pub fn debug(&self, message: &str) {
+        self.log(Level::Debug, message)
+    }
+
+    /// Logs at `info` level.
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message)
+    }
+
+    /// Logs at `warn` level.
+    pub fn warn(&self, message: &str) {
+        self.log(Level::Warn, message)
+    }
+
+    /// Logs at `error` level.
+    pub fn error(&self, message: &str) {
+        self.log(Level::Error, message)
+    }
+
+    /// Has the host call `on_timer(tag)` once after `delay`. The block must list `on_timer` in
+    /// [`export_block!`](crate::export_block).
+    pub fn set_timer(&self, delay: Duration, tag: &str) -> Result<TimerId, String> {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        host::set_timer(ms, tag).map(TimerId)
+    }
+
+    /// Cancels a pending timer; returns whether it was still pending.
+    pub fn cancel_timer(&self, id: TimerId) -> bool {
+        host::cancel_timer(id.0)
+    }
+}

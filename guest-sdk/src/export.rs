@@ -1,0 +1,166 @@
+//! [`export_block!`](crate::export_block) and the glue it expands to.
+//!
+//! The block's state lives in one slot per component: a component is one block, and the host
+//! calls into it one call at a time, so a `RefCell` is enough.
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use crate::bag::Bag;
+use crate::block::{Block, Config};
+use crate::controller::{Controller, ServerInfo};
+
+thread_local! {
+    static SLOT: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+const CTL: Controller = Controller::new();
+
+fn with_block<B: Block, R>(what: &str, f: impl FnOnce(&mut B) -> R) -> R {
+    SLOT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match slot.as_mut().and_then(|b| b.downcast_mut::<B>()) {
+            Some(block) => f(block),
+            // The host calls init first and never again after an error; reaching this is a
+            // host bug, and trapping is the honest answer.
+            None => panic!("bagpipe: `{what}` called before a successful `init`"),
+        }
+    })
+}
+
+#[doc(hidden)]
+pub fn init<B: Block>(config: String) -> Result<(), String> {
+    let config = Config::from_json(&config)?;
+    let block = B::init(&CTL, config)?;
+    SLOT.with(|slot| *slot.borrow_mut() = Some(Box::new(block)));
+    Ok(())
+}
+
+#[doc(hidden)]
+pub fn run<B: Block>() {
+    with_block::<B, _>("run", |b| b.run(&CTL))
+}
+
+#[doc(hidden)]
+pub fn finish<B: Block>() -> Result<(), String> {
+    let result = with_block::<B, _>("finish", |b| b.finish(&CTL));
+    SLOT.with(|slot| slot.borrow_mut().take());
+    result
+}
+
+#[doc(hidden)]
+pub fn on_enqueue<B: Block>(bag: String) -> Result<(), String> {
+    let bag = Bag::from_json(&bag).map_err(|e| e.to_string())?;
+    with_block::<B, _>("on-enqueue", |b| b.on_enqueue(&CTL, bag))
+}
+
+#[doc(hidden)]
+pub fn on_timer<B: Block>(tag: String) {
+    with_block::<B, _>("on-timer", |b| b.on_timer(&CTL, tag))
+}
+
+#[doc(hidden)]
+pub fn on_server_connect<B: Block>(info: ServerInfo) {
+    with_block::<B, _>("on-server-connect", |b| b.on_server_connect(&CTL, info))
+}
+
+#[doc(hidden)]
+pub fn on_server_disconnect<B: Block>() {
+    with_block::<B, _>("on-server-disconnect", |b| b.on_server_disconnect(&CTL))
+}
+
+/// Exports a [`Block`] type as this component's block.
+///
+/// List the optional hooks the block implements; only those are exported, and the host calls
+/// only those:
+///
+/// ```
+/// use bagpipe_guest::{export_block, Bag, Block, Config, Controller};
+///
+/// struct Quiet;
+///
+/// impl Block for Quiet {
+///     fn init(_ctl: &Controller, _config: Config) -> Result<Self, String> {
+///         Ok(Quiet)
+///     }
+///     fn on_enqueue(&mut self, ctl: &Controller, bag: Bag) -> Result<(), String> {
+///         ctl.debug(&format!("got {bag}"));
+///         Ok(())
+///     }
+/// }
+///
+/// // Lifecycle plus `on_enqueue`; `export_block!(Quiet)` would export the lifecycle only.
+/// export_block!(Quiet, hooks = [on_enqueue]);
+/// # fn main() {}
+/// ```
+///
+/// Hooks: `on_enqueue` (receive bags), `on_timer` (timers), `on_server` (server connect and
+/// disconnect). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
+#[macro_export]
+macro_rules! export_block {
+    ($block:ty) => {
+        $crate::export_block!($block, hooks = []);
+    };
+    ($block:ty, hooks = [$($hook:ident),* $(,)?]) => {
+        const _: () = {
+            struct BagpipeLifecycle;
+            impl $crate::__private::bindings::block::exports::bagpipe::block::lifecycle::Guest
+                for BagpipeLifecycle
+            {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::init::<$block>(config)
+                }
+                fn run() {
+                    $crate::__private::run::<$block>()
+                }
+                fn finish() -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::finish::<$block>()
+                }
+            }
+            $crate::__private::bindings::block::__export_bagpipe_lifecycle!(BagpipeLifecycle);
+            $( $crate::__export_bagpipe_hook!($hook, $block); )*
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_bagpipe_hook {
+    (on_enqueue, $block:ty) => {
+        struct BagpipeEnqueueHook;
+        impl $crate::__private::bindings::enqueue::exports::bagpipe::block::enqueue_hook::Guest for BagpipeEnqueueHook {
+            fn on_enqueue(bag: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__private::on_enqueue::<$block>(bag)
+            }
+        }
+        $crate::__private::bindings::enqueue::__export_bagpipe_enqueue_hook!(BagpipeEnqueueHook);
+    };
+    (on_timer, $block:ty) => {
+        struct BagpipeTimerHook;
+        impl $crate::__private::bindings::timer::exports::bagpipe::block::timer_hook::Guest for BagpipeTimerHook {
+            fn on_timer(tag: ::std::string::String) {
+                $crate::__private::on_timer::<$block>(tag)
+            }
+        }
+        $crate::__private::bindings::timer::__export_bagpipe_timer_hook!(BagpipeTimerHook);
+    };
+    (on_server, $block:ty) => {
+        struct BagpipeServerHook;
+        impl $crate::__private::bindings::server::exports::bagpipe::block::server_hook::Guest for BagpipeServerHook {
+            fn on_server_connect(info: $crate::ServerInfo) {
+                $crate::__private::on_server_connect::<$block>(info)
+            }
+            fn on_server_disconnect() {
+                $crate::__private::on_server_disconnect::<$block>()
+            }
+        }
+        $crate::__private::bindings::server::__export_bagpipe_server_hook!(BagpipeServerHook);
+    };
+    ($other:ident, $block:ty) => {
+        compile_error!(concat!(
+            "unknown bagpipe hook `",
+            stringify!($other),
+            "`; the hooks are on_enqueue, on_timer and on_server"
+        ));
+    };
+}

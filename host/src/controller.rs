@@ -1,0 +1,148 @@
+//! The `controller` import: what a block can ask of the host.
+//!
+//! Invariant: nothing a guest passes here can panic the host or make it wait without bound. An
+//! `enqueue` to a full queue waits at most the enqueue timeout (and not at all for the caller's
+//! own queue, which cannot drain while the caller is inside a call).
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+
+use crate::bag::{self, BagError, BagLimits};
+use crate::bindings::bagpipe::block::{controller, types};
+use crate::bindings::{BlockInfo, EnqueueError, Level};
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, LOG_MESSAGE_BYTES};
+use crate::router::Envelope;
+use crate::state::{BlockCtx, Request};
+use crate::stats::Counters;
+
+impl types::Host for BlockCtx {}
+
+impl controller::Host for BlockCtx {
+    async fn name(&mut self) -> String {
+        self.me.name.clone()
+    }
+
+    async fn responsibility(&mut self) -> String {
+        self.me.responsibility.clone()
+    }
+
+    async fn enqueue(&mut self, target: String, bag: String) -> Result<bool, EnqueueError> {
+        let Some(route) = self.links.router.resolve(&target) else {
+            return Err(EnqueueError::UnknownTarget(format!("no block has responsibility `{target}`")));
+        };
+        let Some(queue) = &route.queue else {
+            // The target exists but takes no bags: say so, deliver nothing. The bag is still
+            // checked, so a bad bag is reported wherever it was going.
+            let limits = BagLimits { max_bytes: self.limits.max_bag_bytes, max_depth: self.limits.max_bag_depth };
+            bag::stamp(&bag, &self.me.responsibility, self.seq + 1, limits).map_err(refusal)?;
+            return Ok(false);
+        };
+        if !route.status.takes_bags() {
+            return Err(EnqueueError::Unavailable(format!(
+                "`{target}` is {} and takes no bags",
+                crate::stats::state_name(route.status.state())
+            )));
+        }
+        let stamped = bag::stamp(&bag, &self.me.responsibility, self.seq + 1, route.limits).map_err(refusal)?;
+        let envelope = Envelope::Bag(stamped);
+        let counters = &route.status.counters;
+        let sent = match queue.try_send(envelope) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(gone(&target)),
+            // The caller's own queue only drains after this call returns: waiting cannot help.
+            Err(TrySendError::Full(_)) if route.status.responsibility == self.me.responsibility => {
+                Err(EnqueueError::QueueFull)
+            }
+            Err(TrySendError::Full(envelope)) => {
+                let started = Instant::now();
+                let waited = queue.send_timeout(envelope, self.links.settings.enqueue_timeout).await;
+                self.clock.host_wait += started.elapsed();
+                match waited {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => Err(EnqueueError::QueueFull),
+                    Err(SendTimeoutError::Closed(_)) => Err(gone(&target)),
+                }
+            }
+        };
+        match sent {
+            Ok(()) => {
+                self.seq += 1;
+                Counters::bump(&counters.received);
+                Counters::bump(&self.me.counters.sent);
+                counters.queue_high_water.fetch_max(route.queue_depth(), std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                if matches!(e, EnqueueError::QueueFull) {
+                    Counters::bump(&counters.refused_full);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn lookup(&mut self, responsibility: String) -> Option<BlockInfo> {
+        self.links.router.resolve(&responsibility).map(|r| r.status.info())
+    }
+
+    async fn list_blocks(&mut self) -> Vec<BlockInfo> {
+        self.links.router.routes().iter().map(|r| r.status.info()).collect()
+    }
+
+    async fn finish(&mut self, responsibility: String) -> Result<(), String> {
+        if !BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str())
+            && self.links.router.resolve(&responsibility).is_none()
+        {
+            return Err(format!("no block has responsibility `{responsibility}`"));
+        }
+        let request = Request::Finish { responsibility, by: self.me.responsibility.clone() };
+        // The supervisor reads requests continuously; a full channel means it is already busy
+        // with a flood of them, and a repeat adds nothing.
+        match self.links.requests.try_send(request) {
+            Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err("the host is shutting down".to_owned()),
+        }
+    }
+
+    async fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > LOG_MESSAGE_BYTES {
+            let mut cut = LOG_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        match level {
+            Level::Trace => tracing::trace!(target: "bagpipe::guest", "{message}"),
+            Level::Debug => tracing::debug!(target: "bagpipe::guest", "{message}"),
+            Level::Info => tracing::info!(target: "bagpipe::guest", "{message}"),
+            Level::Warn => tracing::warn!(target: "bagpipe::guest", "{message}"),
+            Level::Error => tracing::error!(target: "bagpipe::guest", "{message}"),
+        }
+    }
+
+    async fn set_timer(&mut self, delay_ms: u64, tag: String) -> Result<u64, String> {
+        if !self.hooks.timer {
+            return Err("this block does not export timer-hook, so a timer could never fire".to_owned());
+        }
+        self.timers.set(Duration::from_millis(delay_ms), tag)
+    }
+
+    async fn cancel_timer(&mut self, id: u64) -> bool {
+        self.timers.cancel(id)
+    }
+}
+
+fn refusal(e: BagError) -> EnqueueError {
+    match e {
+        BagError::TooLarge { limit, .. } => EnqueueError::TooLarge(limit as u64),
+        other => EnqueueError::InvalidBag(other.to_string()),
+    }
+}
+
+fn gone(target: &str) -> EnqueueError {
+    EnqueueError::Unavailable(format!("`{target}` has stopped taking bags"))
+}

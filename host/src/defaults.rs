@@ -1,0 +1,82 @@
+//! Every default and limit of the host, in one place.
+//!
+//! The manifest can override the per-block limits ([`Limits`]) and the host settings
+//! ([`Settings`]); whatever it does not set comes from here.
+
+use std::time::Duration;
+
+/// How often the engine's epoch advances. Call deadlines are measured in these ticks, so this is
+/// also the precision of a deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Responsibilities built into the host. No block may take these names.
+pub const BUILTIN_RESPONSIBILITIES: [&str; 2] = ["initiator", "finisher"];
+
+/// The name the built-in blocks report as their component.
+pub const BUILTIN_NAME: &str = "bagpipe";
+
+/// The manifest's file name inside a component directory.
+pub const MANIFEST_FILE: &str = "bagpipe.toml";
+
+/// Most bags a block task takes from its queue per wake-up before it looks at its control
+/// channel and timers again.
+pub const QUEUE_BATCH: usize = 64;
+
+/// Most lines of a guest's stderr kept to explain a trap.
+pub const STDERR_TAIL_LINES: usize = 20;
+
+/// Longest guest stderr line kept (longer lines are cut).
+pub const STDERR_LINE_BYTES: usize = 4096;
+
+/// Longest guest log message passed to the logger (longer ones are cut).
+pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Pending `finish` requests from blocks the supervisor buffers.
+pub const FINISH_REQUESTS: usize = 64;
+
+/// Limits of one block instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bags the block's queue holds.
+    pub queue: usize,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Longest a single call into the guest may compute (time spent waiting in host calls, such
+    /// as an `enqueue` to a full queue, does not count).
+    pub call_timeout: Duration,
+    /// Largest bag the block accepts, in bytes of JSON text.
+    pub max_bag_bytes: usize,
+    /// Deepest nesting of arrays and objects in a bag the block accepts.
+    pub max_bag_depth: usize,
+    /// Most timers the block may have pending.
+    pub max_timers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            queue: 1024,
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(1),
+            max_bag_bytes: 1 << 20,
+            max_bag_depth: 64,
+            max_timers: 1024,
+        }
+    }
+}
+
+/// Settings of the whole host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How long `enqueue` waits for room in a full queue before it returns `queue-full`.
+    pub enqueue_timeout: Duration,
+    /// How long a finishing block may take to work through the bags already in its queue before
+    /// `finish` is called anyway (the bags left are counted and logged).
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { enqueue_timeout: Duration::from_millis(500), drain_timeout: Duration::from_secs(5) }
+    }
+}

@@ -1,0 +1,150 @@
+//! A guest's stderr: each line goes to the host's log (tagged with the block, through the
+//! current tracing span) and the last few lines are kept to explain a trap, since a Rust guest's
+//! panic message only ever reaches stderr.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::defaults::{STDERR_LINE_BYTES, STDERR_TAIL_LINES};
+
+/// The shared end: the block's store writes into it, the block's task reads the tail.
+#[derive(Clone, Default)]
+pub struct StderrTail {
+    inner: Arc<Mutex<Tail>>,
+}
+
+#[derive(Default)]
+struct Tail {
+    partial: Vec<u8>,
+    lines: VecDeque<String>,
+}
+
+impl StderrTail {
+    /// Takes the lines kept since the last call, the unfinished one included.
+    pub fn take(&self) -> Vec<String> {
+        let mut tail = self.lock();
+        if !tail.partial.is_empty() {
+            let rest = std::mem::take(&mut tail.partial);
+            push_line(&mut tail, &rest);
+        }
+        tail.lines.drain(..).collect()
+    }
+
+    /// Forgets what was kept (before a call whose trap it should explain).
+    pub fn clear(&self) {
+        self.lock().lines.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
+        // Only plain data is behind the lock.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let mut tail = self.lock();
+        let mut rest = bytes;
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut tail.partial);
+            line.extend_from_slice(&rest[..pos]);
+            push_line(&mut tail, &line);
+            rest = &rest[pos + 1..];
+        }
+        let room = STDERR_LINE_BYTES.saturating_sub(tail.partial.len());
+        tail.partial.extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+}
+
+fn push_line(tail: &mut Tail, line: &[u8]) {
+    let line = String::from_utf8_lossy(&line[..line.len().min(STDERR_LINE_BYTES)]).into_owned();
+    tracing::warn!(target: "bagpipe::guest", "stderr: {line}");
+    if tail.lines.len() == STDERR_TAIL_LINES {
+        tail.lines.pop_front();
+    }
+    tail.lines.push_back(line);
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        StderrTail::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for StderrTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        StderrTail::write(&self, buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_lines_and_the_unfinished_one() {
+        let s = StderrTail::default();
+        s.write(b"panicked at src/lib.rs:3:\nboom");
+        s.write(b"!\nthird");
+        assert_eq!(s.take(), ["panicked at src/lib.rs:3:", "boom!", "third"]);
+        assert!(s.take().is_empty());
+        for i in 0..STDERR_TAIL_LINES + 5 {
+            s.write(format!("{i}\n").as_bytes());
+        }
+        let kept = s.take();
+        assert_eq!(kept.len(), STDERR_TAIL_LINES);
+        assert_eq!(kept.last().map(String::as_str), Some("24"));
+    }
+}

@@ -1,0 +1,85 @@
+//! [`Host`]: the embedding API. Load a manifest's blocks, check them, run them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::Engine;
+
+use crate::cache::ComponentCache;
+use crate::component::{BlockComponent, Loader};
+use crate::engine::{EpochTicker, new_engine};
+use crate::error::{LoadError, RunError};
+use crate::manifest::{BlockSpec, Manifest};
+use crate::supervisor::{RunReport, Supervisor};
+
+/// How to build a [`Host`].
+#[derive(Clone, Debug, Default)]
+pub struct HostConfig {
+    /// Where compiled components are cached on disk; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A bagpipe host: one engine, its epoch ticker and its component loader.
+pub struct Host {
+    engine: Engine,
+    loader: Loader,
+    _ticker: EpochTicker,
+}
+
+impl Host {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: HostConfig) -> anyhow::Result<Self> {
+        let engine = new_engine()?;
+        let loader = Loader::new(&engine, ComponentCache::new(&engine, config.cache_dir))?;
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Self { engine, loader, _ticker: ticker })
+    }
+
+    /// Loads and checks every component of `manifest` (each file once), reporting each block's
+    /// outcome in manifest order. Runs no guest function.
+    pub async fn check(&self, manifest: &Manifest) -> Vec<(BlockSpec, Result<Arc<BlockComponent>, Arc<LoadError>>)> {
+        let mut loaded: HashMap<PathBuf, Result<Arc<BlockComponent>, Arc<LoadError>>> = HashMap::new();
+        let mut out = Vec::with_capacity(manifest.blocks.len());
+        for spec in &manifest.blocks {
+            let result = match loaded.get(&spec.component) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.loader.load(&spec.component).await.map_err(Arc::new);
+                    loaded.insert(spec.component.clone(), r.clone());
+                    r
+                }
+            };
+            out.push((spec.clone(), result));
+        }
+        out
+    }
+
+    /// Runs `manifest` until `shutdown` resolves or a block finishes `initiator`, then finishes
+    /// every block in reverse order.
+    pub async fn run(&self, manifest: &Manifest, shutdown: impl Future<Output = ()>) -> Result<RunReport, RunError> {
+        let mut components = Vec::with_capacity(manifest.blocks.len());
+        for (spec, result) in self.check(manifest).await {
+            match result {
+                Ok(c) => {
+                    tracing::info!(
+                        block = %spec.responsibility,
+                        component = %spec.name,
+                        version = %c.hash,
+                        hooks = ?c.hooks.names(),
+                        "loaded"
+                    );
+                    components.push(c);
+                }
+                Err(e) => {
+                    let source = Arc::try_unwrap(e)
+                        .unwrap_or_else(|e| LoadError::Invalid { path: spec.component.clone(), reason: e.to_string() });
+                    return Err(RunError::Load { responsibility: spec.responsibility, source });
+                }
+            }
+        }
+        let supervisor = Supervisor::start(&self.engine, manifest, &components).await?;
+        supervisor.run(shutdown).await
+    }
+}

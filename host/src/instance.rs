@@ -1,0 +1,163 @@
+//! One running instance of a block: its own store, its own instance, calls with a deadline.
+//!
+//! Architecture invariant: a guest cannot panic or hang the host. Every call runs under an epoch
+//! deadline (the guest's computing time, host waits excluded), a memory limit and a wasm stack
+//! limit; any trap is turned into a [`CallError`] and the instance is marked dead, because a trap
+//! poisons the whole store. A dead instance is never called again.
+
+use std::time::Duration;
+
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+use crate::bindings::{ServerInfo, enqueue_hook, lifecycle, server_hook, timer_hook};
+use crate::component::BlockComponent;
+use crate::error::CallError;
+use crate::state::BlockCtx;
+
+/// A live block instance.
+pub struct BlockInstance {
+    store: Store<BlockCtx>,
+    lifecycle: lifecycle::Guest,
+    enqueue: Option<enqueue_hook::Guest>,
+    timer: Option<timer_hook::Guest>,
+    server: Option<server_hook::Guest>,
+    dead: bool,
+}
+
+/// A store for one block instance, with its limits and deadline handling in place.
+pub(crate) fn new_store(engine: &Engine, ctx: BlockCtx) -> Store<BlockCtx> {
+    let mut store = Store::new(engine, ctx);
+    store.limiter(|ctx| ctx);
+    // The deadline is checked every tick: past the call timeout the guest is interrupted;
+    // before it, the guest yields to the runtime so a busy guest cannot starve other blocks.
+    store.epoch_deadline_callback(|ctx| {
+        let clock = &ctx.data().clock;
+        if clock.guest_time() >= clock.timeout {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        }
+    });
+    // Instantiation runs guest code (start functions): it needs a deadline too.
+    store.set_epoch_deadline(1);
+    store
+}
+
+impl BlockInstance {
+    /// Instantiates `component` in a fresh store holding `ctx`.
+    pub async fn new(engine: &Engine, component: &BlockComponent, ctx: BlockCtx) -> Result<Self, CallError> {
+        let mut store = new_store(engine, ctx);
+        store.data_mut().clock.start();
+        let trap =
+            |e: wasmtime::Error| CallError::Trap { trap: format!("instantiation failed: {e:#}"), stderr: Vec::new() };
+        let instance = component.pre.instantiate_async(&mut store).await.map_err(trap)?;
+        let i = &component.indices;
+        let lifecycle = i.lifecycle.load(&mut store, &instance).map_err(trap)?;
+        let enqueue = i.enqueue.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
+        let timer = i.timer.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
+        let server = i.server.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
+        Ok(Self { store, lifecycle, enqueue, timer, server, dead: false })
+    }
+
+    /// The host state in the instance's store.
+    pub fn ctx(&mut self) -> &mut BlockCtx {
+        self.store.data_mut()
+    }
+
+    /// Whether a fault ended this instance.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// `init(config)`.
+    pub async fn init(&mut self, config: &str) -> Result<(), CallError> {
+        self.enter()?;
+        let r = self.lifecycle.call_init(&mut self.store, config).await;
+        self.settle(r)?.map_err(CallError::Guest)
+    }
+
+    /// `run()`.
+    pub async fn run(&mut self) -> Result<(), CallError> {
+        self.enter()?;
+        let r = self.lifecycle.call_run(&mut self.store).await;
+        self.settle(r)
+    }
+
+    /// `finish()`.
+    pub async fn finish(&mut self) -> Result<(), CallError> {
+        self.enter()?;
+        let r = self.lifecycle.call_finish(&mut self.store).await;
+        self.settle(r)?.map_err(CallError::Guest)
+    }
+
+    /// `on-enqueue(bag)`; a block without the hook is never sent bags, so this is `Ok`.
+    pub async fn on_enqueue(&mut self, bag: String) -> Result<(), CallError> {
+        let Some(hook) = self.enqueue.as_ref() else { return Ok(()) };
+        let hook = hook.clone();
+        self.enter()?;
+        let r = hook.call_on_enqueue(&mut self.store, &bag).await;
+        self.settle(r)?.map_err(CallError::Guest)
+    }
+
+    /// `on-timer(tag)`.
+    pub async fn on_timer(&mut self, tag: &str) -> Result<(), CallError> {
+        let Some(hook) = self.timer.as_ref() else { return Ok(()) };
+        let hook = hook.clone();
+        self.enter()?;
+        let r = hook.call_on_timer(&mut self.store, tag).await;
+        self.settle(r)
+    }
+
+    /// `on-server-connect(info)`.
+    pub async fn on_server_connect(&mut self, info: &ServerInfo) -> Result<(), CallError> {
+        let Some(hook) = self.server.as_ref() else { return Ok(()) };
+        let hook = hook.clone();
+        self.enter()?;
+        let r = hook.call_on_server_connect(&mut self.store, info).await;
+        self.settle(r)
+    }
+
+    /// `on-server-disconnect()`.
+    pub async fn on_server_disconnect(&mut self) -> Result<(), CallError> {
+        let Some(hook) = self.server.as_ref() else { return Ok(()) };
+        let hook = hook.clone();
+        self.enter()?;
+        let r = hook.call_on_server_disconnect(&mut self.store).await;
+        self.settle(r)
+    }
+
+    /// Prepares a call: refuses a dead instance, starts the clock and the deadline.
+    fn enter(&mut self) -> Result<(), CallError> {
+        if self.dead {
+            return Err(CallError::Gone);
+        }
+        let ctx = self.store.data_mut();
+        ctx.clock.start();
+        ctx.memory.hit = None;
+        ctx.stderr.clear();
+        self.store.set_epoch_deadline(1);
+        Ok(())
+    }
+
+    /// Turns a call's outcome into ours; any error from wasmtime is a fault that kills the
+    /// instance.
+    fn settle<T>(&mut self, outcome: wasmtime::Result<T>) -> Result<T, CallError> {
+        outcome.map_err(|e| {
+            self.dead = true;
+            let ctx = self.store.data_mut();
+            let stderr = ctx.stderr.take();
+            classify(&e, ctx.clock.timeout, ctx.memory.hit, stderr)
+        })
+    }
+}
+
+fn classify(e: &wasmtime::Error, timeout: Duration, memory_hit: Option<usize>, stderr: Vec<String>) -> CallError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline(timeout),
+        Some(Trap::StackOverflow) => CallError::Limit { what: "wasm stack".to_owned(), stderr },
+        _ if memory_hit.is_some() => {
+            CallError::Limit { what: format!("memory ({} bytes asked for)", memory_hit.unwrap_or_default()), stderr }
+        }
+        _ => CallError::Trap { trap: format!("{e:#}"), stderr },
+    }
+}

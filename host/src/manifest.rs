@@ -1,0 +1,360 @@
+//! The manifest: `bagpipe.toml` in a component directory, read into a checked [`Manifest`].
+//!
+//! ```toml
+//! [host]                       # optional
+//! enqueue_timeout_ms = 500
+//! drain_timeout_ms = 5000
+//!
+//! [[block]]
+//! name = "transform"           # the component: transform.wasm in this directory
+//! responsibility = "upper"     # optional, defaults to the name; must be unique
+//! queue = 1024                 # optional limits, see `defaults::Limits`
+//! [block.config]               # any table, handed to `init` as JSON
+//! field = "text"
+//! ```
+//!
+//! Invariant: a [`Manifest`] that exists is valid: every responsibility is unique and not a
+//! built-in one, every component file existed when it was read, every limit is in range. Every
+//! error names the file, and where it can the line and the key.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MANIFEST_FILE, Settings};
+use crate::error::ManifestError;
+
+/// A checked manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The component directory (the manifest's directory).
+    pub dir: PathBuf,
+    /// Host-wide settings.
+    pub settings: Settings,
+    /// The blocks, in start order.
+    pub blocks: Vec<BlockSpec>,
+}
+
+/// One block of the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSpec {
+    /// The component's name (its file without `.wasm`).
+    pub name: String,
+    /// The instance's unique name, the address of its bags.
+    pub responsibility: String,
+    /// The component file.
+    pub component: PathBuf,
+    /// The `config` table as JSON, handed to `init`.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// The block's limits.
+    pub limits: Limits,
+    /// The line of the block's `[[block]]` entry, for messages.
+    pub line: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    block: Vec<Spanned<RawBlock>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    enqueue_timeout_ms: Option<Spanned<u64>>,
+    drain_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    name: Spanned<String>,
+    responsibility: Option<Spanned<String>>,
+    config: Option<toml::Table>,
+    queue: Option<Spanned<u64>>,
+    memory_mb: Option<Spanned<u64>>,
+    call_timeout_ms: Option<Spanned<u64>>,
+    max_bag_bytes: Option<Spanned<u64>>,
+    max_bag_depth: Option<Spanned<u64>>,
+    max_timers: Option<Spanned<u64>>,
+}
+
+impl Manifest {
+    /// Reads `path`: a component directory holding `bagpipe.toml`, or a manifest file.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| ManifestError::new(&file, format!("cannot read the manifest: {e}")))?;
+        Self::parse(&file, &text)
+    }
+
+    /// Checks manifest text as if read from `file`; components are looked for beside `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
+        let at = Locator { file, text };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| at.toml_error(&e))?;
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let settings = settings(&at, raw.host)?;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut blocks = Vec::with_capacity(raw.block.len());
+        for entry in raw.block {
+            let line = at.line(entry.span().start);
+            let block = block_spec(&at, &dir, entry.into_inner(), line)?;
+            if let Some(first) = seen.insert(block.responsibility.clone(), line) {
+                return Err(at.error_at_line(
+                    line,
+                    Some("responsibility"),
+                    format!(
+                        "responsibility `{}` is already used by the block on line {first}; \
+                         give each instance its own `responsibility`",
+                        block.responsibility
+                    ),
+                ));
+            }
+            blocks.push(block);
+        }
+        if blocks.is_empty() {
+            return Err(ManifestError::new(file, "no blocks: add at least one [[block]]".into()));
+        }
+        Ok(Manifest { path: file.to_path_buf(), dir, settings, blocks })
+    }
+
+    /// The component names a manifest lists, without checking anything else (the components
+    /// need not exist yet: this is what to build).
+    pub fn component_names(path: &Path) -> Result<Vec<String>, ManifestError> {
+        let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| ManifestError::new(&file, format!("cannot read the manifest: {e}")))?;
+        let raw: RawManifest =
+            toml::from_str(&text).map_err(|e| Locator { file: &file, text: &text }.toml_error(&e))?;
+        let mut names: Vec<String> = raw.block.into_iter().map(|b| b.into_inner().name.into_inner()).collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The block with `responsibility`.
+    pub fn block(&self, responsibility: &str) -> Option<&BlockSpec> {
+        self.blocks.iter().find(|b| b.responsibility == responsibility)
+    }
+}
+
+fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
+    let mut settings = Settings::default();
+    if let Some(ms) = raw.enqueue_timeout_ms {
+        settings.enqueue_timeout = Duration::from_millis(at.in_range(&ms, "enqueue_timeout_ms", 0, 60_000)?);
+    }
+    if let Some(ms) = raw.drain_timeout_ms {
+        settings.drain_timeout = Duration::from_millis(at.in_range(&ms, "drain_timeout_ms", 0, 600_000)?);
+    }
+    Ok(settings)
+}
+
+fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Result<BlockSpec, ManifestError> {
+    let name = raw.name.get_ref();
+    if !valid_name(name) {
+        return Err(at.error(
+            raw.name.span(),
+            "name",
+            format!(
+                "`{name}` is not a component name: use letters, digits, `-`, `_` and `.`, \
+                 not starting with `.`"
+            ),
+        ));
+    }
+    let responsibility = match &raw.responsibility {
+        Some(r) => {
+            let value = r.get_ref();
+            if value.is_empty() || value.len() > 128 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(at.error(
+                    r.span(),
+                    "responsibility",
+                    format!("`{value}` is not a responsibility: 1 to 128 characters, no spaces"),
+                ));
+            }
+            value.clone()
+        }
+        None => name.clone(),
+    };
+    if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
+        let span = raw.responsibility.as_ref().map_or(raw.name.span(), Spanned::span);
+        return Err(at.error(
+            span,
+            "responsibility",
+            format!("`{responsibility}` is built into the host; choose another responsibility"),
+        ));
+    }
+    let component = dir.join(format!("{name}.wasm"));
+    if !component.is_file() {
+        return Err(at.error(
+            raw.name.span(),
+            "name",
+            format!("component file `{}` does not exist", component.display()),
+        ));
+    }
+    let mut limits = Limits::default();
+    if let Some(v) = &raw.queue {
+        limits.queue = at.in_range(v, "queue", 1, 1 << 20)? as usize;
+    }
+    if let Some(v) = &raw.memory_mb {
+        limits.memory_bytes = (at.in_range(v, "memory_mb", 1, 4096)? as usize) << 20;
+    }
+    if let Some(v) = &raw.call_timeout_ms {
+        limits.call_timeout = Duration::from_millis(at.in_range(v, "call_timeout_ms", 1, 3_600_000)?);
+    }
+    if let Some(v) = &raw.max_bag_bytes {
+        limits.max_bag_bytes = at.in_range(v, "max_bag_bytes", 2, 64 << 20)? as usize;
+    }
+    if let Some(v) = &raw.max_bag_depth {
+        limits.max_bag_depth = at.in_range(v, "max_bag_depth", 1, 1024)? as usize;
+    }
+    if let Some(v) = &raw.max_timers {
+        limits.max_timers = at.in_range(v, "max_timers", 0, 1 << 20)? as usize;
+    }
+    let config = match raw.config {
+        Some(table) => match toml_to_json(toml::Value::Table(table)) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+        None => serde_json::Map::new(),
+    };
+    Ok(BlockSpec { name: name.clone(), responsibility, component, config, limits, line })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// TOML to JSON; datetimes become their RFC 3339 text.
+fn toml_to_json(value: toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
+    }
+}
+
+/// Turns byte offsets into the file, line and key of a message.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, key: &str, message: String) -> ManifestError {
+        self.error_at_line(self.line(span.start), Some(key), message)
+    }
+
+    fn error_at_line(&self, line: usize, key: Option<&str>, message: String) -> ManifestError {
+        ManifestError { file: self.file.to_path_buf(), line: Some(line), key: key.map(str::to_owned), message }
+    }
+
+    fn in_range(&self, v: &Spanned<u64>, key: &str, min: u64, max: u64) -> Result<u64, ManifestError> {
+        let value = *v.get_ref();
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error(v.span(), key, format!("{value} is out of range ({min} to {max})")))
+        }
+    }
+
+    /// A TOML or shape error: the key is the one written on the line the error points at.
+    fn toml_error(&self, e: &toml::de::Error) -> ManifestError {
+        let message = e.message().trim_end().to_owned();
+        let Some(span) = e.span() else {
+            return ManifestError { file: self.file.to_path_buf(), line: None, key: None, message };
+        };
+        let line_no = self.line(span.start);
+        let line_text = self.text.lines().nth(line_no - 1).unwrap_or_default();
+        let key = line_text
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['))
+            .map(|k| k.trim_matches('"').to_owned());
+        ManifestError { file: self.file.to_path_buf(), line: Some(line_no), key, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `text` as `dir/bagpipe.toml` with empty component files `a.wasm` and `b.wasm`.
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let dir = std::env::temp_dir().join(format!("bagpipe-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["a.wasm", "b.wasm"] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        Manifest::parse(&dir.join("bagpipe.toml"), text)
+    }
+
+    fn check_err(text: &str, line: Option<usize>, key: Option<&str>, needle: &str) {
+        let err = parse(text).expect_err("manifest should be refused");
+        assert_eq!(err.line, line, "{err}");
+        assert_eq!(err.key.as_deref(), key, "{err}");
+        assert!(err.message.contains(needle), "{err} should mention {needle:?}");
+        assert!(err.to_string().contains("bagpipe.toml"), "{err} should name the file");
+    }
+
+    #[test]
+    fn reads_blocks_in_order_with_defaults_and_config() {
+        let m = parse(
+            "[host]\nenqueue_timeout_ms = 20\n\n[[block]]\nname = \"a\"\nqueue = 8\n[block.config]\nx = 1\nwhen = 1979-05-27\n\n[[block]]\nname = \"a\"\nresponsibility = \"a2\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.settings.enqueue_timeout, Duration::from_millis(20));
+        let names: Vec<_> = m.blocks.iter().map(|b| (b.name.as_str(), b.responsibility.as_str(), b.line)).collect();
+        assert_eq!(names, [("a", "a", 4), ("a", "a2", 11)]);
+        assert_eq!(m.blocks[0].limits.queue, 8);
+        assert_eq!(m.blocks[1].limits, Limits::default());
+        assert_eq!(
+            serde_json::Value::Object(m.blocks[0].config.clone()),
+            serde_json::json!({"x": 1, "when": "1979-05-27"})
+        );
+        assert!(m.blocks[1].config.is_empty());
+    }
+
+    #[test]
+    fn names_file_line_and_key_of_errors() {
+        check_err("[[block]]\nname = \"a\"\nqeue = 3\n", Some(3), Some("qeue"), "unknown field");
+        check_err("[[block]]\nname = \"a\"\nqueue = \"many\"\n", Some(3), Some("queue"), "invalid type");
+        check_err("[[block]]\nname = \"a\"\nqueue = 0\n", Some(3), Some("queue"), "out of range");
+        check_err("[[block]]\nname = \"missing\"\n", Some(2), Some("name"), "does not exist");
+        check_err("[[block]]\nname = \"../a\"\n", Some(2), Some("name"), "not a component name");
+        check_err(
+            "[[block]]\nname = \"a\"\nresponsibility = \"initiator\"\n",
+            Some(3),
+            Some("responsibility"),
+            "built into",
+        );
+        check_err("[[block]]\nname = \"a\"\n[[block]]\nname = \"a\"\n", Some(3), Some("responsibility"), "line 1");
+        check_err("[[block]]\nname = \"a\"\nname = \"b\"\n", Some(3), Some("name"), "duplicate key");
+        check_err("[[block]]\nresponsibility = \"x\"\n", Some(1), None, "missing field `name`");
+        check_err("", None, None, "no blocks");
+        check_err("[[block]\n", Some(1), None, "");
+    }
+}

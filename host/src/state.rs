@@ -1,0 +1,147 @@
+//! The host state inside one block's store: what the block's imports can reach.
+//!
+//! Invariant: nothing in here is shared with another block's store except through `Arc`s the
+//! guest cannot corrupt (the router, the block statuses, the supervisor's request channel).
+//! A trap poisons this store only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::component::Hooks;
+use crate::defaults::{Limits, Settings};
+use crate::guest_io::StderrTail;
+use crate::router::Router;
+use crate::stats::BlockStatus;
+use crate::timers::Timers;
+
+/// A request from a block to the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Finish the block `responsibility` (`initiator`/`finisher`: shut the host down).
+    Finish {
+        /// What to finish.
+        responsibility: String,
+        /// Who asked.
+        by: String,
+    },
+}
+
+/// What every block's store links to: the rest of the host.
+#[derive(Clone)]
+pub struct Links {
+    /// Where bags go.
+    pub router: Arc<Router>,
+    /// Requests to the supervisor.
+    pub requests: mpsc::Sender<Request>,
+    /// Host-wide settings.
+    pub settings: Arc<Settings>,
+}
+
+/// The data of one block's store.
+pub struct BlockCtx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Who this block is; its state and counters.
+    pub me: Arc<BlockStatus>,
+    /// The rest of the host.
+    pub links: Links,
+    /// This block's hooks (to refuse timers to a block without `on-timer`).
+    pub hooks: Hooks,
+    /// The last `__seq` this block sent.
+    pub seq: u64,
+    /// Pending timers.
+    pub timers: Timers,
+    /// Timing of the current call, for its deadline.
+    pub clock: CallClock,
+    /// The memory limit, and whether the guest ran into it.
+    pub memory: MemoryLimit,
+    /// The guest's stderr.
+    pub stderr: StderrTail,
+    /// The limits the block was started with.
+    pub limits: Limits,
+}
+
+impl BlockCtx {
+    /// State for a new instance of the block `me`.
+    pub fn new(me: Arc<BlockStatus>, hooks: Hooks, limits: &Limits, links: Links) -> Self {
+        let stderr = StderrTail::default();
+        // No environment, arguments, directories or sockets: a block reaches the world only
+        // through the controller. Stdout is the host's (a sink may print); stderr is logged.
+        let wasi = WasiCtx::builder().inherit_stdout().stderr(stderr.clone()).build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            me,
+            links,
+            hooks,
+            seq: 0,
+            timers: Timers::new(limits.max_timers),
+            clock: CallClock { started: Instant::now(), host_wait: Duration::ZERO, timeout: limits.call_timeout },
+            memory: MemoryLimit { limit: limits.memory_bytes, hit: None },
+            stderr,
+            limits: limits.clone(),
+        }
+    }
+}
+
+impl WasiView for BlockCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The clock of the call in progress. Time the host spends waiting on the guest's behalf (an
+/// `enqueue` to a full queue) is not the guest's computing time and does not count against its
+/// deadline.
+#[derive(Debug, Clone)]
+pub struct CallClock {
+    /// When the call started.
+    pub started: Instant,
+    /// Time spent waiting inside host calls during this call.
+    pub host_wait: Duration,
+    /// The guest's computing budget per call.
+    pub timeout: Duration,
+}
+
+impl CallClock {
+    /// Starts timing a call.
+    pub fn start(&mut self) {
+        self.started = Instant::now();
+        self.host_wait = Duration::ZERO;
+    }
+
+    /// How long the guest has computed in this call.
+    pub fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_wait)
+    }
+}
+
+/// Caps a block's linear memory.
+#[derive(Debug, Clone)]
+pub struct MemoryLimit {
+    /// Largest memory, in bytes.
+    pub limit: usize,
+    /// The size the guest asked for when it ran into the limit.
+    pub hit: Option<usize>,
+}
+
+impl ResourceLimiter for BlockCtx {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory.limit {
+            // Refuse the growth; the guest sees an allocation failure (a Rust guest aborts). The
+            // note lets the host say which limit ended it.
+            self.memory.hit = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}

@@ -1,0 +1,205 @@
+//! What the host knows about each block while it runs: its state and its counters.
+//!
+//! One [`BlockStatus`] per block, shared (through `Arc`) by the router, the block's task and the
+//! supervisor. Everything in it is atomic: reading stats never waits for a block.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::bindings::{BlockInfo, BlockState};
+
+/// A block's identity, state and counters.
+#[derive(Debug)]
+pub struct BlockStatus {
+    /// The component's name.
+    pub name: String,
+    /// The instance's responsibility.
+    pub responsibility: String,
+    /// Built into the host (`initiator`, `finisher`).
+    pub builtin: bool,
+    /// Exports `enqueue-hook`.
+    pub accepts_bags: bool,
+    state: AtomicU8,
+    version: Mutex<String>,
+    /// The block's counters.
+    pub counters: Counters,
+}
+
+/// Counters of one block. "Bags" are bags addressed to this block unless said otherwise.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bags put into the block's queue.
+    pub received: AtomicU64,
+    /// Bags `on-enqueue` accepted.
+    pub processed: AtomicU64,
+    /// Bags `on-enqueue` returned an error for.
+    pub failed: AtomicU64,
+    /// Senders told `queue-full` because this block's queue stayed full.
+    pub refused_full: AtomicU64,
+    /// Bags still queued when the block ended, never delivered (counted, and logged).
+    pub lost: AtomicU64,
+    /// Bags this block sent that were queued somewhere.
+    pub sent: AtomicU64,
+    /// Timers that fired.
+    pub timers_fired: AtomicU64,
+    /// Traps, deadlines and limit breaches.
+    pub faults: AtomicU64,
+    /// The most bags the queue has held at once.
+    pub queue_high_water: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl BlockStatus {
+    /// A block that is starting.
+    pub fn new(name: &str, responsibility: &str, accepts_bags: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            responsibility: responsibility.to_owned(),
+            builtin: false,
+            accepts_bags,
+            state: AtomicU8::new(encode(BlockState::Starting)),
+            version: Mutex::new(String::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// A built-in block: always running, takes no bags.
+    pub fn builtin(responsibility: &str) -> Self {
+        let status = Self { builtin: true, ..Self::new(crate::defaults::BUILTIN_NAME, responsibility, false) };
+        status.set_state(BlockState::Running);
+        status
+    }
+
+    /// Where the block is in its life.
+    pub fn state(&self) -> BlockState {
+        decode(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves the block to `state`.
+    pub fn set_state(&self, state: BlockState) {
+        self.state.store(encode(state), Ordering::Release);
+    }
+
+    /// Whether bags sent now are queued (starting and running blocks queue them).
+    pub fn takes_bags(&self) -> bool {
+        matches!(self.state(), BlockState::Starting | BlockState::Running | BlockState::Restarting)
+    }
+
+    /// Records the component version (hash) the block runs.
+    pub fn set_version(&self, version: String) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
+    }
+
+    /// The component version the block runs.
+    pub fn version(&self) -> String {
+        self.version.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The block as the WIT `block-info` describes it.
+    pub fn info(&self) -> BlockInfo {
+        BlockInfo {
+            name: self.name.clone(),
+            responsibility: self.responsibility.clone(),
+            state: self.state(),
+            accepts_bags: self.accepts_bags,
+            builtin: self.builtin,
+        }
+    }
+
+    /// A copy of everything, for reports.
+    pub fn snapshot(&self, queue_depth: u64) -> StatsSnapshot {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            name: self.name.clone(),
+            responsibility: self.responsibility.clone(),
+            state: state_name(self.state()),
+            version: self.version(),
+            received: get(&c.received),
+            processed: get(&c.processed),
+            failed: get(&c.failed),
+            refused_full: get(&c.refused_full),
+            lost: get(&c.lost),
+            sent: get(&c.sent),
+            timers_fired: get(&c.timers_fired),
+            faults: get(&c.faults),
+            queue_depth,
+            queue_high_water: get(&c.queue_high_water),
+        }
+    }
+}
+
+/// A block's stats at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// The component's name.
+    pub name: String,
+    /// The instance's responsibility.
+    pub responsibility: String,
+    /// Its state, in WIT spelling.
+    pub state: &'static str,
+    /// The component version (short hash).
+    pub version: String,
+    /// See [`Counters::received`].
+    pub received: u64,
+    /// See [`Counters::processed`].
+    pub processed: u64,
+    /// See [`Counters::failed`].
+    pub failed: u64,
+    /// See [`Counters::refused_full`].
+    pub refused_full: u64,
+    /// See [`Counters::lost`].
+    pub lost: u64,
+    /// See [`Counters::sent`].
+    pub sent: u64,
+    /// See [`Counters::timers_fired`].
+    pub timers_fired: u64,
+    /// See [`Counters::faults`].
+    pub faults: u64,
+    /// Bags in the queue now.
+    pub queue_depth: u64,
+    /// See [`Counters::queue_high_water`].
+    pub queue_high_water: u64,
+}
+
+/// The WIT spelling of a state.
+pub fn state_name(state: BlockState) -> &'static str {
+    match state {
+        BlockState::Starting => "starting",
+        BlockState::Running => "running",
+        BlockState::Restarting => "restarting",
+        BlockState::Finishing => "finishing",
+        BlockState::Finished => "finished",
+        BlockState::Failed => "failed",
+    }
+}
+
+fn encode(state: BlockState) -> u8 {
+    match state {
+        BlockState::Starting => 0,
+        BlockState::Running => 1,
+        BlockState::Restarting => 2,
+        BlockState::Finishing => 3,
+        BlockState::Finished => 4,
+        BlockState::Failed => 5,
+    }
+}
+
+fn decode(v: u8) -> BlockState {
+    match v {
+        0 => BlockState::Starting,
+        1 => BlockState::Running,
+        2 => BlockState::Restarting,
+        3 => BlockState::Finishing,
+        4 => BlockState::Finished,
+        _ => BlockState::Failed,
+    }
+}
