@@ -88,16 +88,44 @@ async fn a_missing_manifest_is_reported() {
 
 #[test]
 fn every_fixture_is_used_by_a_test() {
-    let tests = bagpipe_test_support::workspace_root().join("tests");
+    let root = bagpipe_test_support::workspace_root();
     let mut sources = String::new();
-    for entry in std::fs::read_dir(&tests).expect("tests dir").flatten() {
-        if entry.path().extension().is_some_and(|e| e == "rs") {
-            sources.push_str(&std::fs::read_to_string(entry.path()).expect("test source"));
+    for dir in [root.join("tests"), root.join("host/benches")] {
+        for entry in std::fs::read_dir(&dir).expect("tests dir").flatten() {
+            if entry.path().extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(entry.path()).expect("test source"));
+            }
         }
     }
     for name in artifacts::ALL {
         let ident = format!("artifacts::{}", name.to_uppercase());
         let example = ["source", "transform", "sink"].contains(name);
-        assert!(example || sources.contains(&ident), "fixture `{name}` has no test: use {ident} in tests/");
+        assert!(example || sources.contains(&ident), "fixture `{name}` has no test: use {ident} in tests/ or a bench");
     }
+}
+
+#[tokio::test]
+async fn a_dependency_cycle_is_named_before_anything_starts() {
+    let dir = BlockDir::new(
+        "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = [\"c\"]\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = [\"a\"]\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\nafter = [\"b\"]\n",
+        &[("probe", artifacts::PROBE)],
+    );
+    let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
+    assert_fails_saying(&out, &["bagpipe.toml:1: key `after`: dependency cycle: a -> c -> b -> a"]);
+    assert!(out.events.is_empty(), "nothing started");
+}
+
+#[tokio::test]
+async fn a_missing_dependency_is_named_before_anything_starts() {
+    let dir = BlockDir::new(
+        "[[block]]\nname = \"probe\"\n\n[[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = [\"database\"]\n",
+        &[("probe", artifacts::PROBE)],
+    );
+    let out = check(&dir).await;
+    assert_fails_saying(
+        &out,
+        &["bagpipe.toml:4: key `after`: block `b` is after `database`, but no block has that responsibility"],
+    );
 }

@@ -1,12 +1,17 @@
 //! Subcommands of the `bagpipe` binary.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bagpipe::cache::ComponentCache;
-use bagpipe::{Host, HostConfig, Manifest};
+use bagpipe::stats::StatsSnapshot;
+use bagpipe::{Host, HostConfig, Manifest, RunReport};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+/// The admin address `bagpipe status` asks when none is given.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9330";
 
 /// bagpipe: a WebAssembly-sandboxed adapter host.
 #[derive(Parser, Debug)]
@@ -35,20 +40,36 @@ enum Command {
         /// the manifest names into DIR.
         #[arg(long, value_name = "GUESTS")]
         build: Option<PathBuf>,
+        /// Serve stats on this address: /blocks (JSON), /metrics (Prometheus), /dead-letters.
+        /// Port 0 picks a free port (the log says which).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// At exit, write the final stats, failures and dead letters to this file as JSON.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Check the manifest and every component against the block world, running nothing.
     Check {
         /// The component directory (holding `bagpipe.toml`), or a manifest file.
         dir: PathBuf,
     },
+    /// Print the stats of a running host (started with `--admin`) as a table.
+    Status {
+        /// The running host's admin address.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+        admin: String,
+        /// List the dead letters instead.
+        #[arg(long)]
+        dead_letters: bool,
+    },
 }
 
 /// Logs go to stderr; stdout belongs to the blocks.
 pub fn init_logging(default: &str) {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_env("BAGPIPE_LOG")
         .or_else(|_| EnvFilter::try_new(default))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -59,96 +80,106 @@ pub fn init_logging(default: &str) {
 
 /// Runs the chosen subcommand.
 pub async fn dispatch(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Run { dir, no_cache, build } => {
-            if let Some(guests) = build
-                && let Err(e) = build_components(&guests, &dir).await
-            {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-            run(dir, no_cache).await
-        }
-        Command::Check { dir } => check(dir).await,
-    }
-}
-
-async fn build_components(guests: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
-    let names = Manifest::component_names(dir)?;
-    let dir = if dir.is_dir() { dir } else { dir.parent().unwrap_or(std::path::Path::new(".")) };
-    bagpipe::guest_build::build_into(guests, dir, &names).await
-}
-
-fn host(no_cache: bool) -> Result<Host, ExitCode> {
-    let cache_dir = if no_cache { None } else { ComponentCache::default_dir() };
-    Host::new(HostConfig { cache_dir }).map_err(|e| {
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
-    })
-}
-
-async fn run(dir: PathBuf, no_cache: bool) -> ExitCode {
-    let manifest = match Manifest::load(&dir) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        Command::Run { dir, no_cache, build, admin, report } => run(&dir, no_cache, build, admin, report).await,
+        Command::Check { dir } => check(&dir).await,
+        Command::Status { admin, dead_letters } => status(&admin, dead_letters).await,
     };
-    let host = match host(no_cache) {
-        Ok(h) => h,
-        Err(code) => return code,
-    };
-    let shutdown = match shutdown_signal() {
-        Ok(s) => s,
+    match result {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: cannot listen for signals: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match host.run(&manifest, shutdown).await {
-        Ok(report) => {
-            for (block, e) in &report.failed {
-                tracing::warn!("block `{block}` failed while running: {e}");
-            }
-            for (block, e) in &report.finish_errors {
-                tracing::warn!("block `{block}`: finish: {e}");
-            }
-            for s in &report.stats {
-                tracing::info!(
-                    block = %s.responsibility,
-                    state = s.state,
-                    received = s.received,
-                    processed = s.processed,
-                    failed = s.failed,
-                    lost = s.lost,
-                    refused_full = s.refused_full,
-                    faults = s.faults,
-                    "final stats"
-                );
-            }
-            tracing::info!("shut down");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn check(dir: PathBuf) -> ExitCode {
-    let manifest = match Manifest::load(&dir) {
-        Ok(m) => m,
+async fn run(
+    dir: &Path,
+    no_cache: bool,
+    build: Option<PathBuf>,
+    admin: Option<SocketAddr>,
+    report_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(guests) = build {
+        let names = Manifest::component_names(dir)?;
+        let into = if dir.is_dir() { dir } else { dir.parent().unwrap_or(Path::new(".")) };
+        bagpipe::guest_build::build_into(&guests, into, &names).await?;
+    }
+    let manifest = Manifest::load(dir)?;
+    let cache_dir = if no_cache { None } else { ComponentCache::default_dir() };
+    let host = Host::new(HostConfig { cache_dir, admin })?;
+    let shutdown = shutdown_signal()?;
+    let result = host.run(&manifest, shutdown).await;
+    let code = match &result {
+        Ok(report) => {
+            log_report(report);
+            match &report.escalated {
+                Some((block, e)) => {
+                    eprintln!("error: block `{block}` faulted and escalated: {e}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::SUCCESS,
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     };
-    let host = match host(false) {
-        Ok(h) => h,
-        Err(code) => return code,
+    if let Some(file) = report_file {
+        let json = report_json(&result);
+        std::fs::write(&file, serde_json::to_vec_pretty(&json)?)
+            .map_err(|e| anyhow::anyhow!("writing the report `{}`: {e}", file.display()))?;
+    }
+    Ok(code)
+}
+
+fn log_report(report: &RunReport) {
+    for (block, e) in &report.failed {
+        tracing::warn!("block `{block}` failed: {e}");
+    }
+    for (block, e) in &report.finish_errors {
+        tracing::warn!("block `{block}`: finish: {e}");
+    }
+    for s in &report.stats {
+        tracing::info!(
+            block = %s.responsibility,
+            state = %s.state,
+            received = s.received,
+            processed = s.processed,
+            failed = s.failed,
+            lost = s.lost,
+            refused_full = s.refused_full,
+            faults = s.faults,
+            restarts = s.restarts,
+            dead_letters = s.dead_letters,
+            "final stats"
+        );
+    }
+    tracing::info!("shut down");
+}
+
+fn report_json(result: &Result<RunReport, bagpipe::RunError>) -> serde_json::Value {
+    let pairs = |v: &[(String, bagpipe::CallError)]| {
+        v.iter().map(|(b, e)| serde_json::json!({"block": b, "error": e.to_string()})).collect::<Vec<_>>()
     };
+    match result {
+        Ok(r) => serde_json::json!({
+            "error": r.escalated.as_ref().map(|(b, e)| format!("block `{b}` faulted and escalated: {e}")),
+            "escalated": r.escalated.as_ref().map(|(b, _)| b),
+            "blocks": r.stats,
+            "failed": pairs(&r.failed),
+            "finish_errors": pairs(&r.finish_errors),
+            "dead_letters": r.dead_letters,
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
+async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(dir)?;
+    let host = Host::new(HostConfig { cache_dir: ComponentCache::default_dir(), admin: None })?;
     let mut failed = 0;
     for (spec, result) in host.check(&manifest).await {
         match result {
@@ -164,12 +195,80 @@ async fn check(dir: PathBuf) -> ExitCode {
             }
         }
     }
-    if failed == 0 {
-        println!("{}: {} blocks, all valid", manifest.path.display(), manifest.blocks.len());
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    if failed > 0 {
+        return Ok(ExitCode::FAILURE);
     }
+    println!("{}: {} blocks, all valid", manifest.path.display(), manifest.blocks.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(admin: &str, dead_letters: bool) -> anyhow::Result<ExitCode> {
+    if dead_letters {
+        println!("{}", bagpipe::admin::get(admin, "/dead-letters").await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body = bagpipe::admin::get(admin, "/blocks").await?;
+    let blocks: Vec<StatsSnapshot> = serde_json::from_str(&body)?;
+    print!("{}", table(&blocks));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stats as an aligned text table.
+fn table(blocks: &[StatsSnapshot]) -> String {
+    let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}µs"));
+    let header = [
+        "BLOCK",
+        "COMPONENT",
+        "STATE",
+        "VERSION",
+        "RECV",
+        "DONE",
+        "FAILED",
+        "FAULTS",
+        "RESTARTS",
+        "DEAD",
+        "LOST",
+        "QUEUE",
+        "HIGH",
+        "P50",
+        "P99",
+    ];
+    let rows: Vec<Vec<String>> = blocks
+        .iter()
+        .map(|s| {
+            vec![
+                s.responsibility.clone(),
+                s.name.clone(),
+                s.state.clone(),
+                s.version.clone(),
+                s.received.to_string(),
+                s.processed.to_string(),
+                s.failed.to_string(),
+                s.faults.to_string(),
+                s.restarts.to_string(),
+                s.dead_letters.to_string(),
+                s.lost.to_string(),
+                s.queue_depth.to_string(),
+                s.queue_high_water.to_string(),
+                us(s.processing_p50_us),
+                us(s.processing_p99_us),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut l: String =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect::<Vec<_>>().join("  ");
+        l.truncate(l.trim_end().len());
+        l + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in &rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

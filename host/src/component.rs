@@ -153,6 +153,7 @@ impl BlockComponent {
             router: Arc::new(crate::router::Router::new()),
             requests,
             settings: Arc::new(crate::defaults::Settings::default()),
+            dead_letters: Arc::new(crate::deadletter::DeadLetters::new(None)),
         };
         let limits = crate::defaults::Limits::default();
         let me = Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue));

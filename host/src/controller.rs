@@ -35,7 +35,7 @@ impl controller::Host for BlockCtx {
             // The target exists but takes no bags: say so, deliver nothing. The bag is still
             // checked, so a bad bag is reported wherever it was going.
             let limits = BagLimits { max_bytes: self.limits.max_bag_bytes, max_depth: self.limits.max_bag_depth };
-            bag::stamp(&bag, &self.me.responsibility, self.seq + 1, limits).map_err(refusal)?;
+            bag::stamp(&bag, &self.me.responsibility, self.next_seq(), limits).map_err(refusal)?;
             return Ok(false);
         };
         if !route.status.takes_bags() {
@@ -44,14 +44,18 @@ impl controller::Host for BlockCtx {
                 crate::stats::state_name(route.status.state())
             )));
         }
-        let stamped = bag::stamp(&bag, &self.me.responsibility, self.seq + 1, route.limits).map_err(refusal)?;
+        let seq = self.next_seq();
+        let stamped = bag::stamp(&bag, &self.me.responsibility, seq, route.limits).map_err(refusal)?;
         let envelope = Envelope::Bag(stamped);
         let counters = &route.status.counters;
         let sent = match queue.try_send(envelope) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(gone(&target)),
             // The caller's own queue only drains after this call returns: waiting cannot help.
-            Err(TrySendError::Full(_)) if route.status.responsibility == self.me.responsibility => {
+            // Nor does waiting again in a call that already waited in vain.
+            Err(TrySendError::Full(_))
+                if route.status.responsibility == self.me.responsibility || self.clock.refused =>
+            {
                 Err(EnqueueError::QueueFull)
             }
             Err(TrySendError::Full(envelope)) => {
@@ -60,14 +64,17 @@ impl controller::Host for BlockCtx {
                 self.clock.host_wait += started.elapsed();
                 match waited {
                     Ok(()) => Ok(()),
-                    Err(SendTimeoutError::Timeout(_)) => Err(EnqueueError::QueueFull),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        self.clock.refused = true;
+                        Err(EnqueueError::QueueFull)
+                    }
                     Err(SendTimeoutError::Closed(_)) => Err(gone(&target)),
                 }
             }
         };
         match sent {
             Ok(()) => {
-                self.seq += 1;
+                self.me.seq.store(seq, std::sync::atomic::Ordering::Relaxed);
                 Counters::bump(&counters.received);
                 Counters::bump(&self.me.counters.sent);
                 counters.queue_high_water.fetch_max(route.queue_depth(), std::sync::atomic::Ordering::Relaxed);
@@ -133,6 +140,13 @@ impl controller::Host for BlockCtx {
 
     async fn cancel_timer(&mut self, id: u64) -> bool {
         self.timers.cancel(id)
+    }
+}
+
+impl BlockCtx {
+    /// The sequence number the next bag this block sends gets.
+    fn next_seq(&self) -> u64 {
+        self.me.seq.load(std::sync::atomic::Ordering::Relaxed) + 1
     }
 }
 

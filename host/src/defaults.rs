@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::restart::{Backoff, GiveUp, Restart};
+
 /// How often the engine's epoch advances. Call deadlines are measured in these ticks, so this is
 /// also the precision of a deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -65,18 +67,60 @@ impl Default for Limits {
     }
 }
 
+/// What the supervisor does when a block faults (traps, panics, breaks a limit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The restart policy.
+    pub restart: Restart,
+    /// What happens when the block restarts too often.
+    pub on_give_up: GiveUp,
+    /// Restarts allowed within `window` before giving up.
+    pub max_restarts: u32,
+    /// The window `max_restarts` counts in.
+    pub window: Duration,
+    /// Delay between consecutive restarts.
+    pub backoff: Backoff,
+    /// How many times in all a bag whose processing faulted is delivered before it becomes a
+    /// dead letter.
+    pub max_attempts: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            restart: Restart::One,
+            on_give_up: GiveUp::Finish,
+            max_restarts: 5,
+            window: Duration::from_secs(10),
+            backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_secs(5) },
+            max_attempts: 2,
+        }
+    }
+}
+
 /// Settings of the whole host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// How long `enqueue` waits for room in a full queue before it returns `queue-full`.
+    /// How long `enqueue` waits for room in a full queue before it returns `queue-full`. A call
+    /// that was refused once does not wait again: the rest of its enqueues to full queues fail at
+    /// once, so a guest flooding a full queue cannot stall for long.
     pub enqueue_timeout: Duration,
     /// How long a finishing block may take to work through the bags already in its queue before
     /// `finish` is called anyway (the bags left are counted and logged).
     pub drain_timeout: Duration,
+    /// The block that dead letters are sent to, if any.
+    pub dead_letters: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { enqueue_timeout: Duration::from_millis(500), drain_timeout: Duration::from_secs(5) }
+        Self { enqueue_timeout: Duration::from_millis(500), drain_timeout: Duration::from_secs(5), dead_letters: None }
     }
 }
+
+/// The first delay between `init` retries of a block; it doubles with each retry.
+pub const INIT_RETRY_BACKOFF: Backoff = Backoff { base: Duration::from_millis(50), max: Duration::from_secs(5) };
+
+/// Largest wasm stack a guest may use; a guest recursing past it traps with a stack overflow.
+/// Engine-wide: wasmtime sets it per engine, not per store.
+pub const WASM_STACK_BYTES: usize = 1 << 20;

@@ -19,7 +19,7 @@ pub fn new_engine() -> anyhow::Result<Engine> {
     config.epoch_interruption(true);
     // A guest that recurses without end hits this and traps with a stack overflow, which ends
     // its block only. The async fiber stack must be larger than it.
-    config.max_wasm_stack(1 << 20);
+    config.max_wasm_stack(crate::defaults::WASM_STACK_BYTES);
     config.async_stack_size(4 << 20);
     Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
 }

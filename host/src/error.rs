@@ -110,10 +110,12 @@ pub enum CallError {
     #[error("ran longer than its call timeout of {0:?} and was stopped")]
     Deadline(Duration),
     /// The guest broke a resource limit (memory, stack).
-    #[error("broke its {what} limit{}", fmt_stderr(.stderr))]
+    #[error("broke its {what} limit{}{}", .detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default(), fmt_stderr(.stderr))]
     Limit {
         /// Which limit.
         what: String,
+        /// More about it, when there is more.
+        detail: Option<String>,
         /// The guest's last stderr lines.
         stderr: Vec<String>,
     },

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::Engine;
 
+use crate::admin::{Admin, AdminView};
 use crate::cache::ComponentCache;
 use crate::component::{BlockComponent, Loader};
 use crate::engine::{EpochTicker, new_engine};
@@ -19,10 +20,13 @@ use crate::supervisor::{RunReport, Supervisor};
 pub struct HostConfig {
     /// Where compiled components are cached on disk; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Where to serve the admin endpoint during runs (port 0 picks one); `None` for none.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// A bagpipe host: one engine, its epoch ticker and its component loader.
 pub struct Host {
+    config: HostConfig,
     engine: Engine,
     loader: Loader,
     _ticker: EpochTicker,
@@ -32,9 +36,9 @@ impl Host {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
         let engine = new_engine()?;
-        let loader = Loader::new(&engine, ComponentCache::new(&engine, config.cache_dir))?;
+        let loader = Loader::new(&engine, ComponentCache::new(&engine, config.cache_dir.clone()))?;
         let ticker = EpochTicker::start(&engine)?;
-        Ok(Self { engine, loader, _ticker: ticker })
+        Ok(Self { config, engine, loader, _ticker: ticker })
     }
 
     /// Loads and checks every component of `manifest` (each file once), reporting each block's
@@ -79,7 +83,19 @@ impl Host {
                 }
             }
         }
-        let supervisor = Supervisor::start(&self.engine, manifest, &components).await?;
-        supervisor.run(shutdown).await
+        let router = Arc::new(crate::router::Router::new());
+        let supervisor = Supervisor::start(&self.engine, manifest, &components, router.clone());
+        let admin = match self.config.admin {
+            Some(addr) => {
+                let view = AdminView { router, dead_letters: supervisor.dead_letters() };
+                Some(Admin::start(addr, view).await?)
+            }
+            None => None,
+        };
+        let result = supervisor.run(shutdown).await;
+        if let Some(admin) = admin {
+            admin.shutdown().await;
+        }
+        result
     }
 }

@@ -152,12 +152,17 @@ impl BlockInstance {
 }
 
 fn classify(e: &wasmtime::Error, timeout: Duration, memory_hit: Option<usize>, stderr: Vec<String>) -> CallError {
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Deadline(timeout),
-        Some(Trap::StackOverflow) => CallError::Limit { what: "wasm stack".to_owned(), stderr },
-        _ if memory_hit.is_some() => {
-            CallError::Limit { what: format!("memory ({} bytes asked for)", memory_hit.unwrap_or_default()), stderr }
+    let limit =
+        |what: &str, detail: Option<String>| CallError::Limit { what: what.to_owned(), detail, stderr: stderr.clone() };
+    match (e.downcast_ref::<Trap>(), memory_hit) {
+        (Some(Trap::Interrupt), _) => CallError::Deadline(timeout),
+        (Some(Trap::StackOverflow), _) => limit("wasm stack", None),
+        (_, Some(asked)) => limit("memory", Some(format!("it asked for {asked} bytes"))),
+        // The root cause is the trap itself; the chain above it is a long wasm backtrace that
+        // belongs in a debug log, not in every error message.
+        _ => {
+            tracing::debug!("trap details: {e:?}");
+            CallError::Trap { trap: e.root_cause().to_string(), stderr }
         }
-        _ => CallError::Trap { trap: format!("{e:#}"), stderr },
     }
 }

@@ -16,20 +16,25 @@
 //! - [`router`], [`bag`], [`controller`]: bags and how they travel.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod bag;
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod cache;
 pub mod component;
 pub mod controller;
+pub mod deadletter;
 pub mod defaults;
+pub mod deps;
 pub mod engine;
 pub mod error;
 pub mod guest_build;
 pub mod guest_io;
+pub mod histogram;
 pub mod host;
 pub mod instance;
 pub mod manifest;
+pub mod restart;
 pub mod router;
 pub mod state;
 pub mod stats;

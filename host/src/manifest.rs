@@ -9,13 +9,16 @@
 //! name = "transform"           # the component: transform.wasm in this directory
 //! responsibility = "upper"     # optional, defaults to the name; must be unique
 //! queue = 1024                 # optional limits, see `defaults::Limits`
+//! after = ["source"]           # optional; without it, after the block before it
+//! restart = "one"              # optional supervision, see `defaults::Policy`
 //! [block.config]               # any table, handed to `init` as JSON
 //! field = "text"
 //! ```
 //!
 //! Invariant: a [`Manifest`] that exists is valid: every responsibility is unique and not a
-//! built-in one, every component file existed when it was read, every limit is in range. Every
-//! error names the file, and where it can the line and the key.
+//! built-in one, every component file existed when it was read, every limit is in range, the
+//! dependencies name existing blocks and have no cycle. Every error names the file, and where it
+//! can the line and the key.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -25,8 +28,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MANIFEST_FILE, Settings};
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MANIFEST_FILE, Policy, Settings};
+use crate::deps::{DepError, Graph};
 use crate::error::ManifestError;
+use crate::restart::{GiveUp, Restart};
 
 /// A checked manifest.
 #[derive(Debug, Clone)]
@@ -37,8 +42,10 @@ pub struct Manifest {
     pub dir: PathBuf,
     /// Host-wide settings.
     pub settings: Settings,
-    /// The blocks, in start order.
+    /// The blocks, in manifest order.
     pub blocks: Vec<BlockSpec>,
+    /// Their dependencies, by index into `blocks`.
+    pub graph: Graph,
 }
 
 /// One block of the manifest.
@@ -54,6 +61,14 @@ pub struct BlockSpec {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// The block's limits.
     pub limits: Limits,
+    /// What happens when it faults.
+    pub policy: Policy,
+    /// The responsibilities it starts after; `None`: after the block before it in the manifest.
+    pub after: Option<Vec<String>>,
+    /// Whether the host may run without it when its `init` keeps failing.
+    pub required: bool,
+    /// How often a failed `init` is tried again (with exponential backoff) before giving up.
+    pub init_retries: u32,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
 }
@@ -72,6 +87,7 @@ struct RawManifest {
 struct RawHost {
     enqueue_timeout_ms: Option<Spanned<u64>>,
     drain_timeout_ms: Option<Spanned<u64>>,
+    dead_letters: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +102,16 @@ struct RawBlock {
     max_bag_bytes: Option<Spanned<u64>>,
     max_bag_depth: Option<Spanned<u64>>,
     max_timers: Option<Spanned<u64>>,
+    restart: Option<Restart>,
+    on_give_up: Option<GiveUp>,
+    max_restarts: Option<Spanned<u64>>,
+    restart_window_ms: Option<Spanned<u64>>,
+    backoff_ms: Option<Spanned<u64>>,
+    backoff_max_ms: Option<Spanned<u64>>,
+    max_attempts: Option<Spanned<u64>>,
+    after: Option<Spanned<Vec<String>>>,
+    required: Option<bool>,
+    init_retries: Option<Spanned<u64>>,
 }
 
 impl Manifest {
@@ -105,6 +131,7 @@ impl Manifest {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let dead_letters = raw.host.dead_letters.clone();
         let settings = settings(&at, raw.host)?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut blocks = Vec::with_capacity(raw.block.len());
@@ -127,7 +154,34 @@ impl Manifest {
         if blocks.is_empty() {
             return Err(ManifestError::new(file, "no blocks: add at least one [[block]]".into()));
         }
-        Ok(Manifest { path: file.to_path_buf(), dir, settings, blocks })
+        let mut settings = settings;
+        if let Some(to) = dead_letters {
+            if !blocks.iter().any(|b| b.responsibility == *to.get_ref()) {
+                return Err(at.error(
+                    to.span(),
+                    "dead_letters",
+                    format!("no block has responsibility `{}`", to.get_ref()),
+                ));
+            }
+            settings.dead_letters = Some(to.into_inner());
+        }
+        let deps: Vec<(&str, Option<&[String]>)> =
+            blocks.iter().map(|b| (b.responsibility.as_str(), b.after.as_deref())).collect();
+        let graph = Graph::new(&deps).map_err(|e| match e {
+            DepError::Missing { block, missing } => at.error_at_line(
+                blocks[block].line,
+                Some("after"),
+                format!(
+                    "block `{}` is after `{missing}`, but no block has that responsibility",
+                    blocks[block].responsibility
+                ),
+            ),
+            DepError::Cycle(cycle) => {
+                let first = blocks.iter().find(|b| b.responsibility == cycle[0]).map_or(1, |b| b.line);
+                at.error_at_line(first, Some("after"), format!("dependency cycle: {}", cycle.join(" -> ")))
+            }
+        })?;
+        Ok(Manifest { path: file.to_path_buf(), dir, settings, blocks, graph })
     }
 
     /// The component names a manifest lists, without checking anything else (the components
@@ -221,6 +275,33 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
     if let Some(v) = &raw.max_timers {
         limits.max_timers = at.in_range(v, "max_timers", 0, 1 << 20)? as usize;
     }
+    let mut policy = Policy::default();
+    if let Some(r) = raw.restart {
+        policy.restart = r;
+    }
+    if let Some(g) = raw.on_give_up {
+        policy.on_give_up = g;
+    }
+    if let Some(v) = &raw.max_restarts {
+        policy.max_restarts = at.in_range(v, "max_restarts", 0, 1_000_000)? as u32;
+    }
+    if let Some(v) = &raw.restart_window_ms {
+        policy.window = Duration::from_millis(at.in_range(v, "restart_window_ms", 1, 86_400_000)?);
+    }
+    if let Some(v) = &raw.backoff_ms {
+        policy.backoff.base = Duration::from_millis(at.in_range(v, "backoff_ms", 0, 3_600_000)?);
+    }
+    if let Some(v) = &raw.backoff_max_ms {
+        policy.backoff.max = Duration::from_millis(at.in_range(v, "backoff_max_ms", 0, 3_600_000)?);
+    }
+    if let Some(v) = &raw.max_attempts {
+        policy.max_attempts = at.in_range(v, "max_attempts", 1, 1000)? as u32;
+    }
+    let init_retries = match &raw.init_retries {
+        Some(v) => at.in_range(v, "init_retries", 0, 1000)? as u32,
+        None => 0,
+    };
+    let after = raw.after.map(Spanned::into_inner);
     let config = match raw.config {
         Some(table) => match toml_to_json(toml::Value::Table(table)) {
             serde_json::Value::Object(map) => map,
@@ -228,7 +309,18 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
         },
         None => serde_json::Map::new(),
     };
-    Ok(BlockSpec { name: name.clone(), responsibility, component, config, limits, line })
+    Ok(BlockSpec {
+        name: name.clone(),
+        responsibility,
+        component,
+        config,
+        limits,
+        policy,
+        after,
+        required: raw.required.unwrap_or(true),
+        init_retries,
+        line,
+    })
 }
 
 fn valid_name(name: &str) -> bool {

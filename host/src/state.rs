@@ -13,6 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::component::Hooks;
+use crate::deadletter::DeadLetters;
 use crate::defaults::{Limits, Settings};
 use crate::guest_io::StderrTail;
 use crate::router::Router;
@@ -40,6 +41,8 @@ pub struct Links {
     pub requests: mpsc::Sender<Request>,
     /// Host-wide settings.
     pub settings: Arc<Settings>,
+    /// Where bags that cannot be processed end up.
+    pub dead_letters: Arc<DeadLetters>,
 }
 
 /// The data of one block's store.
@@ -52,8 +55,6 @@ pub struct BlockCtx {
     pub links: Links,
     /// This block's hooks (to refuse timers to a block without `on-timer`).
     pub hooks: Hooks,
-    /// The last `__seq` this block sent.
-    pub seq: u64,
     /// Pending timers.
     pub timers: Timers,
     /// Timing of the current call, for its deadline.
@@ -79,9 +80,13 @@ impl BlockCtx {
             me,
             links,
             hooks,
-            seq: 0,
             timers: Timers::new(limits.max_timers),
-            clock: CallClock { started: Instant::now(), host_wait: Duration::ZERO, timeout: limits.call_timeout },
+            clock: CallClock {
+                started: Instant::now(),
+                host_wait: Duration::ZERO,
+                timeout: limits.call_timeout,
+                refused: false,
+            },
             memory: MemoryLimit { limit: limits.memory_bytes, hit: None },
             stderr,
             limits: limits.clone(),
@@ -106,6 +111,9 @@ pub struct CallClock {
     pub host_wait: Duration,
     /// The guest's computing budget per call.
     pub timeout: Duration,
+    /// An `enqueue` in this call already waited for a full queue in vain; later ones do not
+    /// wait.
+    pub refused: bool,
 }
 
 impl CallClock {
@@ -113,6 +121,7 @@ impl CallClock {
     pub fn start(&mut self) {
         self.started = Instant::now();
         self.host_wait = Duration::ZERO;
+        self.refused = false;
     }
 
     /// How long the guest has computed in this call.

@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::bindings::{BlockInfo, BlockState};
+use crate::histogram::Histogram;
+
+fn micros(d: Option<std::time::Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e6)
+}
 
 /// A block's identity, state and counters.
 #[derive(Debug)]
@@ -23,8 +28,15 @@ pub struct BlockStatus {
     pub accepts_bags: bool,
     state: AtomicU8,
     version: Mutex<String>,
+    /// The last `__seq` this block sent: it counts on across restarts of the block, so a receiver
+    /// can tell a redelivery from a new bag.
+    pub seq: AtomicU64,
     /// The block's counters.
     pub counters: Counters,
+    /// How long `on-enqueue` calls take.
+    pub processing: Histogram,
+    /// From a fault to the fresh instance having processed its next bag.
+    pub recovery: Histogram,
 }
 
 /// Counters of one block. "Bags" are bags addressed to this block unless said otherwise.
@@ -46,6 +58,10 @@ pub struct Counters {
     pub timers_fired: AtomicU64,
     /// Traps, deadlines and limit breaches.
     pub faults: AtomicU64,
+    /// Fresh instances started after a fault.
+    pub restarts: AtomicU64,
+    /// Bags given up on after faulting `max_attempts` times.
+    pub dead_letters: AtomicU64,
     /// The most bags the queue has held at once.
     pub queue_high_water: AtomicU64,
 }
@@ -67,7 +83,10 @@ impl BlockStatus {
             accepts_bags,
             state: AtomicU8::new(encode(BlockState::Starting)),
             version: Mutex::new(String::new()),
+            seq: AtomicU64::new(0),
             counters: Counters::default(),
+            processing: Histogram::default(),
+            recovery: Histogram::default(),
         }
     }
 
@@ -121,7 +140,7 @@ impl BlockStatus {
         StatsSnapshot {
             name: self.name.clone(),
             responsibility: self.responsibility.clone(),
-            state: state_name(self.state()),
+            state: state_name(self.state()).to_owned(),
             version: self.version(),
             received: get(&c.received),
             processed: get(&c.processed),
@@ -131,6 +150,12 @@ impl BlockStatus {
             sent: get(&c.sent),
             timers_fired: get(&c.timers_fired),
             faults: get(&c.faults),
+            restarts: get(&c.restarts),
+            dead_letters: get(&c.dead_letters),
+            processing_p50_us: micros(self.processing.percentile(50.0)),
+            processing_p99_us: micros(self.processing.percentile(99.0)),
+            recovery_p50_us: micros(self.recovery.percentile(50.0)),
+            recovery_p99_us: micros(self.recovery.percentile(99.0)),
             queue_depth,
             queue_high_water: get(&c.queue_high_water),
         }
@@ -138,14 +163,14 @@ impl BlockStatus {
 }
 
 /// A block's stats at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     /// The component's name.
     pub name: String,
     /// The instance's responsibility.
     pub responsibility: String,
     /// Its state, in WIT spelling.
-    pub state: &'static str,
+    pub state: String,
     /// The component version (short hash).
     pub version: String,
     /// See [`Counters::received`].
@@ -164,6 +189,18 @@ pub struct StatsSnapshot {
     pub timers_fired: u64,
     /// See [`Counters::faults`].
     pub faults: u64,
+    /// See [`Counters::restarts`].
+    pub restarts: u64,
+    /// See [`Counters::dead_letters`].
+    pub dead_letters: u64,
+    /// Median `on-enqueue` time, in microseconds.
+    pub processing_p50_us: Option<f64>,
+    /// 99th percentile `on-enqueue` time, in microseconds.
+    pub processing_p99_us: Option<f64>,
+    /// Median time from a fault to the next bag processed, in microseconds.
+    pub recovery_p50_us: Option<f64>,
+    /// 99th percentile time from a fault to the next bag processed, in microseconds.
+    pub recovery_p99_us: Option<f64>,
     /// Bags in the queue now.
     pub queue_depth: u64,
     /// See [`Counters::queue_high_water`].

@@ -1,78 +1,106 @@
-//! The supervisor: starts the blocks in manifest order, runs them, and finishes them in reverse
-//! order. It owns every block task.
+//! The supervisor: starts the blocks in dependency order (independent ones in parallel), runs
+//! them, applies their restart policies, and finishes them in reverse dependency order. It owns
+//! every block task.
 //!
 //! Invariants: every task is in the supervisor's `JoinSet` and is joined before `run` returns (no
-//! detached tasks); `run` is called on a block only after every `init` succeeded; `finish` is
-//! called at most once per block, in reverse start order on shutdown; a block whose `init` did not
-//! succeed is never finished.
+//! detached tasks); `run` is called only after every required `init` succeeded; `finish` is called
+//! at most once per block instance and only on instances whose `init` succeeded; a shutdown signal
+//! during start-up stops further starts, lets the `init`s in progress end, then finishes what was
+//! initialised.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use wasmtime::Engine;
 
 use crate::bag::BagLimits;
+use crate::bindings::BlockState;
 use crate::component::BlockComponent;
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, FINISH_REQUESTS};
+use crate::deadletter::DeadLetters;
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, FINISH_REQUESTS, INIT_RETRY_BACKOFF};
+use crate::deps::Graph;
 use crate::error::{CallError, RunError};
-use crate::instance::BlockInstance;
 use crate::manifest::{BlockSpec, Manifest};
+use crate::restart::{GiveUp, Intensity, Restart, jitter};
 use crate::router::{Route, Router};
-use crate::state::{BlockCtx, Links, Request};
+use crate::state::{Links, Request};
 use crate::stats::{BlockStatus, StatsSnapshot};
-use crate::task::{BlockTask, Command, Outcome};
+use crate::task::{BlockTask, Command, Event, Mailbox, Outcome};
 
 /// How a run ended, when it ended without a start-up error.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RunReport {
     /// Blocks whose `finish` returned an error or trapped.
     pub finish_errors: Vec<(String, CallError)>,
-    /// Blocks that failed while running.
+    /// Blocks that failed for good (including optional blocks the host ran without).
     pub failed: Vec<(String, CallError)>,
     /// Every block's stats at the end.
     pub stats: Vec<StatsSnapshot>,
+    /// Every dead letter (the last ones, see [`crate::deadletter::KEPT`]).
+    pub dead_letters: Vec<crate::deadletter::DeadLetter>,
+    /// The block whose fault shut the host down (`restart = "escalate"` or
+    /// `on_give_up = "escalate"`), and the fault. Every block was still finished.
+    pub escalated: Option<(String, CallError)>,
 }
 
 /// One block, as the supervisor tracks it.
 struct Slot {
-    spec: BlockSpec,
+    spec: Arc<BlockSpec>,
+    status: Arc<BlockStatus>,
     /// `None` once the task has ended or been told to finish.
     control: Option<mpsc::Sender<Command>>,
-    /// `init` succeeded, so `finish` is owed.
+    /// The current instance's `init` succeeded, so its `finish` is owed.
     inited: bool,
+    /// Restarts of every block this block caused (`restart = "all"`).
+    all_restarts: Intensity,
 }
 
 /// Runs one manifest's blocks.
 pub struct Supervisor {
     slots: Vec<Slot>,
+    graph: Graph,
     tasks: JoinSet<(usize, Outcome)>,
     requests: mpsc::Receiver<Request>,
+    events: mpsc::Receiver<Event>,
     router: Arc<Router>,
+    dead_letters: Arc<DeadLetters>,
     report: RunReport,
 }
 
 impl Supervisor {
-    /// Instantiates every block and spawns its task; nothing is called yet.
-    pub async fn start(
+    /// Routes every block and spawns its task; no guest code runs yet.
+    pub fn start(
         engine: &Engine,
         manifest: &Manifest,
         components: &[Arc<BlockComponent>],
-    ) -> Result<Self, RunError> {
-        let router = Arc::new(Router::new());
+        router: Arc<Router>,
+    ) -> Self {
         let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
-        let links =
-            Links { router: router.clone(), requests: request_tx, settings: Arc::new(manifest.settings.clone()) };
+        let (event_tx, events) = mpsc::channel(manifest.blocks.len().max(1));
+        let dead_letters = Arc::new(DeadLetters::new(manifest.settings.dead_letters.clone()));
+        let links = Links {
+            router: router.clone(),
+            requests: request_tx,
+            settings: Arc::new(manifest.settings.clone()),
+            dead_letters: dead_letters.clone(),
+        };
         let mut sup = Supervisor {
             slots: Vec::new(),
+            graph: manifest.graph.clone(),
             tasks: JoinSet::new(),
             requests,
+            events,
             router: router.clone(),
-            report: RunReport { finish_errors: Vec::new(), failed: Vec::new(), stats: Vec::new() },
+            dead_letters,
+            report: RunReport::default(),
         };
         for (index, (spec, component)) in manifest.blocks.iter().zip(components).enumerate() {
+            let spec = Arc::new(spec.clone());
             let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
             status.set_version(component.hash.short());
             let (queue_tx, queue_rx) = if component.hooks.enqueue {
@@ -86,69 +114,107 @@ impl Supervisor {
                 queue: queue_tx,
                 limits: BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth },
             });
-            let ctx = BlockCtx::new(status.clone(), component.hooks, &spec.limits, links.clone());
-            let instance = match BlockInstance::new(engine, component, ctx).await {
-                Ok(i) => i,
-                Err(error) => {
-                    let responsibility = spec.responsibility.clone();
-                    sup.shutdown().await;
-                    return Err(RunError::Init { responsibility, error });
-                }
-            };
             let (control_tx, control) = mpsc::channel(4);
-            let task = BlockTask {
-                instance,
-                config: serde_json::Value::Object(spec.config.clone()).to_string(),
-                status: status.clone(),
-                control,
-                queue: queue_rx,
-                settings: links.settings.clone(),
-            };
+            let mailbox = Mailbox { control, queue: queue_rx, events: event_tx.clone() };
+            let task =
+                BlockTask::new(index, engine, component.clone(), spec.clone(), status.clone(), links.clone(), mailbox);
             let span = tracing::info_span!("block", responsibility = %spec.responsibility);
             sup.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
-            sup.slots.push(Slot { spec: spec.clone(), control: Some(control_tx), inited: false });
+            let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+            sup.slots.push(Slot { spec, status, control: Some(control_tx), inited: false, all_restarts });
         }
-        Ok(sup)
+        sup
     }
 
-    /// Initialises every block in order, runs them all, and serves until `shutdown` resolves or
-    /// a block finishes `initiator`; then finishes every block in reverse order.
+    /// Starts every block, runs them all, and serves until `shutdown` resolves or a block
+    /// finishes `initiator`; then finishes every block in reverse dependency order.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunReport, RunError> {
         let mut signal = Signal { future: Box::pin(shutdown), fired: false };
-        for i in 0..self.slots.len() {
-            let responsibility = self.slots[i].spec.responsibility.clone();
-            let Some(control) = self.slots[i].control.clone() else { continue };
-            let init = command(control, |reply| Command::Init { reply });
-            tokio::pin!(init);
-            let outcome = tokio::select! {
-                r = &mut init => r,
-                () = signal.wait() => {
-                    // Let the init in progress end (its deadline bounds it), so that a block
-                    // that did initialise is also finished.
-                    tracing::info!("shutdown requested during start-up; letting `{responsibility}` end its init");
-                    init.await
-                }
-            };
-            match outcome {
-                Ok(()) => self.slots[i].inited = true,
-                Err(error) => {
-                    tracing::error!(block = %responsibility, "init failed: {error}; finishing the blocks started so far");
-                    self.slots[i].control = None;
-                    self.shutdown().await;
-                    return Err(RunError::Init { responsibility, error });
+        if let Err(e) = self.start_blocks(&mut signal).await {
+            self.stop_all().await;
+            return Err(e);
+        }
+        if signal.fired {
+            tracing::info!("shutdown requested during start-up");
+            self.stop_all().await;
+            return Ok(self.into_report());
+        }
+        self.run_blocks().await;
+        tracing::info!(blocks = self.slots.len(), "all blocks running");
+        let escalated = self.serve(&mut signal).await;
+        self.stop_all().await;
+        self.report.escalated = escalated;
+        Ok(self.into_report())
+    }
+
+    /// Initialises blocks as their dependencies allow, independent ones in parallel, retrying
+    /// failed `init`s as each block allows. An optional block that still fails is left out; a
+    /// required one stops start-up (after the `init`s in progress end).
+    async fn start_blocks<F: Future<Output = ()>>(&mut self, signal: &mut Signal<F>) -> Result<(), RunError> {
+        let n = self.slots.len();
+        let mut started = vec![false; n];
+        let mut ready = vec![false; n];
+        let mut starting: JoinSet<(usize, Result<(), CallError>)> = JoinSet::new();
+        let cancel = CancellationToken::new();
+        let mut failure = None;
+        loop {
+            if failure.is_none() && !signal.fired {
+                for i in self.graph.startable(&started, &ready) {
+                    started[i] = true;
+                    let slot = &self.slots[i];
+                    let Some(control) = slot.control.clone() else {
+                        ready[i] = true;
+                        continue;
+                    };
+                    slot.status.set_state(BlockState::Starting);
+                    let retries = slot.spec.init_retries;
+                    let cancel = cancel.clone();
+                    let span = tracing::info_span!("block", responsibility = %slot.spec.responsibility);
+                    starting
+                        .spawn(async move { (i, init_with_retries(control, retries, cancel).await) }.instrument(span));
                 }
             }
-            if signal.fired {
-                self.shutdown().await;
-                return Ok(self.into_report());
+            if starting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(joined) = starting.join_next() => {
+                    let Ok((i, result)) = joined else {
+                        return Err(RunError::Host(anyhow::anyhow!("a start-up task failed")));
+                    };
+                    ready[i] = true;
+                    match result {
+                        Ok(()) => self.slots[i].inited = true,
+                        Err(error) => {
+                            let slot = &mut self.slots[i];
+                            let responsibility = slot.spec.responsibility.clone();
+                            if slot.spec.required {
+                                tracing::error!(block = %responsibility, "init failed: {error}; stopping start-up");
+                                cancel.cancel();
+                                failure.get_or_insert(RunError::Init { responsibility, error });
+                            } else {
+                                tracing::warn!(block = %responsibility, "optional block failed to initialise, running without it: {error}");
+                                slot.status.set_state(BlockState::Failed);
+                                slot.control = None;
+                                self.report.failed.push((responsibility, error));
+                            }
+                        }
+                    }
+                }
+                () = signal.wait(), if !signal.fired => cancel.cancel(),
             }
         }
-        // Every init succeeded: run them all. Each block's run happens in its own task, so the
-        // commands go out together and a block's early bags wait in the queues of the others.
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Calls `run` on every initialised block; each runs in its own task, so a block's first
+    /// bags wait in the queues of blocks whose `run` has not happened yet.
+    async fn run_blocks(&mut self) {
         let mut replies = Vec::new();
         for slot in &self.slots {
             let (reply, rx) = oneshot::channel();
-            if let Some(control) = &slot.control
+            if slot.inited
+                && let Some(control) = &slot.control
                 && control.send(Command::Run { reply }).await.is_ok()
             {
                 replies.push((slot.spec.responsibility.clone(), rx));
@@ -159,87 +225,185 @@ impl Supervisor {
                 tracing::error!(block = %responsibility, "run failed: {e}");
             }
         }
-        tracing::info!(blocks = self.slots.len(), "all blocks running");
-        self.serve(&mut signal).await;
-        self.shutdown().await;
-        Ok(self.into_report())
     }
 
-    /// Serves requests and watches tasks until it is time to shut down.
-    async fn serve<F: Future<Output = ()>>(&mut self, signal: &mut Signal<F>) {
+    /// Serves requests and events until it is time to shut down; returns the fault to escalate,
+    /// if one must be.
+    async fn serve<F: Future<Output = ()>>(&mut self, signal: &mut Signal<F>) -> Option<(String, CallError)> {
         loop {
             if self.slots.iter().all(|s| s.control.is_none()) {
                 tracing::info!("every block has ended");
-                return;
+                return None;
             }
             tokio::select! {
                 () = signal.wait() => {
                     tracing::info!("shutdown requested");
-                    return;
+                    return None;
                 }
                 Some(request) = self.requests.recv() => {
                     let Request::Finish { responsibility, by } = request;
                     if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
                         tracing::info!("`{by}` finished `{responsibility}`: shutting down");
-                        return;
+                        return None;
                     }
                     if let Some(i) = self.slots.iter().position(|s| s.spec.responsibility == responsibility) {
                         tracing::info!("`{by}` asked to finish `{responsibility}`");
-                        self.finish(i).await;
+                        self.finish_one(i).await;
                     }
                 }
-                Some(joined) = self.tasks.join_next() => self.reap(joined),
+                Some(Event::RestartAll { index, error }) = self.events.recv() => {
+                    if let Some(escalate) = self.restart_all(index, error, signal).await {
+                        return Some(escalate);
+                    }
+                }
+                Some(joined) = self.tasks.join_next() => {
+                    if let Some(escalate) = self.reap(joined) {
+                        return Some(escalate);
+                    }
+                }
             }
         }
     }
 
-    /// Records a task that ended on its own (a fault, or a finish it was asked for).
-    fn reap(&mut self, joined: Result<(usize, Outcome), tokio::task::JoinError>) {
-        match joined {
-            Ok((i, outcome)) => {
-                let slot = &mut self.slots[i];
-                slot.control = None;
-                if let Outcome::Failed(e) = outcome {
-                    slot.inited = false;
-                    self.report.failed.push((slot.spec.responsibility.clone(), e));
-                }
-            }
+    /// Records a task that ended on its own; returns the fault to escalate, if its policy says so.
+    fn reap(&mut self, joined: Result<(usize, Outcome), tokio::task::JoinError>) -> Option<(String, CallError)> {
+        let (i, outcome) = match joined {
+            Ok(ended) => ended,
             // A panic in a task is a host bug; the block is gone, the host carries on.
-            Err(e) => tracing::error!("a block task ended abnormally: {e}"),
+            Err(e) => {
+                tracing::error!("a block task ended abnormally: {e}");
+                return None;
+            }
+        };
+        let slot = &mut self.slots[i];
+        slot.control = None;
+        slot.inited = false;
+        let Outcome::Failed { error, gave_up } = outcome else { return None };
+        let responsibility = slot.spec.responsibility.clone();
+        self.report.failed.push((responsibility.clone(), error.clone()));
+        let escalate = if gave_up {
+            slot.spec.policy.on_give_up == GiveUp::Escalate
+        } else {
+            slot.spec.policy.restart == Restart::Escalate
+        };
+        if escalate {
+            tracing::error!(block = %responsibility, "escalating: shutting the host down");
+            return Some((responsibility, error));
         }
+        tracing::warn!(block = %responsibility, "block stays failed; bags sent to it are refused");
+        None
+    }
+
+    /// `restart = "all"`: finishes every block in reverse order and starts them all again.
+    async fn restart_all<F: Future<Output = ()>>(
+        &mut self,
+        index: usize,
+        error: CallError,
+        signal: &mut Signal<F>,
+    ) -> Option<(String, CallError)> {
+        let responsibility = self.slots[index].spec.responsibility.clone();
+        let slot = &mut self.slots[index];
+        if !slot.all_restarts.allow(Instant::now()) {
+            tracing::error!(block = %responsibility, "restarted every block too often: giving up");
+            if let Some(control) = slot.control.take() {
+                drop(control);
+            }
+            slot.inited = false;
+            slot.status.set_state(BlockState::Failed);
+            self.report.failed.push((responsibility.clone(), error.clone()));
+            return (slot.spec.policy.on_give_up == GiveUp::Escalate).then_some((responsibility, error));
+        }
+        let delay = slot.spec.policy.backoff.delay(slot.all_restarts.recent() as u32, jitter());
+        tracing::warn!(block = %responsibility, delay_ms = delay.as_millis() as u64, "restarting every block: {error}");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = signal.wait() => return None,
+        }
+        self.in_reverse_order(false).await;
+        if let Err(e) = self.start_blocks(signal).await {
+            tracing::error!("restarting every block failed: {e}");
+            let RunError::Init { responsibility, error } = e else { return None };
+            return Some((responsibility, error));
+        }
+        self.run_blocks().await;
+        None
     }
 
     /// Asks block `i` to finish and waits for it.
-    async fn finish(&mut self, i: usize) {
+    async fn finish_one(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         let Some(control) = slot.control.take() else { return };
-        if !slot.inited {
-            return;
-        }
-        slot.inited = false;
+        let inited = std::mem::take(&mut slot.inited);
         let responsibility = slot.spec.responsibility.clone();
-        let (reply, rx) = oneshot::channel();
-        if control.send(Command::Finish { reply }).await.is_err() {
+        if !inited {
             return;
         }
-        match rx.await {
-            Ok(Ok(())) => tracing::info!(block = %responsibility, "finished"),
-            Ok(Err(e)) => self.report.finish_errors.push((responsibility, e)),
-            Err(_) => tracing::warn!(block = %responsibility, "ended before finishing"),
+        match command(control, |reply| Command::Finish { reply }).await {
+            Ok(()) => tracing::info!(block = %responsibility, "finished"),
+            Err(CallError::Gone) => tracing::warn!(block = %responsibility, "was not running when asked to finish"),
+            Err(e) => self.report.finish_errors.push((responsibility, e)),
         }
     }
 
-    /// Finishes every initialised block in reverse order, then joins every task.
-    async fn shutdown(&mut self) {
-        for i in (0..self.slots.len()).rev() {
-            self.finish(i).await;
+    /// Sends `Finish` (or, with `finishing == false`, `Reset`) to every live block, a block only
+    /// once every block after it is done, independent blocks in parallel. `Finish` also lets go
+    /// of each block.
+    async fn in_reverse_order(&mut self, finishing: bool) {
+        let mut done: Vec<bool> = self.slots.iter().map(|s| s.control.is_none() || (finishing && !s.inited)).collect();
+        let mut launched = done.clone();
+        let mut pending: JoinSet<(usize, Result<(), CallError>)> = JoinSet::new();
+        loop {
+            for i in self.graph.finishable(&done) {
+                if launched[i] {
+                    continue;
+                }
+                launched[i] = true;
+                let slot = &mut self.slots[i];
+                let control = if finishing { slot.control.take() } else { slot.control.clone() };
+                slot.inited = false;
+                match control {
+                    Some(control) if finishing => {
+                        pending.spawn(async move { (i, command(control, |reply| Command::Finish { reply }).await) });
+                    }
+                    Some(control) => {
+                        pending.spawn(async move { (i, command(control, |reply| Command::Reset { reply }).await) });
+                    }
+                    None => done[i] = true,
+                }
+            }
+            let Some(joined) = pending.join_next().await else {
+                if self.graph.finishable(&done).iter().all(|&i| launched[i]) {
+                    break;
+                }
+                continue;
+            };
+            let Ok((i, result)) = joined else { continue };
+            done[i] = true;
+            let responsibility = self.slots[i].spec.responsibility.clone();
+            match result {
+                Ok(()) if finishing => tracing::info!(block = %responsibility, "finished"),
+                Ok(()) | Err(CallError::Gone) => {}
+                Err(e) if finishing => self.report.finish_errors.push((responsibility, e)),
+                Err(e) => tracing::warn!(block = %responsibility, "finish before restart failed: {e}"),
+            }
         }
+    }
+
+    /// Finishes every initialised block in reverse dependency order, then joins every task.
+    async fn stop_all(&mut self) {
+        self.in_reverse_order(true).await;
         for slot in &mut self.slots {
             slot.control = None;
         }
         while let Some(joined) = self.tasks.join_next().await {
-            self.reap(joined);
+            // Escalation is moot now: we are stopping anyway.
+            let _ = self.reap(joined);
         }
+    }
+
+    /// The dead letters of this run.
+    pub fn dead_letters(&self) -> Arc<DeadLetters> {
+        self.dead_letters.clone()
     }
 
     fn into_report(mut self) -> RunReport {
@@ -250,7 +414,34 @@ impl Supervisor {
             .filter(|r| !r.status.builtin)
             .map(|r| r.status.snapshot(r.queue_depth()))
             .collect();
+        self.report.dead_letters = self.dead_letters.list();
         self.report
+    }
+}
+
+/// Sends `Init` until it succeeds, at most `1 + retries` times, with exponential backoff in
+/// between; stops retrying when `cancel` fires.
+async fn init_with_retries(
+    control: mpsc::Sender<Command>,
+    retries: u32,
+    cancel: CancellationToken,
+) -> Result<(), CallError> {
+    let mut attempt = 0;
+    loop {
+        let error = match command(control.clone(), |reply| Command::Init { reply }).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if attempt >= retries || cancel.is_cancelled() {
+            return Err(error);
+        }
+        attempt += 1;
+        let delay = INIT_RETRY_BACKOFF.delay(attempt + 1, jitter());
+        tracing::warn!(delay_ms = delay.as_millis() as u64, "init failed ({error}); retry {attempt} of {retries}");
+        tokio::select! {
+            () = cancel.cancelled() => return Err(error),
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

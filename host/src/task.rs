@@ -1,41 +1,71 @@
-//! A block's task: the one owner of a block instance. It takes lifecycle commands from the
-//! supervisor, bags from the block's queue and the block's due timers, and makes every call into
-//! the guest, one at a time.
+//! A block's task: the one owner of a block's instance and queue. It takes lifecycle commands
+//! from the supervisor, bags from the block's queue and the block's due timers, makes every call
+//! into the guest, one at a time, and restarts the instance after a fault when the block's policy
+//! says so.
 //!
 //! Invariants: only this task touches the instance; lifecycle commands go before bags and timers;
-//! bags are delivered only after `run` and in queue order; when the task ends every bag left in
-//! the queue is counted as lost and logged, never dropped silently.
+//! bags are delivered only while the block runs, in queue order; the queue outlives every
+//! instance, so a restart loses no queued bag; the bag being processed when a fault hit is
+//! delivered again (up to `max_attempts` in all) and then becomes a dead letter; when the task
+//! ends every bag left in the queue is counted as lost and logged, never dropped silently.
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use wasmtime::Engine;
 
 use crate::bindings::BlockState;
-use crate::defaults::{QUEUE_BATCH, Settings};
+use crate::component::BlockComponent;
+use crate::deadletter::{DeadLetter, now_ms};
+use crate::defaults::QUEUE_BATCH;
 use crate::error::CallError;
 use crate::instance::BlockInstance;
+use crate::manifest::BlockSpec;
+use crate::restart::{Intensity, Restart, jitter};
 use crate::router::Envelope;
+use crate::state::{BlockCtx, Links};
 use crate::stats::{BlockStatus, Counters};
+
+type Reply = oneshot::Sender<Result<(), CallError>>;
 
 /// A lifecycle command from the supervisor; each is answered on its `reply`.
 #[derive(Debug)]
 pub enum Command {
-    /// Call `init(config)`.
+    /// Start a fresh instance and call `init(config)`.
     Init {
         /// Where the outcome goes.
-        reply: oneshot::Sender<Result<(), CallError>>,
+        reply: Reply,
     },
     /// Call `run()` and start delivering bags and timers.
     Run {
         /// Where the outcome goes.
-        reply: oneshot::Sender<Result<(), CallError>>,
+        reply: Reply,
     },
     /// Stop taking bags, deliver the ones queued (within the drain timeout), call `finish()`.
+    /// The task ends.
     Finish {
         /// Where the outcome goes.
-        reply: oneshot::Sender<Result<(), CallError>>,
+        reply: Reply,
+    },
+    /// For a restart of every block: call `finish()` on the instance if it is alive, drop it,
+    /// and keep the queue for the next instance. The task waits for `Init`.
+    Reset {
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+}
+
+/// What a task tells the supervisor without being asked.
+#[derive(Debug)]
+pub enum Event {
+    /// The block faulted and its policy is `restart = "all"`.
+    RestartAll {
+        /// The block's index in the manifest.
+        index: usize,
+        /// The fault.
+        error: CallError,
     },
 }
 
@@ -44,26 +74,55 @@ pub enum Command {
 pub enum Outcome {
     /// `finish` was called (its error, if any, went to the supervisor with the reply).
     Finished,
-    /// The supervisor went away before asking for `finish` (shutdown before `init`).
+    /// The supervisor let go of the block without finishing it (it never initialised, or it
+    /// was dead when shutdown came).
     Abandoned,
-    /// A fault ended the instance.
-    Failed(CallError),
+    /// A fault ended the block for good: its policy does not restart it (`gave_up: false`), or
+    /// it restarted too often (`gave_up: true`).
+    Failed {
+        /// The last fault.
+        error: CallError,
+        /// Whether the restart intensity was exceeded.
+        gave_up: bool,
+    },
+}
+
+/// A fault and the bag being processed when it hit.
+struct Fault {
+    error: CallError,
+    bag: Option<String>,
+}
+
+impl From<CallError> for Fault {
+    fn from(error: CallError) -> Self {
+        Fault { error, bag: None }
+    }
+}
+
+/// A bag waiting to be delivered again after a fault.
+struct Retry {
+    bag: String,
+    attempts: u32,
 }
 
 /// Everything the task owns.
 pub struct BlockTask {
-    /// The instance: only this task calls it.
-    pub instance: BlockInstance,
-    /// `init`'s argument: the block's config as JSON.
-    pub config: String,
-    /// The block's state and counters, shared with the router and supervisor.
-    pub status: Arc<BlockStatus>,
-    /// Lifecycle commands.
-    pub control: mpsc::Receiver<Command>,
-    /// The block's bags; `None` for a block without `enqueue-hook`.
-    pub queue: Option<mpsc::Receiver<Envelope>>,
-    /// Host settings (drain timeout).
-    pub settings: Arc<Settings>,
+    index: usize,
+    engine: Engine,
+    component: Arc<BlockComponent>,
+    spec: Arc<BlockSpec>,
+    config: String,
+    status: Arc<BlockStatus>,
+    links: Links,
+    control: mpsc::Receiver<Command>,
+    queue: Option<mpsc::Receiver<Envelope>>,
+    events: mpsc::Sender<Event>,
+    instance: Option<BlockInstance>,
+    running: bool,
+    retry: Option<Retry>,
+    consecutive: u32,
+    intensity: Intensity,
+    fault_at: Option<Instant>,
 }
 
 enum Next {
@@ -72,58 +131,152 @@ enum Next {
     Envelope(Envelope),
 }
 
+/// The supervisor's handles on a task: where its commands and bags go in.
+pub struct Mailbox {
+    /// Lifecycle commands.
+    pub control: mpsc::Receiver<Command>,
+    /// The block's bags; `None` for a block without `enqueue-hook`.
+    pub queue: Option<mpsc::Receiver<Envelope>>,
+    /// Events to the supervisor.
+    pub events: mpsc::Sender<Event>,
+}
+
 impl BlockTask {
-    /// Runs until the block is finished or fails.
+    /// A task for block `index`; no instance exists until the first `Init`.
+    pub fn new(
+        index: usize,
+        engine: &Engine,
+        component: Arc<BlockComponent>,
+        spec: Arc<BlockSpec>,
+        status: Arc<BlockStatus>,
+        links: Links,
+        mailbox: Mailbox,
+    ) -> Self {
+        let config = serde_json::Value::Object(spec.config.clone()).to_string();
+        let intensity = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+        Self {
+            index,
+            engine: engine.clone(),
+            component,
+            spec,
+            config,
+            status,
+            links,
+            control: mailbox.control,
+            queue: mailbox.queue,
+            events: mailbox.events,
+            instance: None,
+            running: false,
+            retry: None,
+            consecutive: 0,
+            intensity,
+            fault_at: None,
+        }
+    }
+
+    /// Runs until the block is finished, or fails for good.
     pub async fn run(mut self) -> Outcome {
-        let mut running = false;
         loop {
-            let next = {
-                let timers = &mut self.instance.ctx().timers;
-                let queue = self.queue.as_mut();
-                tokio::select! {
-                    biased;
-                    cmd = self.control.recv() => Next::Command(cmd),
-                    Some(tag) = poll_fn(|cx| timers.poll_due(cx)), if running => Next::Timer(tag),
-                    Some(env) = async { match queue { Some(q) => q.recv().await, None => None } }, if running => {
-                        Next::Envelope(env)
-                    }
+            let step = if self.running && self.retry.is_some() {
+                self.redeliver().await
+            } else {
+                match self.next().await {
+                    Next::Command(None) => return self.end(Outcome::Abandoned),
+                    Next::Command(Some(Command::Finish { reply })) => return self.finish(reply).await,
+                    Next::Command(Some(cmd)) => self.command(cmd).await,
+                    Next::Timer(tag) => self.timer(tag).await,
+                    Next::Envelope(env) => self.deliver_batch(env).await,
                 }
             };
-            let step = match next {
-                Next::Command(None) => return self.end(Outcome::Abandoned),
-                Next::Command(Some(Command::Init { reply })) => {
-                    let r = self.instance.init(&self.config).await;
-                    self.answer(reply, r)
-                }
-                Next::Command(Some(Command::Run { reply })) => {
-                    self.status.set_state(BlockState::Running);
-                    running = true;
-                    let r = self.instance.run().await;
-                    self.answer(reply, r)
-                }
-                Next::Command(Some(Command::Finish { reply })) => return self.finish(reply, running).await,
-                Next::Timer(tag) => {
-                    Counters::bump(&self.status.counters.timers_fired);
-                    self.instance.on_timer(&tag).await
-                }
-                Next::Envelope(env) => self.deliver_batch(env).await,
-            };
-            if let Err(fault) = step {
-                return self.end(Outcome::Failed(fault));
+            if let Err(fault) = step
+                && let Some(outcome) = self.recover(fault).await
+            {
+                return self.end(outcome);
             }
         }
     }
 
-    /// Sends `r` to the supervisor; hands a fault back to the loop to end the task.
-    fn answer(&self, reply: oneshot::Sender<Result<(), CallError>>, r: Result<(), CallError>) -> Result<(), CallError> {
-        let fault = r.as_ref().err().filter(|e| e.is_fault()).cloned();
-        let _ = reply.send(r);
-        fault.map_or(Ok(()), Err)
+    async fn next(&mut self) -> Next {
+        let running = self.running && self.instance.is_some();
+        let control = &mut self.control;
+        let queue = self.queue.as_mut();
+        let timers = self.instance.as_mut().map(|i| &mut i.ctx().timers);
+        tokio::select! {
+            biased;
+            cmd = control.recv() => Next::Command(cmd),
+            Some(tag) = async {
+                match timers {
+                    Some(t) => poll_fn(|cx| t.poll_due(cx)).await,
+                    None => None,
+                }
+            }, if running => Next::Timer(tag),
+            Some(env) = async {
+                match queue {
+                    Some(q) => q.recv().await,
+                    None => None,
+                }
+            }, if running => Next::Envelope(env),
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<(), Fault> {
+        match cmd {
+            Command::Init { reply } => {
+                self.running = false;
+                let r = self.start_instance().await;
+                if r.is_err() {
+                    self.instance = None;
+                }
+                let _ = reply.send(r);
+                Ok(())
+            }
+            Command::Run { reply } => {
+                let Some(instance) = self.instance.as_mut() else {
+                    let _ = reply.send(Err(CallError::Gone));
+                    return Ok(());
+                };
+                self.status.set_state(BlockState::Running);
+                self.running = true;
+                let r = instance.run().await;
+                let fault = r.as_ref().err().cloned();
+                let _ = reply.send(r);
+                fault.map_or(Ok(()), |e| Err(e.into()))
+            }
+            Command::Reset { reply } => {
+                self.running = false;
+                self.status.set_state(BlockState::Restarting);
+                let r = match self.instance.take() {
+                    Some(mut instance) => instance.finish().await,
+                    None => Ok(()),
+                };
+                let _ = reply.send(r);
+                Ok(())
+            }
+            Command::Finish { .. } => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// A fresh instance, initialised. Keeps the block's sequence numbers going.
+    async fn start_instance(&mut self) -> Result<(), CallError> {
+        self.instance = None;
+        let ctx = BlockCtx::new(self.status.clone(), self.component.hooks, &self.spec.limits, self.links.clone());
+        let mut instance = BlockInstance::new(&self.engine, &self.component, ctx).await?;
+        instance.init(&self.config).await?;
+        self.instance = Some(instance);
+        Ok(())
+    }
+
+    async fn timer(&mut self, tag: String) -> Result<(), Fault> {
+        let Some(instance) = self.instance.as_mut() else { return Ok(()) };
+        Counters::bump(&self.status.counters.timers_fired);
+        instance.on_timer(&tag).await?;
+        self.healthy();
+        Ok(())
     }
 
     /// Delivers `first` and then up to a batch of the bags already waiting, without going back
     /// to the runtime in between.
-    async fn deliver_batch(&mut self, first: Envelope) -> Result<(), CallError> {
+    async fn deliver_batch(&mut self, first: Envelope) -> Result<(), Fault> {
         self.deliver(first).await?;
         for _ in 1..QUEUE_BATCH {
             let Some(queue) = self.queue.as_mut() else { break };
@@ -135,75 +288,256 @@ impl BlockTask {
         Ok(())
     }
 
-    async fn deliver(&mut self, env: Envelope) -> Result<(), CallError> {
+    async fn deliver(&mut self, env: Envelope) -> Result<(), Fault> {
         let Envelope::Bag(bag) = env;
-        match self.instance.on_enqueue(bag).await {
+        self.call_on_enqueue(bag).await
+    }
+
+    async fn redeliver(&mut self) -> Result<(), Fault> {
+        match self.retry.as_ref() {
+            Some(retry) => {
+                tracing::info!(attempt = retry.attempts + 1, "delivering the bag that faulted again");
+                let bag = retry.bag.clone();
+                self.call_on_enqueue(bag).await?;
+                self.retry = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn call_on_enqueue(&mut self, bag: String) -> Result<(), Fault> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(Fault { error: CallError::Gone, bag: Some(bag) });
+        };
+        // Kept only in case the call faults: the bag is then delivered again or dead-lettered.
+        let keep = bag.clone();
+        let started = Instant::now();
+        let result = instance.on_enqueue(bag).await;
+        self.status.processing.record(started.elapsed());
+        match result {
             Ok(()) => {
                 Counters::bump(&self.status.counters.processed);
+                self.healthy();
                 Ok(())
             }
             Err(CallError::Guest(why)) => {
                 Counters::bump(&self.status.counters.failed);
                 tracing::warn!("on-enqueue refused a bag: {why}");
+                self.healthy();
                 Ok(())
             }
-            Err(fault) => {
-                // The bag being processed dies with the instance.
-                Counters::bump(&self.status.counters.lost);
-                Err(fault)
+            Err(error) => Err(Fault { error, bag: Some(keep) }),
+        }
+    }
+
+    /// A call went well: the fault streak is over.
+    fn healthy(&mut self) {
+        self.consecutive = 0;
+        if let Some(at) = self.fault_at.take() {
+            self.status.recovery.record(at.elapsed());
+        }
+    }
+
+    /// Handles a fault: accounts for the bag, then restarts as the policy says. `Some(outcome)`
+    /// when the task must end.
+    async fn recover(&mut self, fault: Fault) -> Option<Outcome> {
+        let Fault { mut error, bag } = fault;
+        self.fault_at.get_or_insert_with(Instant::now);
+        self.instance = None;
+        self.running = false;
+        Counters::bump(&self.status.counters.faults);
+        tracing::error!("block faulted: {error}");
+        if let Some(bag) = bag {
+            self.account(bag, &error, false);
+        }
+        match self.spec.policy.restart {
+            Restart::None | Restart::Escalate => {
+                return Some(Outcome::Failed { error, gave_up: false });
+            }
+            Restart::All => {
+                self.status.set_state(BlockState::Restarting);
+                let event = Event::RestartAll { index: self.index, error: error.clone() };
+                if self.events.send(event).await.is_err() {
+                    return Some(Outcome::Failed { error, gave_up: false });
+                }
+                return None;
+            }
+            Restart::One => {}
+        }
+        loop {
+            self.consecutive += 1;
+            if !self.intensity.allow(Instant::now()) {
+                tracing::error!(
+                    "restarted {} times within {:?}: giving up",
+                    self.spec.policy.max_restarts,
+                    self.spec.policy.window
+                );
+                return Some(Outcome::Failed { error, gave_up: true });
+            }
+            let delay = self.spec.policy.backoff.delay(self.consecutive, jitter());
+            self.status.set_state(BlockState::Restarting);
+            Counters::bump(&self.status.counters.restarts);
+            tracing::info!(attempt = self.consecutive, delay_ms = delay.as_millis() as u64, "restarting");
+            tokio::select! {
+                biased;
+                cmd = self.control.recv() => match cmd {
+                    Some(Command::Finish { reply }) => {
+                        let _ = reply.send(Err(CallError::Gone));
+                        return Some(Outcome::Abandoned);
+                    }
+                    Some(Command::Init { reply } | Command::Run { reply } | Command::Reset { reply }) => {
+                        let _ = reply.send(Err(CallError::Gone));
+                    }
+                    None => return Some(Outcome::Abandoned),
+                },
+                () = tokio::time::sleep(delay) => {}
+            }
+            let started = match self.start_instance().await {
+                Ok(()) => match self.instance.as_mut() {
+                    Some(instance) => instance.run().await,
+                    None => Err(CallError::Gone),
+                },
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(()) => {
+                    self.status.set_state(BlockState::Running);
+                    self.running = true;
+                    tracing::info!("restarted");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!("restart failed: {e}");
+                    Counters::bump(&self.status.counters.faults);
+                    self.instance = None;
+                    error = e;
+                }
             }
         }
     }
 
-    async fn finish(mut self, reply: oneshot::Sender<Result<(), CallError>>, running: bool) -> Outcome {
+    /// Counts a delivery of `bag` that faulted; past `max_attempts`, or on the `last` chance,
+    /// it becomes a dead letter.
+    fn account(&mut self, bag: String, error: &CallError, last: bool) {
+        let before = match self.retry.take() {
+            Some(r) if r.bag == bag => r.attempts,
+            _ => 0,
+        };
+        let attempts = before + 1;
+        if attempts < self.spec.policy.max_attempts && !last {
+            self.retry = Some(Retry { bag, attempts });
+            return;
+        }
+        self.dead_letter(bag, error.to_string(), attempts);
+    }
+
+    fn dead_letter(&self, bag: String, error: String, attempts: u32) {
+        Counters::bump(&self.status.counters.dead_letters);
+        let letter = DeadLetter {
+            at_ms: now_ms(),
+            block: self.status.responsibility.clone(),
+            component: self.status.name.clone(),
+            error,
+            attempts,
+            bag: serde_json::from_str(&bag).unwrap_or(serde_json::Value::String(bag)),
+        };
+        self.links.dead_letters.add(letter, &self.links.router);
+    }
+
+    async fn finish(mut self, reply: Reply) -> Outcome {
         self.status.set_state(BlockState::Finishing);
         if let Some(queue) = self.queue.as_mut() {
             queue.close();
         }
-        if running {
-            let deadline = Instant::now() + self.settings.drain_timeout;
+        if self.instance.is_none() {
+            let _ = reply.send(Err(CallError::Gone));
+            return self.end(Outcome::Abandoned);
+        }
+        if self.running {
+            let deadline = tokio::time::Instant::now() + self.links.settings.drain_timeout;
+            if let Err(fault) = self.redeliver().await {
+                return self.end_finish_with_fault(reply, fault);
+            }
             while let Some(queue) = self.queue.as_mut() {
                 let Ok(Some(env)) = tokio::time::timeout_at(deadline, queue.recv()).await else { break };
                 if let Err(fault) = self.deliver(env).await {
-                    let _ = reply.send(Err(fault.clone()));
-                    return self.end(Outcome::Failed(fault));
+                    return self.end_finish_with_fault(reply, fault);
                 }
             }
         }
-        self.instance.ctx().timers.clear();
-        let r = self.instance.finish().await;
+        let r = match self.instance.as_mut() {
+            Some(instance) => {
+                instance.ctx().timers.clear();
+                instance.finish().await
+            }
+            None => Err(CallError::Gone),
+        };
         if let Err(e) = &r {
             tracing::warn!("finish failed: {e}");
         }
         let fault = r.as_ref().err().filter(|e| e.is_fault()).cloned();
         let _ = reply.send(r);
         match fault {
-            Some(fault) => self.end(Outcome::Failed(fault)),
+            Some(error) => {
+                Counters::bump(&self.status.counters.faults);
+                self.end(Outcome::Failed { error, gave_up: false })
+            }
             None => self.end(Outcome::Finished),
         }
     }
 
-    /// Settles the block's state and accounts for every bag still queued.
+    fn end_finish_with_fault(mut self, reply: Reply, fault: Fault) -> Outcome {
+        Counters::bump(&self.status.counters.faults);
+        tracing::error!("faulted while finishing: {}", fault.error);
+        if let Some(bag) = fault.bag {
+            // No instance will come to deliver it again.
+            self.account(bag, &fault.error, true);
+        }
+        let _ = reply.send(Err(fault.error.clone()));
+        self.end(Outcome::Failed { error: fault.error, gave_up: false })
+    }
+
+    /// Settles the block's state and accounts for every bag still queued: after a fault that
+    /// ended the block they become dead letters (no instance will ever take them); otherwise
+    /// (shutdown, drain timeout) they are counted as lost. Either way they are logged.
     fn end(mut self, outcome: Outcome) -> Outcome {
-        let state = match &outcome {
-            Outcome::Failed(e) => {
-                Counters::bump(&self.status.counters.faults);
-                tracing::error!("block failed: {e}");
-                BlockState::Failed
+        let failed = match &outcome {
+            Outcome::Failed { error, gave_up } => {
+                tracing::error!(gave_up, "block ended by a fault: {error}");
+                Some(error.clone())
             }
-            Outcome::Finished | Outcome::Abandoned => BlockState::Finished,
+            Outcome::Finished | Outcome::Abandoned => None,
+        };
+        let state = if failed.is_some() || self.status.state() == BlockState::Failed {
+            // An optional block the host gave up on also stays `failed`.
+            BlockState::Failed
+        } else {
+            BlockState::Finished
         };
         self.status.set_state(state);
-        self.instance.ctx().timers.clear();
+        self.instance = None;
+        // (bag, deliveries so far)
+        let mut left: Vec<(String, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
         if let Some(mut queue) = self.queue.take() {
             queue.close();
-            let mut left = 0u64;
-            while queue.try_recv().is_ok() {
-                left += 1;
+            while let Ok(Envelope::Bag(bag)) = queue.try_recv() {
+                left.push((bag, 0));
             }
-            if left > 0 {
-                self.status.counters.lost.fetch_add(left, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!("{left} queued bags were never delivered");
+        }
+        if left.is_empty() {
+            return outcome;
+        }
+        match failed {
+            Some(error) => {
+                tracing::warn!("{} queued bags become dead letters", left.len());
+                for (bag, attempts) in left {
+                    self.dead_letter(bag, format!("the block failed: {error}"), attempts);
+                }
+            }
+            None => {
+                self.status.counters.lost.fetch_add(left.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("{} queued bags were never delivered", left.len());
             }
         }
         outcome

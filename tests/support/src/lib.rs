@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
 /// Paths of the guest components, built by this crate's build script.
@@ -65,7 +65,9 @@ impl BlockDir {
 pub struct Bagpipe {
     child: Child,
     stdout: Lines<BufReader<ChildStdout>>,
-    stderr: tokio::task::JoinHandle<String>,
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stderr_task: tokio::task::JoinHandle<()>,
+    stderr_seen: Vec<String>,
     lines: Vec<String>,
 }
 
@@ -101,13 +103,47 @@ impl Bagpipe {
             .spawn()
             .expect("start bagpipe");
         let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
+        let mut stderr_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (tx, stderr) = tokio::sync::mpsc::unbounded_channel();
+        // Owned by the returned value and awaited in `finish`.
+        let stderr_task = tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr_lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
-        Self { child, stdout, stderr, lines: Vec::new() }
+        Self { child, stdout, stderr, stderr_task, stderr_seen: Vec::new(), lines: Vec::new() }
+    }
+
+    /// `bagpipe run DIR` with more arguments after it.
+    pub fn run_with(bin: &str, dir: &BlockDir, extra: &[&str]) -> Self {
+        let mut args = vec![OsStr::new("run"), dir.path().as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        Self::start(bin, args)
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub async fn log_line(&mut self, needle: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(SAFETY, self.stderr.recv())
+                .await
+                .expect("bagpipe logged nothing for too long")
+                .unwrap_or_else(|| {
+                    panic!("bagpipe ended without logging {needle:?}:\n{}", self.stderr_seen.join("\n"))
+                });
+            self.stderr_seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// The admin address the host logged (it must run with `--admin`).
+    pub async fn admin_addr(&mut self) -> String {
+        let line = self.log_line("admin endpoint on http://").await;
+        let rest = line.split("http://").nth(1).expect("address");
+        rest.split_whitespace().next().expect("address").to_owned()
     }
 
     /// `bagpipe run DIR`.
@@ -154,12 +190,17 @@ impl Bagpipe {
     /// Waits for the process to exit; returns everything it printed (events already read by
     /// [`Bagpipe::next_event`] included).
     pub async fn finish(mut self) -> Finished {
+        // Stdout first: the process ends when it is done writing.
         while self.next_event().await.is_some() {}
         let status = tokio::time::timeout(SAFETY, self.child.wait())
             .await
             .expect("bagpipe did not exit")
             .expect("waiting for bagpipe");
-        let stderr = self.stderr.await.unwrap_or_default();
+        let _ = self.stderr_task.await;
+        while let Some(line) = self.stderr.recv().await {
+            self.stderr_seen.push(line);
+        }
+        let stderr = self.stderr_seen.join("\n");
         let events = self.lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         Finished { status, events, stdout: self.lines, stderr }
     }
@@ -202,5 +243,56 @@ impl Finished {
             self.stdout.join("\n"),
             self.stderr
         );
+    }
+}
+
+impl BlockDir {
+    /// Where tests ask `bagpipe run --report` to write.
+    pub fn report_path(&self) -> PathBuf {
+        self.path().join("report.json")
+    }
+
+    /// The report `bagpipe run --report <report_path>` wrote.
+    pub fn report(&self) -> Report {
+        let bytes = std::fs::read(self.report_path()).expect("bagpipe wrote no report");
+        Report(serde_json::from_slice(&bytes).expect("report is JSON"))
+    }
+}
+
+/// The JSON report of a run.
+#[derive(Debug)]
+pub struct Report(pub Value);
+
+impl Report {
+    /// The final stats of block `responsibility`.
+    pub fn block(&self, responsibility: &str) -> &Value {
+        self.0["blocks"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["responsibility"] == responsibility))
+            .unwrap_or_else(|| panic!("no stats for `{responsibility}` in {:#}", self.0))
+    }
+
+    /// A counter of block `responsibility`.
+    pub fn count(&self, responsibility: &str, counter: &str) -> u64 {
+        self.block(responsibility)[counter].as_u64().unwrap_or_else(|| panic!("no counter {counter}"))
+    }
+
+    /// The dead letters.
+    pub fn dead_letters(&self) -> Vec<&Value> {
+        self.0["dead_letters"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+    }
+
+    /// The blocks that failed for good, with their errors.
+    pub fn failed(&self) -> Vec<(String, String)> {
+        self.0["failed"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        (f["block"].as_str().unwrap_or("").to_owned(), f["error"].as_str().unwrap_or("").to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

@@ -1,0 +1,120 @@
+//! Dead letters: bags a block could not process without faulting, even after retries. Each is
+//! kept (the last [`KEPT`] of them, with a total count) with the error and the block attached,
+//! and, when the manifest names a dead-letter block, sent to it as a bag.
+//!
+//! Invariant: a bag is never dropped without a count: every dead letter is counted, listed while
+//! it is among the last [`KEPT`], and logged.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::router::{Envelope, Router};
+
+/// How many dead letters are kept for listing.
+pub const KEPT: usize = 1000;
+
+/// The responsibility dead letters come from, as `__from`.
+pub const SENDER: &str = "finisher";
+
+/// One bag that could not be processed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// Milliseconds since the Unix epoch when it was given up on.
+    pub at_ms: u64,
+    /// The block's responsibility.
+    pub block: String,
+    /// The block's component.
+    pub component: String,
+    /// The last error.
+    pub error: String,
+    /// How many times the block was given it.
+    pub attempts: u32,
+    /// The bag, as the block received it.
+    pub bag: serde_json::Value,
+}
+
+/// Every dead letter of one host run.
+#[derive(Debug, Default)]
+pub struct DeadLetters {
+    kept: Mutex<VecDeque<DeadLetter>>,
+    total: AtomicU64,
+    /// The responsibility dead letters are sent to, if any.
+    route_to: Option<String>,
+}
+
+impl DeadLetters {
+    /// Dead letters, sent on to `route_to` when given.
+    pub fn new(route_to: Option<String>) -> Self {
+        Self { route_to, ..Self::default() }
+    }
+
+    /// Records `letter` and sends it on to the dead-letter block, never waiting.
+    pub fn add(&self, letter: DeadLetter, router: &Router) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            block = %letter.block,
+            attempts = letter.attempts,
+            "dead letter: {} ({})",
+            letter.bag,
+            letter.error
+        );
+        if let Some(to) = &self.route_to {
+            self.forward(&letter, to, router);
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(letter);
+    }
+
+    fn forward(&self, letter: &DeadLetter, to: &str, router: &Router) {
+        let Some(route) = router.resolve(to) else {
+            tracing::error!("dead-letter block `{to}` does not exist");
+            return;
+        };
+        let Some(queue) = &route.queue else {
+            tracing::error!("dead-letter block `{to}` takes no bags");
+            return;
+        };
+        let seq = self.total.load(Ordering::Relaxed);
+        let bag = serde_json::json!({
+            "__from": SENDER,
+            "__seq": seq,
+            "block": letter.block,
+            "component": letter.component,
+            "error": letter.error,
+            "attempts": letter.attempts,
+            "bag": letter.bag,
+        });
+        match queue.try_send(Envelope::Bag(bag.to_string())) {
+            Ok(()) => crate::stats::Counters::bump(&route.status.counters.received),
+            Err(TrySendError::Full(_)) => {
+                crate::stats::Counters::bump(&route.status.counters.refused_full);
+                tracing::error!("dead-letter block `{to}` has a full queue; the dead letter is only kept here");
+            }
+            Err(TrySendError::Closed(_)) => {
+                tracing::error!("dead-letter block `{to}` takes no more bags; the dead letter is only kept here")
+            }
+        }
+    }
+
+    /// How many dead letters there have been.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The last [`KEPT`] dead letters, oldest first.
+    pub fn list(&self) -> Vec<DeadLetter> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

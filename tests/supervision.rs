@@ -1,0 +1,202 @@
+//! Supervision: restart policies (`one`, `all`, `escalate`, `none`), backoff and restart
+//! intensity, `on_give_up`, dependency order with parallel start and reverse finish, SIGTERM
+//! during a slow start, and the admin endpoint with `bagpipe status`.
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, artifacts, run_to_end};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+fn dir(manifest: &str) -> BlockDir {
+    BlockDir::new(
+        manifest,
+        &[
+            ("faulty", artifacts::FAULTY),
+            ("sender", artifacts::SENDER),
+            ("recorder", artifacts::RECORDER),
+            ("probe", artifacts::PROBE),
+        ],
+    )
+}
+
+fn with_report(dir: &BlockDir) -> Bagpipe {
+    let report = dir.report_path().display().to_string();
+    Bagpipe::run_with(BIN, dir, &["--report", &report])
+}
+
+fn count(out: &Finished, event: &str, block: &str) -> usize {
+    out.trace().iter().filter(|(e, b)| e == event && b == block).count()
+}
+
+#[tokio::test]
+async fn restart_all_finishes_every_block_in_reverse_and_starts_them_again() {
+    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = []\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = [\"a\"]\n\n\
+         [[block]]\nname = \"faulty\"\nafter = [\"b\"]\nrestart = \"all\"\nmax_restarts = 2\n[block.config]\nfault = \"trap\"\nin = \"run\"\n");
+    let mut host = with_report(&dir);
+    host.log_line("restarted every block too often").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    // Two restarts of everything, then the faulty block is left failed and the rest runs on.
+    assert_eq!(count(&out, "init", "a"), 3);
+    assert_eq!(count(&out, "init", "b"), 3);
+    assert_eq!(count(&out, "run", "faulty"), 3);
+    assert_eq!(count(&out, "finish", "a"), 3, "two restarts and the final shutdown");
+    // Each restart finishes in reverse order: b before a.
+    let finishes: Vec<_> = out.trace().into_iter().filter(|(e, _)| e == "finish").map(|(_, b)| b).collect();
+    assert_eq!(finishes, ["b", "a", "b", "a", "b", "a"]);
+    let report = dir.report();
+    assert_eq!(report.block("faulty")["state"], "failed");
+    assert_eq!(report.block("a")["state"], "finished");
+}
+
+#[tokio::test]
+async fn restart_escalate_shuts_the_host_down_and_exits_non_zero() {
+    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
+         [[block]]\nname = \"faulty\"\nrestart = \"escalate\"\n[block.config]\nfault = \"panic\"\nin = \"run\"\n");
+    let out = with_report(&dir).finish().await;
+    assert!(!out.status.success(), "escalation exits non-zero");
+    assert!(out.stderr.contains("block `faulty` faulted and escalated") && out.stderr.contains("panics on purpose"));
+    assert_eq!(count(&out, "finish", "a"), 1, "the other blocks were finished gracefully");
+    assert_eq!(dir.report().0["escalated"], "faulty");
+}
+
+#[tokio::test]
+async fn restart_none_leaves_the_block_failed_and_refuses_bags_for_it() {
+    // The faulting bag becomes a dead letter, which goes to `relay`; relay then sends to the
+    // failed block and is told it is unavailable.
+    let dir = dir("[host]\ndead_letters = \"relay\"\n\n\
+         [[block]]\nname = \"faulty\"\nafter = []\nrestart = \"none\"\n[block.config]\nfault = \"panic\"\nin = \"marked\"\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"relay\"\nafter = []\n[block.config]\nto = \"faulty\"\nreply_bags = ['{\"again\":true}']\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nbags = ['{\"crash\":true}']\n");
+    let mut host = with_report(&dir);
+    host.wait_for(1, |e| e["event"] == "sent" && e["to"] == "faulty" && e["error"].is_string()).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let refusal = out.events("sent").into_iter().find(|e| e["error"].is_string()).cloned().unwrap_or_default();
+    assert_eq!(refusal["error"], "unavailable");
+    assert!(refusal["detail"].as_str().unwrap_or("").contains("failed"), "{refusal}");
+    let report = dir.report();
+    assert_eq!(report.count("faulty", "restarts"), 0);
+    assert_eq!(report.block("faulty")["state"], "failed");
+    assert_eq!(report.dead_letters().len(), 1);
+    assert_eq!(report.dead_letters()[0]["bag"]["crash"], true);
+}
+
+#[tokio::test]
+async fn a_crash_loop_backs_off_more_each_time_then_gives_up() {
+    let dir = dir(
+        "[[block]]\nname = \"faulty\"\nafter = []\nmax_restarts = 4\nbackoff_ms = 20\nmax_attempts = 1\n[block.config]\nfault = \"panic\"\nin = \"enqueue\"\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\ncount = 10\n",
+    );
+    let mut host = with_report(&dir);
+    host.log_line("giving up").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let delays: Vec<u64> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("restarting") && l.contains("delay_ms="))
+        .filter_map(|l| l.split("delay_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(delays.len(), 4, "{}", out.stderr);
+    assert_eq!(delays[0], 0, "the first restart is immediate");
+    assert!(delays.windows(2).all(|w| w[1] > w[0]), "backoff grows: {delays:?}");
+    assert!((16..=24).contains(&delays[1]), "second restart waits the base backoff (20 ms ± 20%): {delays:?}");
+    let report = dir.report();
+    assert_eq!(report.count("faulty", "restarts"), 4);
+    assert_eq!(report.block("faulty")["state"], "failed");
+    // Nothing vanished: every one of the 10 bags is a dead letter or was refused to the sender.
+    let refused = out.events("sent").iter().filter(|e| e["error"].is_string()).count() as u64;
+    assert_eq!(report.count("faulty", "dead_letters") + refused, 10);
+    assert_eq!(report.count("faulty", "lost"), 0);
+}
+
+#[tokio::test]
+async fn giving_up_can_escalate() {
+    let dir = dir(
+        "[[block]]\nname = \"faulty\"\nafter = []\nmax_restarts = 1\non_give_up = \"escalate\"\n[block.config]\nfault = \"trap\"\nin = \"run\"\n",
+    );
+    let out = with_report(&dir).finish().await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("faulted and escalated"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn independent_blocks_start_in_parallel_and_dependents_wait() {
+    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = []\n[block.config]\ninit_ms = 400\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = []\n[block.config]\ninit_ms = 400\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\nafter = [\"a\", \"b\"]\n[block.config]\nshutdown_on_run = true\n");
+    let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
+    out.assert_success();
+    let trace: Vec<(String, String)> = out.trace().into_iter().filter(|(e, _)| e == "init" || e == "inited").collect();
+    let pos = |e: &str, b: &str| trace.iter().position(|(x, y)| x == e && y == b).expect("event");
+    // Both started before either finished initialising: in parallel, not one after the other.
+    assert!(pos("init", "a") < pos("inited", "b") && pos("init", "b") < pos("inited", "a"), "{trace:?}");
+    assert!(pos("init", "c") > pos("inited", "a") && pos("init", "c") > pos("inited", "b"), "{trace:?}");
+    // Finish in reverse dependency order: c first, then a and b.
+    let finishes: Vec<_> = out.trace().into_iter().filter(|(e, _)| e == "finish").map(|(_, b)| b).collect();
+    assert_eq!(finishes[0], "c");
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_start_lets_the_init_finish_then_finishes_what_started() {
+    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"b\"\ncall_timeout_ms = 5000\n[block.config]\ninit_ms = 1000\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n");
+    let mut host = Bagpipe::run(BIN, &dir);
+    host.wait_for(1, |e| e["event"] == "init" && e["block"] == "b").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let trace: Vec<_> = out.trace().into_iter().map(|(e, b)| format!("{e} {b}")).collect();
+    assert_eq!(trace, ["init a", "init b", "inited b", "finish b", "finish a"]);
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_serves_stats_metrics_and_dead_letters() {
+    let dir = dir("[[block]]\nname = \"recorder\"\nafter = []\n\n\
+         [[block]]\nname = \"faulty\"\nafter = []\nmax_attempts = 1\n[block.config]\nfault = \"panic\"\nin = \"marked\"\n\n\
+         [[block]]\nname = \"sender\"\nafter = [\"recorder\", \"faulty\"]\n[block.config]\nto = \"recorder\"\ncount = 5\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"crasher\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nbags = ['{\"crash\":true}', '{\"fine\":true}']\n");
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--admin", "127.0.0.1:0"]);
+    let addr = host.admin_addr().await;
+    host.wait_for(6, |e| e["event"] == "bag").await;
+
+    let status = run_to_end(BIN, ["status", "--admin", &addr]).await;
+    status.assert_success();
+    let table = status.stdout.join("\n");
+    let row = |name: &str| {
+        table.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in\n{table}")).to_owned()
+    };
+    let recorder: Vec<_> = row("recorder").split_whitespace().map(str::to_owned).collect();
+    assert_eq!(recorder[..3], ["recorder", "recorder", "running"], "{table}");
+    assert_eq!(recorder[5], "5", "DONE column:\n{table}");
+    let faulty: Vec<_> = row("faulty").split_whitespace().map(str::to_owned).collect();
+    assert_eq!(
+        (faulty[7].as_str(), faulty[8].as_str(), faulty[9].as_str()),
+        ("1", "1", "1"),
+        "faults, restarts, dead:\n{table}"
+    );
+
+    let letters = run_to_end(BIN, ["status", "--admin", &addr, "--dead-letters"]).await;
+    letters.assert_success();
+    let letters: serde_json::Value = serde_json::from_str(&letters.stdout.join("\n")).expect("JSON");
+    assert_eq!(letters["total"], 1);
+    assert_eq!(letters["kept"][0]["bag"]["crash"], true);
+
+    let metrics = bagpipe::admin::get(&addr, "/metrics").await.expect("metrics");
+    assert!(metrics.contains("# TYPE bagpipe_block_processed_total counter"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("bagpipe_block_processed_total{block=\"recorder\"") && l.ends_with(" 5")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bagpipe_dead_letters_total 1"), "{metrics}");
+    let missing = bagpipe::admin::get(&addr, "/nope").await;
+    assert!(missing.is_err());
+
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
