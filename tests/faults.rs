@@ -95,6 +95,11 @@ async fn loops_in_on_enqueue() {
 }
 
 #[tokio::test]
+async fn sleeps_in_on_enqueue_where_epochs_cannot_reach() {
+    faults_on_every_bag("sleep", "call_timeout_ms = 100", "call timeout of 100ms").await;
+}
+
+#[tokio::test]
 async fn eats_memory_in_on_enqueue() {
     faults_on_every_bag("memory", "memory_mb = 16", "memory limit").await;
 }
@@ -268,4 +273,24 @@ async fn an_oversize_bag_is_refused_with_a_typed_error_and_nothing_else_happens(
     let result = out.events("oversize")[0]["result"].as_str().unwrap_or("").to_owned();
     assert!(result.contains("too-large") || result.contains("TooLarge"), "{result}");
     assert_eq!(report.count("faulty", "faults"), 0);
+}
+
+#[tokio::test]
+async fn a_slow_block_gets_the_drain_timeout_at_shutdown_and_the_rest_is_counted() {
+    // 100 bags wait for a block that takes 50 ms over each; at shutdown it may drain for 100 ms.
+    let manifest = "[host]\ndrain_timeout_ms = 100\n\n\
+         [[block]]\nname = \"recorder\"\nresponsibility = \"slow\"\nafter = []\nqueue = 200\n[block.config]\nbusy_ms = 50\n\n\
+         [[block]]\nname = \"sender\"\nafter = [\"slow\"]\n[block.config]\nto = \"slow\"\ncount = 100\nphase = \"init\"\n";
+    let dir = dir(manifest);
+    let mut host = Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
+    host.wait_for(1, |e| e["event"] == "bag" && e["block"] == "slow").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    let processed = report.count("slow", "processed");
+    let lost = report.count("slow", "lost");
+    assert_eq!(processed + lost, 100, "every bag is processed or counted lost");
+    assert!(lost > 50, "draining stopped at the timeout ({processed} processed)");
+    assert!(out.stderr.contains("queued bags were never delivered"), "and it is logged");
 }

@@ -200,3 +200,19 @@ async fn the_admin_endpoint_serves_stats_metrics_and_dead_letters() {
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
 }
+
+#[tokio::test]
+async fn restart_all_starts_blocks_after_an_optional_block_the_host_runs_without() {
+    let dir = dir(
+        "[[block]]\nname = \"faulty\"\nresponsibility = \"optional\"\nafter = []\nrequired = false\n[block.config]\nfault = \"panic\"\nin = \"init\"\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = [\"optional\"]\n\n\
+         [[block]]\nname = \"faulty\"\nresponsibility = \"crasher\"\nafter = [\"b\"]\nrestart = \"all\"\nmax_restarts = 1\n[block.config]\nfault = \"trap\"\nin = \"run\"\n",
+    );
+    let mut host = Bagpipe::run(BIN, &dir);
+    host.log_line("restarted every block too often").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(count(&out, "init", "b"), 2, "b started again after the restart of everything");
+    assert_eq!(count(&out, "run", "crasher"), 2);
+}

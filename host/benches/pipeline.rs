@@ -1,53 +1,79 @@
-//! `cargo bench -p bagpipe --bench pipeline`: the same 3-hop pipeline (source -> transform ->
-//! sink, ~200-byte bags, the transform parses and re-serialises each bag) as bagpipe blocks and as
-//! plain tokio tasks doing the same serde_json work, in one process run. Prints bags/s for both,
-//! the ratio, and the host's cost per bag per hop.
+//! `cargo bench -p bagpipe --bench pipeline`: the same pipeline (source -> transform -> sink,
+//! ~200-byte bags, the transform parses and re-serialises each bag) as bagpipe blocks and as plain
+//! tokio tasks doing the same serde_json work, in one process run. Prints bags/s for both, the
+//! ratio, and the host's cost per bag per hop.
 //!
-//! Each figure is the median of several runs; a run's fixed cost (start-up, shutdown) is taken
-//! out by also timing a short run and using the difference. `BAGPIPE_BENCH_BAGS` sets the bag
-//! count (default 200000).
+//! Then the supervision figures: the time from a trap to the fresh instance having processed its
+//! next bag (p50/p99 over many traps), and the pipeline's rate while a neighbour block crash-loops,
+//! as a ratio to the pipeline alone.
+//!
+//! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
+//! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
+//! the bag count (default 200000).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bagpipe::{Host, HostConfig, Manifest};
+use bagpipe::{Host, HostConfig, Manifest, RunReport};
 use bagpipe_test_support::{BlockDir, artifacts, workspace_root};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 const RUNS: usize = 5;
-const SHORT: u64 = 2_000;
 const QUEUE: usize = 1024;
 
 fn main() {
     let bags: u64 = std::env::var("BAGPIPE_BENCH_BAGS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let subscriber = tracing_subscriber::registry().with(SinkTiming);
+    tracing::subscriber::set_global_default(subscriber).expect("subscriber");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
         let cache = workspace_root().join("target").join("bagpipe-test-cache");
         let host = Host::new(HostConfig { cache_dir: Some(cache), ..HostConfig::default() }).expect("host");
+        let host = &host;
 
         let three_hops = |n: u64| {
             format!(
-                "[[block]]\nname = \"bench_source\"\n[block.config]\nto = \"transform\"\ncount = {n}\n\n\
-                 [[block]]\nname = \"transform\"\nqueue = {QUEUE}\n[block.config]\nop = \"upper\"\nto = \"sink\"\n\n\
-                 [[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nqueue = {QUEUE}\n"
+                "[[block]]\nname = \"bench_source\"\nafter = []\n[block.config]\nto = \"transform\"\ncount = {n}\n\n\
+                 [[block]]\nname = \"transform\"\nafter = []\nqueue = {QUEUE}\n[block.config]\nop = \"upper\"\nto = \"sink\"\n\n\
+                 [[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = {QUEUE}\n"
             )
         };
         let one_hop = |n: u64| {
             format!(
-                "[[block]]\nname = \"bench_source\"\n[block.config]\nto = \"sink\"\ncount = {n}\n\n\
-                 [[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nqueue = {QUEUE}\n"
+                "[[block]]\nname = \"bench_source\"\nafter = []\n[block.config]\nto = \"sink\"\ncount = {n}\n\n\
+                 [[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = {QUEUE}\n"
             )
         };
+        // A block that traps on every bag it gets and restarts at once each time, fed as fast as
+        // it restarts.
+        let crash_loop = "[[block]]\nname = \"faulty\"\nafter = []\nmax_attempts = 1\nmax_restarts = 1000000\nbackoff_ms = 0\n\
+             [block.config]\nfault = \"trap\"\nin = \"enqueue\"\nquiet = true\n\n\
+             [[block]]\nname = \"bench_source\"\nresponsibility = \"crash-feeder\"\nafter = [\"faulty\"]\n\
+             [block.config]\nto = \"faulty\"\ncount = 100000000\n\n";
 
-        let blocks3 = rate(bags, |n| run_blocks(&host, three_hops(n))).await;
-        let native3 = rate(bags, |n| async move { time(native(n, true)).await }).await;
-        let blocks1 = rate(bags, |n| run_blocks(&host, one_hop(n))).await;
-        let native1 = rate(bags, |n| async move { time(native(n, false)).await }).await;
+        if std::env::var_os("BAGPIPE_BENCH_PROFILE").is_some() {
+            // For a profiler: only the 3-hop bagpipe pipeline, over and over.
+            for _ in 0..RUNS {
+                println!("{:.0} bags/s", run_blocks(host, three_hops(bags)).await.0);
+            }
+            return;
+        }
+        let blocks3 = median(|| async { run_blocks(host, three_hops(bags)).await.0 }).await;
+        let native3 = median(|| native(bags, true)).await;
+        let blocks1 = median(|| async { run_blocks(host, one_hop(bags)).await.0 }).await;
+        let native1 = median(|| native(bags, false)).await;
+        let beside_crashes =
+            median(|| async { run_blocks(host, format!("{crash_loop}{}", three_hops(bags))).await.0 }).await;
+        let (_, crashes) = run_blocks(host, format!("{crash_loop}{}", three_hops(bags))).await;
+        let restarts = crashes.stats.iter().find(|s| s.responsibility == "faulty").map_or(0, |s| s.restarts);
+        let recovery = recovery(host).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
-        println!("| pipeline                                  | bags/s     | µs per bag |");
-        println!("|-------------------------------------------|-----------:|-----------:|");
+        println!("| pipeline                                    | bags/s     | µs per bag |");
+        println!("|---------------------------------------------|-----------:|-----------:|");
         row("native tokio tasks, source->transform->sink", native3);
         row("bagpipe blocks,     source->transform->sink", blocks3);
         row("native tokio tasks, source->sink", native1);
@@ -59,57 +85,109 @@ fn main() {
         // stamping it, the queue, the call into the guest, and the guest-side parse that the
         // native sink also does.
         println!("host cost per bag per hop (1-hop per-bag time difference): {:.2} µs", 1e6 / blocks1 - 1e6 / native1);
+        println!();
+        println!("| supervision                                          | value        |");
+        println!("|------------------------------------------------------|-------------:|");
+        println!("| trap -> fresh instance processed next bag, p50       | {:>9.0} µs |", recovery.0);
+        println!("| trap -> fresh instance processed next bag, p99       | {:>9.0} µs |", recovery.1);
+        println!("| 3 hops beside a crash-looping block, bags/s          | {beside_crashes:>12.0} |");
+        println!("| ... as a ratio to the 3 hops alone (goal >= 0.9)     | {:>12.2} |", beside_crashes / blocks3);
+        println!("| ... restarts of the crash-looping block in that run | {restarts:>12} |");
     });
 }
 
 fn row(name: &str, rate: f64) {
-    println!("| {name:<41} | {rate:>10.0} | {:>10.2} |", 1e6 / rate);
+    println!("| {name:<43} | {rate:>10.0} | {:>10.2} |", 1e6 / rate);
 }
 
-/// Bags per second: the median over [`RUNS`] of `(n - SHORT) / (t(n) - t(SHORT))`.
-async fn rate<F, Fut>(n: u64, mut run: F) -> f64
+/// The median over [`RUNS`] (after one warm-up run) of a rate in bags/s.
+async fn median<F, Fut>(mut run: F) -> f64
 where
-    F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = Duration>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
 {
-    run(SHORT).await; // warm-up: compile caches, page faults
+    run().await;
     let mut rates = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let short = run(SHORT).await;
-        let long = run(n).await;
-        let extra = long.saturating_sub(short).as_secs_f64().max(1e-9);
-        rates.push((n - SHORT) as f64 / extra);
+        rates.push(run().await);
     }
     rates.sort_by(f64::total_cmp);
     rates[RUNS / 2]
 }
 
-async fn time(f: impl std::future::Future<Output = ()>) -> Duration {
-    let start = Instant::now();
-    f.await;
-    start.elapsed()
+/// The last `bench elapsed_ns=.. bags=..` line a bench sink logged.
+static SINK_TIMING: Mutex<Option<(u64, u64)>> = Mutex::new(None);
+
+/// Picks the bench sink's timing out of the log.
+struct SinkTiming;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SinkTiming {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(Option<String>);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut message = Message(None);
+        event.record(&mut message);
+        let Some(text) = message.0 else { return };
+        let Some(rest) = text.strip_prefix("bench elapsed_ns=") else { return };
+        let mut parts = rest.split(" bags=");
+        if let (Some(ns), Some(bags)) = (parts.next(), parts.next())
+            && let (Ok(ns), Ok(bags)) = (ns.parse(), bags.trim().parse())
+        {
+            *SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()) = Some((ns, bags));
+        }
+    }
 }
 
-async fn run_blocks(host: &Host, manifest: String) -> Duration {
+/// Runs a manifest; returns the sink's rate (bags/s from its first bag to its last) and the report.
+async fn run_blocks(host: &Host, manifest: String) -> (f64, RunReport) {
     let dir = BlockDir::new(
         &manifest,
         &[
             ("bench_source", artifacts::BENCH_SOURCE),
             ("transform", artifacts::TRANSFORM),
             ("bench_sink", artifacts::BENCH_SINK),
+            ("faulty", artifacts::FAULTY),
+            ("sender", artifacts::SENDER),
         ],
     );
     let manifest = Manifest::load(dir.path()).expect("manifest");
-    let start = Instant::now();
+    *SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let report = host.run(&manifest, std::future::pending()).await.expect("pipeline run");
-    let elapsed = start.elapsed();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    elapsed
+    let timing = SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let rate = timing.map_or(f64::NAN, |(ns, bags)| (bags - 1) as f64 / Duration::from_nanos(ns).as_secs_f64());
+    (rate, report)
+}
+
+/// p50 and p99, in µs, of the time from a trap to the fresh instance having processed the next
+/// bag: the block traps on every other bag and restarts at once.
+async fn recovery(host: &Host) -> (f64, f64) {
+    let pairs = 500;
+    let bags: Vec<String> = (0..pairs)
+        .flat_map(|i| [format!("'{{\"crash\":true,\"i\":{i}}}'"), format!("'{{\"i\":{i}}}'")])
+        .chain(["'{\"last\":true}'".to_owned()])
+        .collect();
+    let manifest = format!(
+        "[[block]]\nname = \"faulty\"\nmax_attempts = 1\nmax_restarts = 100000\nqueue = 2048\n\
+         [block.config]\nfault = \"trap\"\nin = \"marked\"\nquiet = true\n\n\
+         [[block]]\nname = \"sender\"\n[block.config]\nto = \"faulty\"\nbags = [{}]\n",
+        bags.join(", ")
+    );
+    let (_, report) = run_blocks(host, manifest).await;
+    let faulty = report.stats.iter().find(|s| s.responsibility == "faulty").expect("faulty stats");
+    assert_eq!(faulty.restarts, pairs, "every trap restarted the block");
+    (faulty.recovery_p50_us.unwrap_or(f64::NAN), faulty.recovery_p99_us.unwrap_or(f64::NAN))
 }
 
 /// The same work with tokio tasks and bounded channels: the source builds and serialises each
 /// bag; with `transform`, a middle task parses, changes and re-serialises it; the sink parses it.
-async fn native(n: u64, transform: bool) {
+/// Returns the sink's rate from its first bag to its last.
+async fn native(n: u64, transform: bool) -> f64 {
     let (tx1, rx1) = mpsc::channel::<String>(QUEUE);
     let source = tokio::spawn(async move {
         for i in 1..=n {
@@ -151,18 +229,22 @@ async fn native(n: u64, transform: bool) {
     let sink = tokio::spawn(async move {
         let mut rx = sink_rx;
         let mut count = 0u64;
+        let mut first = None;
         while let Some(text) = rx.recv().await {
+            first.get_or_insert_with(Instant::now);
             let bag: Map<String, Value> = serde_json::from_str(&text).expect("parse");
             count += 1;
             if bag.get("last") == Some(&Value::Bool(true)) {
                 break;
             }
         }
-        count
+        (count, first.map_or(Duration::ZERO, |f| f.elapsed()))
     });
     source.await.expect("source");
     if let Some(middle) = middle {
         middle.await.expect("transform");
     }
-    assert_eq!(sink.await.expect("sink"), n);
+    let (count, elapsed) = sink.await.expect("sink");
+    assert_eq!(count, n);
+    (count - 1) as f64 / elapsed.as_secs_f64()
 }

@@ -22,8 +22,10 @@ use crate::stats::StatsSnapshot;
 
 /// Longest request head the server reads.
 const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its request.
+/// How long a client may take to send its whole request (and read the answer).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 32;
 
 /// What the admin endpoint shows.
 #[derive(Clone)]
@@ -87,18 +89,27 @@ async fn serve(listener: TcpListener, view: AdminView, cancel: CancellationToken
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
                 Ok((stream, _)) => {
                     let view = view.clone();
                     connections.spawn(async move {
-                        if let Err(e) = handle(stream, &view).await {
-                            tracing::debug!("admin connection: {e:#}");
+                        match tokio::time::timeout(READ_TIMEOUT, handle(stream, &view)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!("admin connection: {e:#}"),
+                            Err(_) => tracing::debug!("admin connection too slow, dropped"),
                         }
                     });
                 }
-                Err(e) => tracing::warn!("admin accept failed: {e}"),
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     connections.shutdown().await;
@@ -108,7 +119,7 @@ async fn handle(mut stream: TcpStream, view: &AdminView) -> anyhow::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let path = loop {
         let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await.context("request timed out")??;
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }

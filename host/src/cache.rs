@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,8 +64,16 @@ pub struct ComponentCache {
 }
 
 impl ComponentCache {
-    /// A cache for `engine`; `dir` is the disk cache, `None` for memory only.
+    /// A cache for `engine`; `dir` is the disk cache, `None` for memory only. A directory that
+    /// another user could write to is not used: its entries are native code the host would run.
     pub fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+        let dir = dir.filter(|d| match private_dir(d) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(dir = %d.display(), "not using the compile cache directory: {why}");
+                false
+            }
+        });
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
@@ -127,7 +136,7 @@ impl ComponentCache {
         let result = (|| -> std::io::Result<()> {
             let bytes = component.serialize().map_err(std::io::Error::other)?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
             }
             // Write beside, then rename: a reader never sees half an entry.
             static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -140,4 +149,21 @@ impl ComponentCache {
             tracing::warn!(entry = %path.display(), "could not write compile cache entry: {e}");
         }
     }
+}
+
+/// Creates `dir` (only the user may enter it) if missing, and checks that it belongs to this
+/// user and nobody else can write to it.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!("it belongs to uid {}, not to this user ({me})", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!("others can write to it (mode {:o})", meta.mode() & 0o777));
+    }
+    Ok(())
 }

@@ -150,6 +150,7 @@ impl BlockComponent {
     async fn type_check(&self, engine: &Engine) -> Result<(), LoadError> {
         let (requests, _) = tokio::sync::mpsc::channel(1);
         let links = Links {
+            shutdown: tokio_util::sync::CancellationToken::new(),
             router: Arc::new(crate::router::Router::new()),
             requests,
             settings: Arc::new(crate::defaults::Settings::default()),

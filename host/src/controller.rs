@@ -53,19 +53,17 @@ impl controller::Host for BlockCtx {
             Err(TrySendError::Closed(_)) => Err(gone(&target)),
             // The caller's own queue only drains after this call returns: waiting cannot help.
             // Nor does waiting again in a call that already waited in vain.
-            Err(TrySendError::Full(_))
-                if route.status.responsibility == self.me.responsibility || self.clock.refused =>
-            {
+            Err(TrySendError::Full(_)) if route.status.responsibility == self.me.responsibility || self.refused => {
                 Err(EnqueueError::QueueFull)
             }
             Err(TrySendError::Full(envelope)) => {
                 let started = Instant::now();
                 let waited = queue.send_timeout(envelope, self.links.settings.enqueue_timeout).await;
-                self.clock.host_wait += started.elapsed();
+                self.clock.add_wait(started.elapsed());
                 match waited {
                     Ok(()) => Ok(()),
                     Err(SendTimeoutError::Timeout(_)) => {
-                        self.clock.refused = true;
+                        self.refused = true;
                         Err(EnqueueError::QueueFull)
                     }
                     Err(SendTimeoutError::Closed(_)) => Err(gone(&target)),
@@ -98,16 +96,20 @@ impl controller::Host for BlockCtx {
     }
 
     async fn finish(&mut self, responsibility: String) -> Result<(), String> {
-        if !BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str())
-            && self.links.router.resolve(&responsibility).is_none()
-        {
+        if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
+            tracing::info!("asked the host to shut down (finished `{responsibility}`)");
+            self.links.shutdown.cancel();
+            return Ok(());
+        }
+        if self.links.router.resolve(&responsibility).is_none() {
             return Err(format!("no block has responsibility `{responsibility}`"));
         }
         let request = Request::Finish { responsibility, by: self.me.responsibility.clone() };
-        // The supervisor reads requests continuously; a full channel means it is already busy
-        // with a flood of them, and a repeat adds nothing.
         match self.links.requests.try_send(request) {
-            Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                Err("the host is busy finishing other blocks; nothing was done, try again later".to_owned())
+            }
             Err(TrySendError::Closed(_)) => Err("the host is shutting down".to_owned()),
         }
     }

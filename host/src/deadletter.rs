@@ -17,6 +17,9 @@ use crate::router::{Envelope, Router};
 /// How many dead letters are kept for listing.
 pub const KEPT: usize = 1000;
 
+/// Largest bag kept whole in a listed dead letter; a larger one is kept cut, as text.
+pub const KEPT_BAG_BYTES: usize = 16 * 1024;
+
 /// The responsibility dead letters come from, as `__from`.
 pub const SENDER: &str = "finisher";
 
@@ -52,8 +55,10 @@ impl DeadLetters {
         Self { route_to, ..Self::default() }
     }
 
-    /// Records `letter` and sends it on to the dead-letter block, never waiting.
-    pub fn add(&self, letter: DeadLetter, router: &Router) {
+    /// Records `letter` and sends it on to the dead-letter block, never waiting. A dead letter
+    /// of the dead-letter block itself is only kept, so a faulting dead-letter block cannot feed
+    /// itself forever.
+    pub fn add(&self, mut letter: DeadLetter, router: &Router) {
         self.total.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             block = %letter.block,
@@ -62,8 +67,18 @@ impl DeadLetters {
             letter.bag,
             letter.error
         );
-        if let Some(to) = &self.route_to {
+        if let Some(to) = &self.route_to
+            && *to != letter.block
+        {
             self.forward(&letter, to, router);
+        }
+        let text = letter.bag.to_string();
+        if text.len() > KEPT_BAG_BYTES {
+            let mut cut = KEPT_BAG_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            letter.bag = serde_json::Value::String(format!("{} [cut: {} bytes in all]", &text[..cut], text.len()));
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() == KEPT {
@@ -82,16 +97,22 @@ impl DeadLetters {
             return;
         };
         let seq = self.total.load(Ordering::Relaxed);
-        let bag = serde_json::json!({
-            "__from": SENDER,
-            "__seq": seq,
+        let body = serde_json::json!({
             "block": letter.block,
             "component": letter.component,
             "error": letter.error,
             "attempts": letter.attempts,
             "bag": letter.bag,
         });
-        match queue.try_send(Envelope::Bag(bag.to_string())) {
+        // Checked like any bag: the dead-letter block's limits hold for dead letters too.
+        let bag = match crate::bag::stamp(&body.to_string(), SENDER, seq, route.limits) {
+            Ok(bag) => bag,
+            Err(e) => {
+                tracing::error!("dead letter not sent to `{to}`: {e}; it is only kept here");
+                return;
+            }
+        };
+        match queue.try_send(Envelope::Bag(bag)) {
             Ok(()) => crate::stats::Counters::bump(&route.status.counters.received),
             Err(TrySendError::Full(_)) => {
                 crate::stats::Counters::bump(&route.status.counters.refused_full);

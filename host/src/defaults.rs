@@ -33,6 +33,14 @@ pub const STDERR_LINE_BYTES: usize = 4096;
 /// Longest guest log message passed to the logger (longer ones are cut).
 pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
 
+/// Most host-side resources (pollables, streams, ...) one block instance may hold at once.
+pub const MAX_RESOURCES: usize = 10_000;
+
+/// How much longer than its remaining budget a call may run before the wall-clock guard stops
+/// it. The epoch deadline stops a computing guest within a tick; the guard is for a guest blocked
+/// inside a host call (a WASI sleep), where epochs are never checked.
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
 

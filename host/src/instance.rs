@@ -5,14 +5,16 @@
 //! limit; any trap is turned into a [`CallError`] and the instance is marked dead, because a trap
 //! poisons the whole store. A dead instance is never called again.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::bindings::{ServerInfo, enqueue_hook, lifecycle, server_hook, timer_hook};
 use crate::component::BlockComponent;
+use crate::defaults::DEADLINE_GRACE;
 use crate::error::CallError;
-use crate::state::BlockCtx;
+use crate::state::{BlockCtx, CallClock};
 
 /// A live block instance.
 pub struct BlockInstance {
@@ -31,12 +33,19 @@ pub(crate) fn new_store(engine: &Engine, ctx: BlockCtx) -> Store<BlockCtx> {
     // The deadline is checked every tick: past the call timeout the guest is interrupted;
     // before it, the guest yields to the runtime so a busy guest cannot starve other blocks.
     store.epoch_deadline_callback(|ctx| {
-        let clock = &ctx.data().clock;
+        let clock = ctx.data().clock.clone();
         if clock.guest_time() >= clock.timeout {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            return Ok(UpdateDeadline::Interrupt);
         }
+        // Time spent waiting to be scheduled again is not the guest's computing time.
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                let yielded = Instant::now();
+                tokio::task::yield_now().await;
+                clock.add_wait(yielded.elapsed());
+            }),
+        ))
     });
     // Instantiation runs guest code (start functions): it needs a deadline too.
     store.set_epoch_deadline(1);
@@ -72,30 +81,34 @@ impl BlockInstance {
     /// `init(config)`.
     pub async fn init(&mut self, config: &str) -> Result<(), CallError> {
         self.enter()?;
-        let r = self.lifecycle.call_init(&mut self.store, config).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, self.lifecycle.call_init(&mut self.store, config)).await;
         self.settle(r)?.map_err(CallError::Guest)
     }
 
     /// `run()`.
     pub async fn run(&mut self) -> Result<(), CallError> {
         self.enter()?;
-        let r = self.lifecycle.call_run(&mut self.store).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, self.lifecycle.call_run(&mut self.store)).await;
         self.settle(r)
     }
 
     /// `finish()`.
     pub async fn finish(&mut self) -> Result<(), CallError> {
         self.enter()?;
-        let r = self.lifecycle.call_finish(&mut self.store).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, self.lifecycle.call_finish(&mut self.store)).await;
         self.settle(r)?.map_err(CallError::Guest)
     }
 
     /// `on-enqueue(bag)`; a block without the hook is never sent bags, so this is `Ok`.
-    pub async fn on_enqueue(&mut self, bag: String) -> Result<(), CallError> {
+    pub async fn on_enqueue(&mut self, bag: &String) -> Result<(), CallError> {
         let Some(hook) = self.enqueue.as_ref() else { return Ok(()) };
         let hook = hook.clone();
         self.enter()?;
-        let r = hook.call_on_enqueue(&mut self.store, &bag).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_enqueue(&mut self.store, bag)).await;
         self.settle(r)?.map_err(CallError::Guest)
     }
 
@@ -104,7 +117,8 @@ impl BlockInstance {
         let Some(hook) = self.timer.as_ref() else { return Ok(()) };
         let hook = hook.clone();
         self.enter()?;
-        let r = hook.call_on_timer(&mut self.store, tag).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_timer(&mut self.store, tag)).await;
         self.settle(r)
     }
 
@@ -113,7 +127,8 @@ impl BlockInstance {
         let Some(hook) = self.server.as_ref() else { return Ok(()) };
         let hook = hook.clone();
         self.enter()?;
-        let r = hook.call_on_server_connect(&mut self.store, info).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_server_connect(&mut self.store, info)).await;
         self.settle(r)
     }
 
@@ -122,7 +137,8 @@ impl BlockInstance {
         let Some(hook) = self.server.as_ref() else { return Ok(()) };
         let hook = hook.clone();
         self.enter()?;
-        let r = hook.call_on_server_disconnect(&mut self.store).await;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_server_disconnect(&mut self.store)).await;
         self.settle(r)
     }
 
@@ -133,6 +149,7 @@ impl BlockInstance {
         }
         let ctx = self.store.data_mut();
         ctx.clock.start();
+        ctx.refused = false;
         ctx.memory.hit = None;
         ctx.stderr.clear();
         self.store.set_epoch_deadline(1);
@@ -148,6 +165,40 @@ impl BlockInstance {
             let stderr = ctx.stderr.take();
             classify(&e, ctx.clock.timeout, ctx.memory.hit, stderr)
         })
+    }
+}
+
+/// Runs a call, stopping it when the guest's remaining budget (plus [`DEADLINE_GRACE`]) has
+/// passed. The epoch deadline stops a guest that computes; this stops one that is blocked inside
+/// a host call, where epochs are never checked. Dropping the call poisons the store, which is why
+/// the caller marks the instance dead on any error.
+async fn guard<T>(clock: &CallClock, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    tokio::pin!(call);
+    // Most calls complete on their first poll: those never read the clock or arm a timer.
+    let mut first = true;
+    let ready = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        std::task::Poll::Pending if first => {
+            first = false;
+            std::task::Poll::Ready(None)
+        }
+        std::task::Poll::Pending => std::task::Poll::Pending,
+        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+    })
+    .await;
+    if let Some(r) = ready {
+        return r;
+    }
+    loop {
+        let sleep = tokio::time::sleep(clock.remaining() + DEADLINE_GRACE);
+        tokio::select! {
+            biased;
+            r = &mut call => return r,
+            () = sleep => {
+                if clock.remaining().is_zero() {
+                    return Err(Trap::Interrupt.into());
+                }
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! A trap poisons this store only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -14,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::component::Hooks;
 use crate::deadletter::DeadLetters;
-use crate::defaults::{Limits, Settings};
+use crate::defaults::{Limits, MAX_RESOURCES, Settings};
 use crate::guest_io::StderrTail;
 use crate::router::Router;
 use crate::stats::BlockStatus;
@@ -35,6 +36,9 @@ pub enum Request {
 /// What every block's store links to: the rest of the host.
 #[derive(Clone)]
 pub struct Links {
+    /// Cancelled when a block finishes `initiator` (or `finisher`): the host shuts down. A token,
+    /// not a request, so that the request can never be lost.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Where bags go.
     pub router: Arc<Router>,
     /// Requests to the supervisor.
@@ -58,7 +62,10 @@ pub struct BlockCtx {
     /// Pending timers.
     pub timers: Timers,
     /// Timing of the current call, for its deadline.
-    pub clock: CallClock,
+    pub clock: Arc<CallClock>,
+    /// An `enqueue` in the current call already waited for a full queue in vain; later ones in
+    /// the same call do not wait.
+    pub refused: bool,
     /// The memory limit, and whether the guest ran into it.
     pub memory: MemoryLimit,
     /// The guest's stderr.
@@ -74,19 +81,19 @@ impl BlockCtx {
         // No environment, arguments, directories or sockets: a block reaches the world only
         // through the controller. Stdout is the host's (a sink may print); stderr is logged.
         let wasi = WasiCtx::builder().inherit_stdout().stderr(stderr.clone()).build();
+        let mut table = ResourceTable::new();
+        // Host-side objects a guest can create (pollables, streams) live outside its linear
+        // memory limit; this bounds them.
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             me,
             links,
             hooks,
             timers: Timers::new(limits.max_timers),
-            clock: CallClock {
-                started: Instant::now(),
-                host_wait: Duration::ZERO,
-                timeout: limits.call_timeout,
-                refused: false,
-            },
+            clock: Arc::new(CallClock::new(limits.call_timeout)),
+            refused: false,
             memory: MemoryLimit { limit: limits.memory_bytes, hit: None },
             stderr,
             limits: limits.clone(),
@@ -100,34 +107,53 @@ impl WasiView for BlockCtx {
     }
 }
 
-/// The clock of the call in progress. Time the host spends waiting on the guest's behalf (an
-/// `enqueue` to a full queue) is not the guest's computing time and does not count against its
-/// deadline.
-#[derive(Debug, Clone)]
+/// The clock of the call in progress, shared between the store (the epoch callback, the
+/// controller) and the task's wall-clock guard. Time the host spends waiting on the guest's behalf
+/// (an `enqueue` to a full queue, being scheduled after a yield) is not the guest's computing time
+/// and does not count against its deadline.
+#[derive(Debug)]
 pub struct CallClock {
-    /// When the call started.
-    pub started: Instant,
-    /// Time spent waiting inside host calls during this call.
-    pub host_wait: Duration,
+    base: Instant,
+    started_ns: AtomicU64,
+    host_wait_ns: AtomicU64,
     /// The guest's computing budget per call.
     pub timeout: Duration,
-    /// An `enqueue` in this call already waited for a full queue in vain; later ones do not
-    /// wait.
-    pub refused: bool,
 }
 
 impl CallClock {
+    /// A clock for calls of at most `timeout` guest time.
+    pub fn new(timeout: Duration) -> Self {
+        Self { base: Instant::now(), started_ns: AtomicU64::new(0), host_wait_ns: AtomicU64::new(0), timeout }
+    }
+
     /// Starts timing a call.
-    pub fn start(&mut self) {
-        self.started = Instant::now();
-        self.host_wait = Duration::ZERO;
-        self.refused = false;
+    pub fn start(&self) {
+        self.started_ns.store(nanos(self.base.elapsed()), Ordering::Relaxed);
+        self.host_wait_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Adds time the host waited on the guest's behalf.
+    pub fn add_wait(&self, d: Duration) {
+        self.host_wait_ns.fetch_add(nanos(d), Ordering::Relaxed);
     }
 
     /// How long the guest has computed in this call.
     pub fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.host_wait)
+        let now = nanos(self.base.elapsed());
+        let spent = now
+            .saturating_sub(self.started_ns.load(Ordering::Relaxed))
+            .saturating_sub(self.host_wait_ns.load(Ordering::Relaxed));
+        Duration::from_nanos(spent)
     }
+
+    /// How much of the budget is left.
+    pub fn remaining(&self) -> Duration {
+        self.timeout.saturating_sub(self.guest_time())
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Caps a block's linear memory.

@@ -22,7 +22,7 @@ use crate::bag::BagLimits;
 use crate::bindings::BlockState;
 use crate::component::BlockComponent;
 use crate::deadletter::DeadLetters;
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, FINISH_REQUESTS, INIT_RETRY_BACKOFF};
+use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF};
 use crate::deps::Graph;
 use crate::error::{CallError, RunError};
 use crate::manifest::{BlockSpec, Manifest};
@@ -69,6 +69,8 @@ pub struct Supervisor {
     events: mpsc::Receiver<Event>,
     router: Arc<Router>,
     dead_letters: Arc<DeadLetters>,
+    /// Cancelled by a block that finishes `initiator`.
+    shutdown: CancellationToken,
     report: RunReport,
 }
 
@@ -81,9 +83,13 @@ impl Supervisor {
         router: Arc<Router>,
     ) -> Self {
         let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
-        let (event_tx, events) = mpsc::channel(manifest.blocks.len().max(1));
+        // Room for one event per block and then some: a task never waits to send one (it uses
+        // `try_send`; a full channel means a restart of everything is pending anyway).
+        let (event_tx, events) = mpsc::channel(2 * manifest.blocks.len().max(1));
         let dead_letters = Arc::new(DeadLetters::new(manifest.settings.dead_letters.clone()));
+        let shutdown = CancellationToken::new();
         let links = Links {
+            shutdown: shutdown.clone(),
             router: router.clone(),
             requests: request_tx,
             settings: Arc::new(manifest.settings.clone()),
@@ -97,6 +103,7 @@ impl Supervisor {
             events,
             router: router.clone(),
             dead_letters,
+            shutdown,
             report: RunReport::default(),
         };
         for (index, (spec, component)) in manifest.blocks.iter().zip(components).enumerate() {
@@ -134,7 +141,7 @@ impl Supervisor {
             self.stop_all().await;
             return Err(e);
         }
-        if signal.fired {
+        if signal.fired || self.shutdown.is_cancelled() {
             tracing::info!("shutdown requested during start-up");
             self.stop_all().await;
             return Ok(self.into_report());
@@ -142,6 +149,8 @@ impl Supervisor {
         self.run_blocks().await;
         tracing::info!(blocks = self.slots.len(), "all blocks running");
         let escalated = self.serve(&mut signal).await;
+        // No restart of everything can be wanted any more.
+        self.events.close();
         self.stop_all().await;
         self.report.escalated = escalated;
         Ok(self.into_report())
@@ -158,12 +167,17 @@ impl Supervisor {
         let cancel = CancellationToken::new();
         let mut failure = None;
         loop {
-            if failure.is_none() && !signal.fired {
+            // Blocks that are gone count as ready at once, which can make more blocks startable:
+            // ask again until nothing new can start.
+            let mut more = failure.is_none() && !signal.fired && !self.shutdown.is_cancelled();
+            while more {
+                more = false;
                 for i in self.graph.startable(&started, &ready) {
                     started[i] = true;
                     let slot = &self.slots[i];
                     let Some(control) = slot.control.clone() else {
                         ready[i] = true;
+                        more = true;
                         continue;
                     };
                     slot.status.set_state(BlockState::Starting);
@@ -202,6 +216,7 @@ impl Supervisor {
                     }
                 }
                 () = signal.wait(), if !signal.fired => cancel.cancel(),
+                () = self.shutdown.cancelled(), if !cancel.is_cancelled() => cancel.cancel(),
             }
         }
         failure.map_or(Ok(()), Err)
@@ -240,12 +255,12 @@ impl Supervisor {
                     tracing::info!("shutdown requested");
                     return None;
                 }
+                () = self.shutdown.cancelled() => {
+                    tracing::info!("a block finished `initiator`: shutting down");
+                    return None;
+                }
                 Some(request) = self.requests.recv() => {
                     let Request::Finish { responsibility, by } = request;
-                    if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
-                        tracing::info!("`{by}` finished `{responsibility}`: shutting down");
-                        return None;
-                    }
                     if let Some(i) = self.slots.iter().position(|s| s.spec.responsibility == responsibility) {
                         tracing::info!("`{by}` asked to finish `{responsibility}`");
                         self.finish_one(i).await;
@@ -301,6 +316,8 @@ impl Supervisor {
         error: CallError,
         signal: &mut Signal<F>,
     ) -> Option<(String, CallError)> {
+        // One restart of everything answers every fault reported so far.
+        while self.events.try_recv().is_ok() {}
         let responsibility = self.slots[index].spec.responsibility.clone();
         let slot = &mut self.slots[index];
         if !slot.all_restarts.allow(Instant::now()) {
@@ -324,6 +341,9 @@ impl Supervisor {
             tracing::error!("restarting every block failed: {e}");
             let RunError::Init { responsibility, error } = e else { return None };
             return Some((responsibility, error));
+        }
+        if signal.fired || self.shutdown.is_cancelled() {
+            return None;
         }
         self.run_blocks().await;
         None

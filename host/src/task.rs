@@ -123,6 +123,8 @@ pub struct BlockTask {
     consecutive: u32,
     intensity: Intensity,
     fault_at: Option<Instant>,
+    /// A command that arrived while the block was restarting itself, to handle next.
+    pending: Option<Command>,
 }
 
 enum Next {
@@ -171,27 +173,36 @@ impl BlockTask {
             consecutive: 0,
             intensity,
             fault_at: None,
+            pending: None,
         }
     }
 
     /// Runs until the block is finished, or fails for good.
     pub async fn run(mut self) -> Outcome {
         loop {
-            let step = if self.running && self.retry.is_some() {
-                self.redeliver().await
-            } else {
-                match self.next().await {
-                    Next::Command(None) => return self.end(Outcome::Abandoned),
-                    Next::Command(Some(Command::Finish { reply })) => return self.finish(reply).await,
-                    Next::Command(Some(cmd)) => self.command(cmd).await,
-                    Next::Timer(tag) => self.timer(tag).await,
-                    Next::Envelope(env) => self.deliver_batch(env).await,
+            let next = match self.pending.take() {
+                Some(cmd) => Next::Command(Some(cmd)),
+                None if self.running && self.retry.is_some() => {
+                    if let Err(fault) = self.redeliver().await
+                        && let Some(outcome) = self.recover(fault).await
+                    {
+                        return self.end(outcome).await;
+                    }
+                    continue;
                 }
+                None => self.next().await,
+            };
+            let step = match next {
+                Next::Command(None) => return self.end(Outcome::Abandoned).await,
+                Next::Command(Some(Command::Finish { reply })) => return self.finish(reply).await,
+                Next::Command(Some(cmd)) => self.command(cmd).await,
+                Next::Timer(tag) => self.timer(tag).await,
+                Next::Envelope(env) => self.deliver_batch(env).await,
             };
             if let Err(fault) = step
                 && let Some(outcome) = self.recover(fault).await
             {
-                return self.end(outcome);
+                return self.end(outcome).await;
             }
         }
     }
@@ -275,10 +286,13 @@ impl BlockTask {
     }
 
     /// Delivers `first` and then up to a batch of the bags already waiting, without going back
-    /// to the runtime in between.
+    /// to the runtime in between; a lifecycle command ends the batch early.
     async fn deliver_batch(&mut self, first: Envelope) -> Result<(), Fault> {
         self.deliver(first).await?;
         for _ in 1..QUEUE_BATCH {
+            if !self.control.is_empty() {
+                break;
+            }
             let Some(queue) = self.queue.as_mut() else { break };
             match queue.try_recv() {
                 Ok(env) => self.deliver(env).await?,
@@ -310,10 +324,8 @@ impl BlockTask {
         let Some(instance) = self.instance.as_mut() else {
             return Err(Fault { error: CallError::Gone, bag: Some(bag) });
         };
-        // Kept only in case the call faults: the bag is then delivered again or dead-lettered.
-        let keep = bag.clone();
         let started = Instant::now();
-        let result = instance.on_enqueue(bag).await;
+        let result = instance.on_enqueue(&bag).await;
         self.status.processing.record(started.elapsed());
         match result {
             Ok(()) => {
@@ -327,7 +339,8 @@ impl BlockTask {
                 self.healthy();
                 Ok(())
             }
-            Err(error) => Err(Fault { error, bag: Some(keep) }),
+            // The bag goes with the fault: it is delivered again or dead-lettered.
+            Err(error) => Err(Fault { error, bag: Some(bag) }),
         }
     }
 
@@ -358,10 +371,12 @@ impl BlockTask {
             Restart::All => {
                 self.status.set_state(BlockState::Restarting);
                 let event = Event::RestartAll { index: self.index, error: error.clone() };
-                if self.events.send(event).await.is_err() {
-                    return Some(Outcome::Failed { error, gave_up: false });
-                }
-                return None;
+                // Never wait here: the supervisor may be busy resetting this very block. A full
+                // channel means a restart of everything is pending already.
+                return match self.events.try_send(event) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => None,
+                    Err(mpsc::error::TrySendError::Closed(_)) => Some(Outcome::Failed { error, gave_up: false }),
+                };
             }
             Restart::One => {}
         }
@@ -379,19 +394,20 @@ impl BlockTask {
             self.status.set_state(BlockState::Restarting);
             Counters::bump(&self.status.counters.restarts);
             tracing::info!(attempt = self.consecutive, delay_ms = delay.as_millis() as u64, "restarting");
-            tokio::select! {
-                biased;
-                cmd = self.control.recv() => match cmd {
-                    Some(Command::Finish { reply }) => {
-                        let _ = reply.send(Err(CallError::Gone));
-                        return Some(Outcome::Abandoned);
-                    }
-                    Some(Command::Init { reply } | Command::Run { reply } | Command::Reset { reply }) => {
-                        let _ = reply.send(Err(CallError::Gone));
-                    }
-                    None => return Some(Outcome::Abandoned),
-                },
-                () = tokio::time::sleep(delay) => {}
+            if !delay.is_zero() {
+                tokio::select! {
+                    biased;
+                    // The supervisor's word goes before this block's own restart (a restart of
+                    // everything, or shutdown): stop restarting and let the loop obey it.
+                    cmd = self.control.recv() => match cmd {
+                        Some(cmd) => {
+                            self.pending = Some(cmd);
+                            return None;
+                        }
+                        None => return Some(Outcome::Abandoned),
+                    },
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
             let started = match self.start_instance().await {
                 Ok(()) => match self.instance.as_mut() {
@@ -452,17 +468,19 @@ impl BlockTask {
         }
         if self.instance.is_none() {
             let _ = reply.send(Err(CallError::Gone));
-            return self.end(Outcome::Abandoned);
+            return self.end(Outcome::Abandoned).await;
         }
         if self.running {
             let deadline = tokio::time::Instant::now() + self.links.settings.drain_timeout;
             if let Err(fault) = self.redeliver().await {
-                return self.end_finish_with_fault(reply, fault);
+                return self.end_finish_with_fault(reply, fault).await;
             }
-            while let Some(queue) = self.queue.as_mut() {
+            while tokio::time::Instant::now() < deadline
+                && let Some(queue) = self.queue.as_mut()
+            {
                 let Ok(Some(env)) = tokio::time::timeout_at(deadline, queue.recv()).await else { break };
                 if let Err(fault) = self.deliver(env).await {
-                    return self.end_finish_with_fault(reply, fault);
+                    return self.end_finish_with_fault(reply, fault).await;
                 }
             }
         }
@@ -481,13 +499,13 @@ impl BlockTask {
         match fault {
             Some(error) => {
                 Counters::bump(&self.status.counters.faults);
-                self.end(Outcome::Failed { error, gave_up: false })
+                self.end(Outcome::Failed { error, gave_up: false }).await
             }
-            None => self.end(Outcome::Finished),
+            None => self.end(Outcome::Finished).await,
         }
     }
 
-    fn end_finish_with_fault(mut self, reply: Reply, fault: Fault) -> Outcome {
+    async fn end_finish_with_fault(mut self, reply: Reply, fault: Fault) -> Outcome {
         Counters::bump(&self.status.counters.faults);
         tracing::error!("faulted while finishing: {}", fault.error);
         if let Some(bag) = fault.bag {
@@ -495,33 +513,35 @@ impl BlockTask {
             self.account(bag, &fault.error, true);
         }
         let _ = reply.send(Err(fault.error.clone()));
-        self.end(Outcome::Failed { error: fault.error, gave_up: false })
+        self.end(Outcome::Failed { error: fault.error, gave_up: false }).await
     }
 
     /// Settles the block's state and accounts for every bag still queued: after a fault that
     /// ended the block they become dead letters (no instance will ever take them); otherwise
     /// (shutdown, drain timeout) they are counted as lost. Either way they are logged.
-    fn end(mut self, outcome: Outcome) -> Outcome {
+    async fn end(mut self, outcome: Outcome) -> Outcome {
         let failed = match &outcome {
             Outcome::Failed { error, gave_up } => {
                 tracing::error!(gave_up, "block ended by a fault: {error}");
-                Some(error.clone())
+                Some(error.to_string())
+            }
+            // The supervisor gave up on this block (an optional block that never initialised, or
+            // one that restarted everything too often) and marked it failed before letting go.
+            Outcome::Abandoned if self.status.state() == BlockState::Failed => {
+                Some("the host gave up on the block".to_owned())
             }
             Outcome::Finished | Outcome::Abandoned => None,
         };
-        let state = if failed.is_some() || self.status.state() == BlockState::Failed {
-            // An optional block the host gave up on also stays `failed`.
-            BlockState::Failed
-        } else {
-            BlockState::Finished
-        };
+        let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
         self.status.set_state(state);
         self.instance = None;
         // (bag, deliveries so far)
         let mut left: Vec<(String, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
         if let Some(mut queue) = self.queue.take() {
+            // After `close`, `recv` ends once the queue is empty and no sender is midway through
+            // a send, so a bag a sender was told was delivered is never missed.
             queue.close();
-            while let Ok(Envelope::Bag(bag)) = queue.try_recv() {
+            while let Some(Envelope::Bag(bag)) = queue.recv().await {
                 left.push((bag, 0));
             }
         }

@@ -27,7 +27,8 @@ impl Block for Transform {
     fn on_enqueue(&mut self, ctl: &Controller, bag: Bag) -> Result<(), String> {
         self.seen += 1;
         let me = ctl.responsibility();
-        let mut out = bag.payload();
+        let mut out = bag;
+        out.strip_host_keys();
         match self.op {
             Op::Upper => {
                 if let Some(text) = out.get("text").and_then(|t| t.as_str()).map(str::to_uppercase) {
