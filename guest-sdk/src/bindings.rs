@@ -55,3 +55,15 @@ pub mod server {
         with: { "bagpipe:block/types@0.1.0": crate::bindings::block::bagpipe::block::types },
     });
 }
+
+/// The optional `state-hook` export.
+pub mod state {
+    wit_bindgen::generate!({
+        world: "state-hooked",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_bagpipe_state_hook",
+        default_bindings_module: "bagpipe_guest::__private::bindings::state",
+        runtime_path: "bagpipe_guest::__private::rt",
+    });
+}

@@ -96,4 +96,18 @@ pub trait Block: Sized + 'static {
     fn on_server_disconnect(&mut self, ctl: &Controller) {
         let _ = ctl;
     }
+
+    /// The block's state, for the next version of this block when the host swaps it (list
+    /// `state`). Called between bags, on the old version.
+    fn snapshot(&mut self, ctl: &Controller) -> Vec<u8> {
+        let _ = ctl;
+        Vec::new()
+    }
+
+    /// Takes over a previous version's [`Block::snapshot`], after `init` (list `state`). An
+    /// error rejects this version and the old one keeps running.
+    fn restore(&mut self, ctl: &Controller, state: Vec<u8>) -> Result<(), String> {
+        let _ = (ctl, state);
+        Ok(())
+    }
 }

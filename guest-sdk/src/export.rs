@@ -65,6 +65,16 @@ pub fn on_server_connect<B: Block>(info: ServerInfo) {
 }
 
 #[doc(hidden)]
+pub fn snapshot<B: Block>() -> Vec<u8> {
+    with_block::<B, _>("snapshot", |b| b.snapshot(&CTL))
+}
+
+#[doc(hidden)]
+pub fn restore<B: Block>(state: Vec<u8>) -> Result<(), String> {
+    with_block::<B, _>("restore", |b| b.restore(&CTL, state))
+}
+
+#[doc(hidden)]
 pub fn on_server_disconnect<B: Block>() {
     with_block::<B, _>("on-server-disconnect", |b| b.on_server_disconnect(&CTL))
 }
@@ -95,7 +105,7 @@ pub fn on_server_disconnect<B: Block>() {
 /// ```
 ///
 /// Hooks: `on_enqueue` (receive bags), `on_timer` (timers), `on_server` (server connect and
-/// disconnect). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
+/// disconnect), `state` (`snapshot` and `restore`, to carry state across a hot swap). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
 #[macro_export]
 macro_rules! export_block {
     ($block:ty) => {
@@ -156,11 +166,23 @@ macro_rules! __export_bagpipe_hook {
         }
         $crate::__private::bindings::server::__export_bagpipe_server_hook!(BagpipeServerHook);
     };
+    (state, $block:ty) => {
+        struct BagpipeStateHook;
+        impl $crate::__private::bindings::state::exports::bagpipe::block::state_hook::Guest for BagpipeStateHook {
+            fn snapshot() -> ::std::vec::Vec<u8> {
+                $crate::__private::snapshot::<$block>()
+            }
+            fn restore(state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__private::restore::<$block>(state)
+            }
+        }
+        $crate::__private::bindings::state::__export_bagpipe_state_hook!(BagpipeStateHook);
+    };
     ($other:ident, $block:ty) => {
         compile_error!(concat!(
             "unknown bagpipe hook `",
             stringify!($other),
-            "`; the hooks are on_enqueue, on_timer and on_server"
+            "`; the hooks are on_enqueue, on_timer, on_server and state"
         ));
     };
 }

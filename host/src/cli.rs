@@ -47,6 +47,20 @@ enum Command {
         /// At exit, write the final stats, failures and dead letters to this file as JSON.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Do not watch DIR: no hot swap of changed components or manifest entries.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Develop blocks: build the guest workspace GUESTS into DIR, run DIR, and on every change
+    /// to the blocks' sources rebuild them; the running host swaps in what changed.
+    Dev {
+        /// The cargo workspace of the blocks.
+        guests: PathBuf,
+        /// The component directory (holding `bagpipe.toml`).
+        dir: PathBuf,
+        /// Serve stats on this address (see `run --admin`).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
     },
     /// Check the manifest and every component against the block world, running nothing.
     Check {
@@ -81,7 +95,15 @@ pub fn init_logging(default: &str) {
 /// Runs the chosen subcommand.
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Run { dir, no_cache, build, admin, report } => run(&dir, no_cache, build, admin, report).await,
+        Command::Run { dir, no_cache, build, admin, report, no_watch } => {
+            let options = RunOptions { no_cache, build, admin, report, watch: !no_watch, dev: false };
+            run(&dir, options).await
+        }
+        Command::Dev { guests, dir, admin } => {
+            let options =
+                RunOptions { no_cache: false, build: Some(guests), admin, report: None, watch: true, dev: true };
+            run(&dir, options).await
+        }
         Command::Check { dir } => check(&dir).await,
         Command::Status { admin, dead_letters } => status(&admin, dead_letters).await,
     };
@@ -94,23 +116,36 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-async fn run(
-    dir: &Path,
+struct RunOptions {
     no_cache: bool,
     build: Option<PathBuf>,
     admin: Option<SocketAddr>,
-    report_file: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    if let Some(guests) = build {
+    report: Option<PathBuf>,
+    watch: bool,
+    /// Rebuild `build` on every change to its sources while running.
+    dev: bool,
+}
+
+async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let into = if dir.is_dir() { dir } else { dir.parent().unwrap_or(Path::new(".")) };
+    if let Some(guests) = &options.build {
         let names = Manifest::component_names(dir)?;
-        let into = if dir.is_dir() { dir } else { dir.parent().unwrap_or(Path::new(".")) };
-        bagpipe::guest_build::build_into(&guests, into, &names).await?;
+        bagpipe::guest_build::build_into(guests, into, &names).await?;
     }
     let manifest = Manifest::load(dir)?;
-    let cache_dir = if no_cache { None } else { ComponentCache::default_dir() };
-    let host = Host::new(HostConfig { cache_dir, admin })?;
+    let cache_dir = if options.no_cache { None } else { ComponentCache::default_dir() };
+    let host = Host::new(HostConfig { cache_dir, admin: options.admin, watch: options.watch })?;
     let shutdown = shutdown_signal()?;
-    let result = host.run(&manifest, shutdown).await;
+    let run = host.run(&manifest, shutdown);
+    tokio::pin!(run);
+    let result = match (&options.build, options.dev) {
+        (Some(guests), true) => tokio::select! {
+            r = &mut run => r,
+            () = bagpipe::guest_build::rebuild_on_change(guests, into) => run.await,
+        },
+        _ => run.await,
+    };
+    let report_file = options.report;
     let code = match &result {
         Ok(report) => {
             log_report(report);
@@ -154,6 +189,8 @@ fn log_report(report: &RunReport) {
             faults = s.faults,
             restarts = s.restarts,
             dead_letters = s.dead_letters,
+            swaps = s.swaps,
+            swaps_failed = s.swaps_failed,
             "final stats"
         );
     }
@@ -179,7 +216,7 @@ fn report_json(result: &Result<RunReport, bagpipe::RunError>) -> serde_json::Val
 
 async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(dir)?;
-    let host = Host::new(HostConfig { cache_dir: ComponentCache::default_dir(), admin: None })?;
+    let host = Host::new(HostConfig { cache_dir: ComponentCache::default_dir(), admin: None, watch: false })?;
     let mut failed = 0;
     for (spec, result) in host.check(&manifest).await {
         match result {
@@ -252,6 +289,7 @@ fn table(blocks: &[StatsSnapshot]) -> String {
                 s.queue_high_water.to_string(),
                 us(s.processing_p50_us),
                 us(s.processing_p99_us),
+                format!("{}/{}", s.swaps, s.swaps_failed),
             ]
         })
         .collect();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
-use crate::bindings::{FullBlock, enqueue_hook, lifecycle, names, server_hook, timer_hook};
+use crate::bindings::{FullBlock, enqueue_hook, lifecycle, names, server_hook, state_hook, timer_hook};
 use crate::cache::{ComponentCache, ContentHash};
 use crate::error::LoadError;
 use crate::state::{BlockCtx, Links};
@@ -27,12 +27,14 @@ pub struct Hooks {
     pub timer: bool,
     /// `server-hook`: it follows the server connection.
     pub server: bool,
+    /// `state-hook`: it carries its state across a swap.
+    pub state: bool,
 }
 
 impl Hooks {
     /// The hooks' WIT names, for reports.
     pub fn names(&self) -> Vec<&'static str> {
-        [(self.enqueue, "on-enqueue"), (self.timer, "on-timer"), (self.server, "on-server")]
+        [(self.enqueue, "on-enqueue"), (self.timer, "on-timer"), (self.server, "on-server"), (self.state, "state")]
             .into_iter()
             .filter_map(|(on, name)| on.then_some(name))
             .collect()
@@ -51,12 +53,23 @@ pub struct BlockComponent {
     pub(crate) indices: Indices,
 }
 
+impl std::fmt::Debug for BlockComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockComponent")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where each export lives in the component, looked up once at load.
 pub(crate) struct Indices {
     pub lifecycle: lifecycle::GuestIndices,
     pub enqueue: Option<enqueue_hook::GuestIndices>,
     pub timer: Option<timer_hook::GuestIndices>,
     pub server: Option<server_hook::GuestIndices>,
+    pub state: Option<state_hook::GuestIndices>,
 }
 
 /// Loads components for one engine.
@@ -84,6 +97,11 @@ impl Loader {
     pub async fn load(&self, path: &Path) -> Result<Arc<BlockComponent>, LoadError> {
         let bytes =
             tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        self.load_bytes(path, bytes).await
+    }
+
+    /// Compiles (or takes from the cache) and checks `bytes`, read from `path`.
+    pub async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Arc<BlockComponent>, LoadError> {
         let hash = ContentHash::of(&bytes);
         let cache = self.cache.clone();
         let invalid = |reason: String| LoadError::Invalid { path: path.to_path_buf(), reason };
@@ -132,11 +150,16 @@ impl Loader {
                 .then(|| server_hook::GuestIndices::new(&pre))
                 .transpose()
                 .map_err(|e| wrong(names::SERVER_HOOK, e))?,
+            state: has(names::STATE_HOOK)
+                .then(|| state_hook::GuestIndices::new(&pre))
+                .transpose()
+                .map_err(|e| wrong(names::STATE_HOOK, e))?,
         };
         let hooks = Hooks {
             enqueue: indices.enqueue.is_some(),
             timer: indices.timer.is_some(),
             server: indices.server.is_some(),
+            state: indices.state.is_some(),
         };
         let block = BlockComponent { path: path_buf, hash, hooks, pre, indices };
         block.type_check(&self.engine).await?;
@@ -178,6 +201,9 @@ impl BlockComponent {
         }
         if let Some(x) = &i.server {
             x.load(&mut store, &instance).map_err(|e| wrong(names::SERVER_HOOK, e))?;
+        }
+        if let Some(x) = &i.state {
+            x.load(&mut store, &instance).map_err(|e| wrong(names::STATE_HOOK, e))?;
         }
         drop(Store::into_data(store));
         Ok(())

@@ -41,6 +41,10 @@ pub const MAX_RESOURCES: usize = 10_000;
 /// inside a host call (a WASI sleep), where epochs are never checked.
 pub const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 
+/// How long a changed component file or manifest must stay quiet before the host acts on it
+/// (writers copy in chunks, cargo removes and links, editors rename).
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
+
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
 

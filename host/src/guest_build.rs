@@ -48,3 +48,54 @@ pub async fn build_into(guests: &Path, dir: &Path, names: &[String]) -> anyhow::
     }
     Ok(())
 }
+
+/// `bagpipe dev`: rebuilds the guest workspace whenever a source file in it changes, and copies
+/// the components the manifest at `dir` names into `dir` (only those whose content changed), where
+/// the running host's reloader swaps them in. Returns only when the workspace cannot be watched.
+pub async fn rebuild_on_change(guests: &Path, dir: &Path) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let target = guests.join("target");
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+            && event.paths.iter().any(|p| !p.starts_with(&target))
+        {
+            // A full channel already means "rebuild".
+            let _ = tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch `{}` ({e}); rebuilding on change is off", guests.display());
+            return;
+        }
+    };
+    use notify::Watcher as _;
+    if let Err(e) = watcher.watch(guests, notify::RecursiveMode::Recursive) {
+        tracing::warn!("cannot watch `{}` ({e}); rebuilding on change is off", guests.display());
+        return;
+    }
+    tracing::info!("watching the block sources in `{}`", guests.display());
+    while rx.recv().await.is_some() {
+        // Let a burst of saves settle, then build once.
+        loop {
+            tokio::select! {
+                Some(()) = rx.recv() => continue,
+                () = tokio::time::sleep(crate::defaults::RELOAD_DEBOUNCE) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let names = match crate::manifest::Manifest::component_names(dir) {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!("not rebuilding: {e}");
+                continue;
+            }
+        };
+        match build_into(guests, dir, &names).await {
+            Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "blocks rebuilt"),
+            Err(e) => tracing::warn!("rebuilding the blocks failed: {e:#}"),
+        }
+    }
+}

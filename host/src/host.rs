@@ -13,6 +13,7 @@ use crate::component::{BlockComponent, Loader};
 use crate::engine::{EpochTicker, new_engine};
 use crate::error::{LoadError, RunError};
 use crate::manifest::{BlockSpec, Manifest};
+use crate::reload::Reloader;
 use crate::supervisor::{RunReport, Supervisor};
 
 /// How to build a [`Host`].
@@ -22,6 +23,9 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// Where to serve the admin endpoint during runs (port 0 picks one); `None` for none.
     pub admin: Option<std::net::SocketAddr>,
+    /// Watch the component directory and hot-swap blocks whose component file or manifest
+    /// entry changes.
+    pub watch: bool,
 }
 
 /// A bagpipe host: one engine, its epoch ticker and its component loader.
@@ -84,7 +88,10 @@ impl Host {
             }
         }
         let router = Arc::new(crate::router::Router::new());
-        let supervisor = Supervisor::start(&self.engine, manifest, &components, router.clone());
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        let supervisor = Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx);
+        let reloader =
+            self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
         let admin = match self.config.admin {
             Some(addr) => {
                 let view = AdminView { router, dead_letters: supervisor.dead_letters() };
@@ -92,7 +99,16 @@ impl Host {
             }
             None => None,
         };
-        let result = supervisor.run(shutdown).await;
+        // The reloader runs beside the supervisor in this task; it ends with it.
+        let run = supervisor.run(shutdown);
+        tokio::pin!(run);
+        let result = match reloader {
+            Some(reloader) => tokio::select! {
+                r = &mut run => r,
+                () = reloader.run() => run.await,
+            },
+            None => run.await,
+        };
         if let Some(admin) = admin {
             admin.shutdown().await;
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use crate::bindings::{ServerInfo, enqueue_hook, lifecycle, server_hook, timer_hook};
+use crate::bindings::{ServerInfo, enqueue_hook, lifecycle, server_hook, state_hook, timer_hook};
 use crate::component::BlockComponent;
 use crate::defaults::DEADLINE_GRACE;
 use crate::error::CallError;
@@ -23,6 +23,7 @@ pub struct BlockInstance {
     enqueue: Option<enqueue_hook::Guest>,
     timer: Option<timer_hook::Guest>,
     server: Option<server_hook::Guest>,
+    state: Option<state_hook::Guest>,
     dead: bool,
 }
 
@@ -65,7 +66,8 @@ impl BlockInstance {
         let enqueue = i.enqueue.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
         let timer = i.timer.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
         let server = i.server.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
-        Ok(Self { store, lifecycle, enqueue, timer, server, dead: false })
+        let state = i.state.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
+        Ok(Self { store, lifecycle, enqueue, timer, server, state, dead: false })
     }
 
     /// The host state in the instance's store.
@@ -130,6 +132,26 @@ impl BlockInstance {
         let clock = self.store.data().clock.clone();
         let r = guard(&clock, hook.call_on_server_connect(&mut self.store, info)).await;
         self.settle(r)
+    }
+
+    /// `snapshot()`; `None` when the block does not export `state-hook`.
+    pub async fn snapshot(&mut self) -> Result<Option<Vec<u8>>, CallError> {
+        let Some(hook) = self.state.as_ref() else { return Ok(None) };
+        let hook = hook.clone();
+        self.enter()?;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_snapshot(&mut self.store)).await;
+        self.settle(r).map(Some)
+    }
+
+    /// `restore(state)`; a block without `state-hook` starts fresh, so this is `Ok`.
+    pub async fn restore(&mut self, state: &[u8]) -> Result<(), CallError> {
+        let Some(hook) = self.state.as_ref() else { return Ok(()) };
+        let hook = hook.clone();
+        self.enter()?;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_restore(&mut self.store, state)).await;
+        self.settle(r)?.map_err(CallError::Guest)
     }
 
     /// `on-server-disconnect()`.

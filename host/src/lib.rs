@@ -34,6 +34,7 @@ pub mod histogram;
 pub mod host;
 pub mod instance;
 pub mod manifest;
+pub mod reload;
 pub mod restart;
 pub mod router;
 pub mod state;

@@ -197,6 +197,16 @@ impl Manifest {
         Ok(names)
     }
 
+    /// The responsibilities the block `responsibility` starts after: its `after`, or else the
+    /// block above it in the manifest.
+    pub fn explicit_after(&self, responsibility: &str) -> Vec<String> {
+        let Some(i) = self.blocks.iter().position(|b| b.responsibility == responsibility) else { return Vec::new() };
+        match &self.blocks[i].after {
+            Some(after) => after.clone(),
+            None => i.checked_sub(1).map(|p| self.blocks[p].responsibility.clone()).into_iter().collect(),
+        }
+    }
+
     /// The block with `responsibility`.
     pub fn block(&self, responsibility: &str) -> Option<&BlockSpec> {
         self.blocks.iter().find(|b| b.responsibility == responsibility)

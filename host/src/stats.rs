@@ -37,6 +37,8 @@ pub struct BlockStatus {
     pub processing: Histogram,
     /// From a fault to the fresh instance having processed its next bag.
     pub recovery: Histogram,
+    /// How long swaps paused the block.
+    pub swap_pause: Histogram,
 }
 
 /// Counters of one block. "Bags" are bags addressed to this block unless said otherwise.
@@ -62,6 +64,12 @@ pub struct Counters {
     pub restarts: AtomicU64,
     /// Bags given up on after faulting `max_attempts` times.
     pub dead_letters: AtomicU64,
+    /// Hot swaps to a new version (or config) done.
+    pub swaps: AtomicU64,
+    /// Hot swaps refused because the new version failed (the old one kept running).
+    pub swaps_failed: AtomicU64,
+    /// The pause of the last swap (bags not processed), in microseconds.
+    pub last_swap_pause_us: AtomicU64,
     /// The most bags the queue has held at once.
     pub queue_high_water: AtomicU64,
 }
@@ -87,6 +95,7 @@ impl BlockStatus {
             counters: Counters::default(),
             processing: Histogram::default(),
             recovery: Histogram::default(),
+            swap_pause: Histogram::default(),
         }
     }
 
@@ -156,6 +165,11 @@ impl BlockStatus {
             processing_p99_us: micros(self.processing.percentile(99.0)),
             recovery_p50_us: micros(self.recovery.percentile(50.0)),
             recovery_p99_us: micros(self.recovery.percentile(99.0)),
+            swaps: get(&c.swaps),
+            swaps_failed: get(&c.swaps_failed),
+            last_swap_pause_us: (get(&c.swaps) > 0).then(|| get(&c.last_swap_pause_us)),
+            swap_pause_p50_us: micros(self.swap_pause.percentile(50.0)),
+            swap_pause_p99_us: micros(self.swap_pause.percentile(99.0)),
             queue_depth,
             queue_high_water: get(&c.queue_high_water),
         }
@@ -201,6 +215,16 @@ pub struct StatsSnapshot {
     pub recovery_p50_us: Option<f64>,
     /// 99th percentile time from a fault to the next bag processed, in microseconds.
     pub recovery_p99_us: Option<f64>,
+    /// See [`Counters::swaps`].
+    pub swaps: u64,
+    /// See [`Counters::swaps_failed`].
+    pub swaps_failed: u64,
+    /// See [`Counters::last_swap_pause_us`]; `None` before the first swap.
+    pub last_swap_pause_us: Option<u64>,
+    /// Median swap pause, in microseconds.
+    pub swap_pause_p50_us: Option<f64>,
+    /// 99th percentile swap pause, in microseconds.
+    pub swap_pause_p99_us: Option<f64>,
     /// Bags in the queue now.
     pub queue_depth: u64,
     /// See [`Counters::queue_high_water`].

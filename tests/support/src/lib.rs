@@ -20,7 +20,7 @@ pub mod artifacts {
 }
 
 /// The longest any single wait may take before the test fails.
-pub const SAFETY: Duration = Duration::from_secs(120);
+pub const SAFETY: Duration = Duration::from_secs(60);
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -64,7 +64,9 @@ impl BlockDir {
 /// A `bagpipe` child process.
 pub struct Bagpipe {
     child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
+    /// Stdout lines, read continuously so a block printing never blocks on a full pipe.
+    stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stdout_task: tokio::task::JoinHandle<()>,
     stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
     stderr_task: tokio::task::JoinHandle<()>,
     stderr_seen: Vec<String>,
@@ -102,7 +104,8 @@ impl Bagpipe {
             .kill_on_drop(true)
             .spawn()
             .expect("start bagpipe");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let stdout_task = forward_lines(BufReader::new(child.stdout.take().expect("stdout")).lines());
+        let (stdout_task, stdout) = stdout_task;
         let mut stderr_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let (tx, stderr) = tokio::sync::mpsc::unbounded_channel();
         // Owned by the returned value and awaited in `finish`.
@@ -113,7 +116,7 @@ impl Bagpipe {
                 }
             }
         });
-        Self { child, stdout, stderr, stderr_task, stderr_seen: Vec::new(), lines: Vec::new() }
+        Self { child, stdout, stdout_task, stderr, stderr_task, stderr_seen: Vec::new(), lines: Vec::new() }
     }
 
     /// `bagpipe run DIR` with more arguments after it.
@@ -126,17 +129,25 @@ impl Bagpipe {
     /// Waits for a log line containing `needle` and returns it.
     pub async fn log_line(&mut self, needle: &str) -> String {
         loop {
-            let line = tokio::time::timeout(SAFETY, self.stderr.recv())
-                .await
-                .expect("bagpipe logged nothing for too long")
-                .unwrap_or_else(|| {
-                    panic!("bagpipe ended without logging {needle:?}:\n{}", self.stderr_seen.join("\n"))
-                });
+            let line = match tokio::time::timeout(SAFETY, self.stderr.recv()).await {
+                Ok(line) => line,
+                Err(_) => panic!("bagpipe did not log {needle:?} in time; its log ends:\n{}", self.log_tail()),
+            }
+            .unwrap_or_else(|| panic!("bagpipe ended without logging {needle:?}:\n{}", self.stderr_seen.join("\n")));
             self.stderr_seen.push(line.clone());
             if line.contains(needle) {
                 return line;
             }
         }
+    }
+
+    /// The last lines the host logged so far.
+    fn log_tail(&mut self) -> String {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.stderr_seen.push(line);
+        }
+        let from = self.stderr_seen.len().saturating_sub(40);
+        self.stderr_seen[from..].join("\n")
     }
 
     /// The admin address the host logged (it must run with `--admin`).
@@ -154,10 +165,10 @@ impl Bagpipe {
     /// The next JSON event on stdout; `None` when stdout closed.
     pub async fn next_event(&mut self) -> Option<Value> {
         loop {
-            let line = tokio::time::timeout(SAFETY, self.stdout.next_line())
-                .await
-                .expect("bagpipe printed nothing for too long")
-                .expect("reading bagpipe's stdout")?;
+            let line = match tokio::time::timeout(SAFETY, self.stdout.recv()).await {
+                Ok(line) => line?,
+                Err(_) => panic!("bagpipe printed nothing for too long; its log ends:\n{}", self.log_tail()),
+            };
             self.lines.push(line.clone());
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 return Some(v);
@@ -192,6 +203,7 @@ impl Bagpipe {
     pub async fn finish(mut self) -> Finished {
         // Stdout first: the process ends when it is done writing.
         while self.next_event().await.is_some() {}
+        let _ = (&mut self.stdout_task).await;
         let status = tokio::time::timeout(SAFETY, self.child.wait())
             .await
             .expect("bagpipe did not exit")
@@ -204,6 +216,21 @@ impl Bagpipe {
         let events = self.lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         Finished { status, events, stdout: self.lines, stderr }
     }
+}
+
+/// Reads `lines` into a channel on a task of its own (owned by the caller through the handle).
+fn forward_lines(
+    mut lines: Lines<BufReader<ChildStdout>>,
+) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (task, rx)
 }
 
 /// Runs `bin` with `args` to the end.
@@ -294,5 +321,74 @@ impl Report {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The component `artifact` with a custom section naming `tag` appended: the same block, a
+/// different file (and so a different version) for the host.
+pub fn variant(artifact: &str, tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut bytes = std::fs::read(artifact).expect("component");
+    let name = b"bagpipe-test-variant";
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    bytes.push(0);
+    leb(body.len(), &mut bytes);
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// The version the host shows for a component: the first 12 hex digits of its SHA-256.
+pub fn version_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ways a new version can land in a component directory.
+#[derive(Debug, Clone, Copy)]
+pub enum Write {
+    /// Truncate and write in place, as `cp` does.
+    Copy,
+    /// Write a temporary file beside it, then rename it over: atomic.
+    Rename,
+    /// Write in place in eight chunks with pauses between them, as a slow copy over the network
+    /// would.
+    Chunked,
+}
+
+impl BlockDir {
+    /// Puts `bytes` at `file` the way `how` says.
+    pub fn write_as(&self, file: &str, bytes: &[u8], how: Write) {
+        use std::io::Write as _;
+        let path = self.path().join(file);
+        match how {
+            Write::Copy => std::fs::write(&path, bytes).expect("write"),
+            Write::Rename => {
+                let tmp = self.path().join(format!(".{file}.tmp"));
+                std::fs::write(&tmp, bytes).expect("write temporary");
+                std::fs::rename(&tmp, &path).expect("rename");
+            }
+            Write::Chunked => {
+                let mut f = std::fs::File::create(&path).expect("create");
+                for chunk in bytes.chunks(bytes.len().div_ceil(8)) {
+                    f.write_all(chunk).expect("write chunk");
+                    f.flush().expect("flush");
+                    // A slow writer, not synchronisation: the host must wait for the whole file.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
     }
 }

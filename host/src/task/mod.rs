@@ -18,15 +18,17 @@ use wasmtime::Engine;
 
 use crate::bindings::BlockState;
 use crate::component::BlockComponent;
-use crate::deadletter::{DeadLetter, now_ms};
 use crate::defaults::QUEUE_BATCH;
 use crate::error::CallError;
 use crate::instance::BlockInstance;
 use crate::manifest::BlockSpec;
-use crate::restart::{Intensity, Restart, jitter};
+use crate::restart::Intensity;
 use crate::router::Envelope;
 use crate::state::{BlockCtx, Links};
 use crate::stats::{BlockStatus, Counters};
+
+mod recover;
+mod swap;
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
 
@@ -53,6 +55,15 @@ pub enum Command {
     /// and keep the queue for the next instance. The task waits for `Init`.
     Reset {
         /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// Hot swap to a new version of the component, or a new config: see [`swap`](self::swap).
+    Swap {
+        /// The new version.
+        component: Arc<BlockComponent>,
+        /// The block's spec (config, limits, policy) from now on.
+        spec: Arc<BlockSpec>,
+        /// Where the outcome goes: an error means the old version carries on.
         reply: Reply,
     },
 }
@@ -263,6 +274,7 @@ impl BlockTask {
                 let _ = reply.send(r);
                 Ok(())
             }
+            Command::Swap { component, spec, reply } => self.swap(component, spec, reply).await,
             Command::Finish { .. } => unreachable!("handled by the loop"),
         }
     }
@@ -350,115 +362,6 @@ impl BlockTask {
         if let Some(at) = self.fault_at.take() {
             self.status.recovery.record(at.elapsed());
         }
-    }
-
-    /// Handles a fault: accounts for the bag, then restarts as the policy says. `Some(outcome)`
-    /// when the task must end.
-    async fn recover(&mut self, fault: Fault) -> Option<Outcome> {
-        let Fault { mut error, bag } = fault;
-        self.fault_at.get_or_insert_with(Instant::now);
-        self.instance = None;
-        self.running = false;
-        Counters::bump(&self.status.counters.faults);
-        tracing::error!("block faulted: {error}");
-        if let Some(bag) = bag {
-            self.account(bag, &error, false);
-        }
-        match self.spec.policy.restart {
-            Restart::None | Restart::Escalate => {
-                return Some(Outcome::Failed { error, gave_up: false });
-            }
-            Restart::All => {
-                self.status.set_state(BlockState::Restarting);
-                let event = Event::RestartAll { index: self.index, error: error.clone() };
-                // Never wait here: the supervisor may be busy resetting this very block. A full
-                // channel means a restart of everything is pending already.
-                return match self.events.try_send(event) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => None,
-                    Err(mpsc::error::TrySendError::Closed(_)) => Some(Outcome::Failed { error, gave_up: false }),
-                };
-            }
-            Restart::One => {}
-        }
-        loop {
-            self.consecutive += 1;
-            if !self.intensity.allow(Instant::now()) {
-                tracing::error!(
-                    "restarted {} times within {:?}: giving up",
-                    self.spec.policy.max_restarts,
-                    self.spec.policy.window
-                );
-                return Some(Outcome::Failed { error, gave_up: true });
-            }
-            let delay = self.spec.policy.backoff.delay(self.consecutive, jitter());
-            self.status.set_state(BlockState::Restarting);
-            Counters::bump(&self.status.counters.restarts);
-            tracing::info!(attempt = self.consecutive, delay_ms = delay.as_millis() as u64, "restarting");
-            if !delay.is_zero() {
-                tokio::select! {
-                    biased;
-                    // The supervisor's word goes before this block's own restart (a restart of
-                    // everything, or shutdown): stop restarting and let the loop obey it.
-                    cmd = self.control.recv() => match cmd {
-                        Some(cmd) => {
-                            self.pending = Some(cmd);
-                            return None;
-                        }
-                        None => return Some(Outcome::Abandoned),
-                    },
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-            let started = match self.start_instance().await {
-                Ok(()) => match self.instance.as_mut() {
-                    Some(instance) => instance.run().await,
-                    None => Err(CallError::Gone),
-                },
-                Err(e) => Err(e),
-            };
-            match started {
-                Ok(()) => {
-                    self.status.set_state(BlockState::Running);
-                    self.running = true;
-                    tracing::info!("restarted");
-                    return None;
-                }
-                Err(e) => {
-                    tracing::error!("restart failed: {e}");
-                    Counters::bump(&self.status.counters.faults);
-                    self.instance = None;
-                    error = e;
-                }
-            }
-        }
-    }
-
-    /// Counts a delivery of `bag` that faulted; past `max_attempts`, or on the `last` chance,
-    /// it becomes a dead letter.
-    fn account(&mut self, bag: String, error: &CallError, last: bool) {
-        let before = match self.retry.take() {
-            Some(r) if r.bag == bag => r.attempts,
-            _ => 0,
-        };
-        let attempts = before + 1;
-        if attempts < self.spec.policy.max_attempts && !last {
-            self.retry = Some(Retry { bag, attempts });
-            return;
-        }
-        self.dead_letter(bag, error.to_string(), attempts);
-    }
-
-    fn dead_letter(&self, bag: String, error: String, attempts: u32) {
-        Counters::bump(&self.status.counters.dead_letters);
-        let letter = DeadLetter {
-            at_ms: now_ms(),
-            block: self.status.responsibility.clone(),
-            component: self.status.name.clone(),
-            error,
-            attempts,
-            bag: serde_json::from_str(&bag).unwrap_or(serde_json::Value::String(bag)),
-        };
-        self.links.dead_letters.add(letter, &self.links.router);
     }
 
     async fn finish(mut self, reply: Reply) -> Outcome {

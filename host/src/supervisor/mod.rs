@@ -32,6 +32,10 @@ use crate::state::{Links, Request};
 use crate::stats::{BlockStatus, StatsSnapshot};
 use crate::task::{BlockTask, Command, Event, Mailbox, Outcome};
 
+mod reconfigure;
+
+pub use reconfigure::{Reload, SwapOutcome};
+
 /// How a run ended, when it ended without a start-up error.
 #[derive(Debug, Default)]
 pub struct RunReport {
@@ -48,9 +52,12 @@ pub struct RunReport {
     pub escalated: Option<(String, CallError)>,
 }
 
-/// One block, as the supervisor tracks it.
+/// One block, as the supervisor tracks it. Slots are never removed (a task's index must stay
+/// valid); a block taken out of the manifest leaves a `removed` slot.
 struct Slot {
     spec: Arc<BlockSpec>,
+    /// Taken out of the manifest while running.
+    removed: bool,
     status: Arc<BlockStatus>,
     /// `None` once the task has ended or been told to finish.
     control: Option<mpsc::Sender<Command>>,
@@ -62,6 +69,11 @@ struct Slot {
 
 /// Runs one manifest's blocks.
 pub struct Supervisor {
+    engine: Engine,
+    links: Links,
+    event_tx: mpsc::Sender<Event>,
+    /// New versions and manifests from the reloader.
+    reloads: mpsc::Receiver<Reload>,
     slots: Vec<Slot>,
     graph: Graph,
     tasks: JoinSet<(usize, Outcome)>,
@@ -75,17 +87,19 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Routes every block and spawns its task; no guest code runs yet.
+    /// Routes every block and spawns its task; no guest code runs yet. New versions and
+    /// manifests arrive on `reloads`.
     pub fn start(
         engine: &Engine,
         manifest: &Manifest,
         components: &[Arc<BlockComponent>],
         router: Arc<Router>,
+        reloads: mpsc::Receiver<Reload>,
     ) -> Self {
         let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
         // Room for one event per block and then some: a task never waits to send one (it uses
         // `try_send`; a full channel means a restart of everything is pending anyway).
-        let (event_tx, events) = mpsc::channel(2 * manifest.blocks.len().max(1));
+        let (event_tx, events) = mpsc::channel(2 * manifest.blocks.len().max(1) + 16);
         let dead_letters = Arc::new(DeadLetters::new(manifest.settings.dead_letters.clone()));
         let shutdown = CancellationToken::new();
         let links = Links {
@@ -96,48 +110,59 @@ impl Supervisor {
             dead_letters: dead_letters.clone(),
         };
         let mut sup = Supervisor {
+            engine: engine.clone(),
+            links,
+            event_tx,
+            reloads,
             slots: Vec::new(),
             graph: manifest.graph.clone(),
             tasks: JoinSet::new(),
             requests,
             events,
-            router: router.clone(),
+            router,
             dead_letters,
             shutdown,
             report: RunReport::default(),
         };
-        for (index, (spec, component)) in manifest.blocks.iter().zip(components).enumerate() {
-            let spec = Arc::new(spec.clone());
-            let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
-            status.set_version(component.hash.short());
-            let (queue_tx, queue_rx) = if component.hooks.enqueue {
-                let (tx, rx) = mpsc::channel(spec.limits.queue);
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
-            };
-            router.insert(Route {
-                status: status.clone(),
-                queue: queue_tx,
-                limits: BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth },
-            });
-            let (control_tx, control) = mpsc::channel(4);
-            let mailbox = Mailbox { control, queue: queue_rx, events: event_tx.clone() };
-            let task =
-                BlockTask::new(index, engine, component.clone(), spec.clone(), status.clone(), links.clone(), mailbox);
-            let span = tracing::info_span!("block", responsibility = %spec.responsibility);
-            sup.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
-            let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
-            sup.slots.push(Slot { spec, status, control: Some(control_tx), inited: false, all_restarts });
+        for (spec, component) in manifest.blocks.iter().zip(components) {
+            sup.add_block(Arc::new(spec.clone()), component.clone());
         }
         sup
+    }
+
+    /// Routes a block and spawns its task; returns its slot index.
+    fn add_block(&mut self, spec: Arc<BlockSpec>, component: Arc<BlockComponent>) -> usize {
+        let index = self.slots.len();
+        let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
+        status.set_version(component.hash.short());
+        let (queue_tx, queue_rx) = if component.hooks.enqueue {
+            let (tx, rx) = mpsc::channel(spec.limits.queue);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.router.insert(Route {
+            status: status.clone(),
+            queue: queue_tx,
+            limits: BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth },
+        });
+        let (control_tx, control) = mpsc::channel(4);
+        let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone() };
+        let task =
+            BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
+        let span = tracing::info_span!("block", responsibility = %spec.responsibility);
+        self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
+        let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+        self.slots.push(Slot { spec, removed: false, status, control: Some(control_tx), inited: false, all_restarts });
+        index
     }
 
     /// Starts every block, runs them all, and serves until `shutdown` resolves or a block
     /// finishes `initiator`; then finishes every block in reverse dependency order.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunReport, RunError> {
         let mut signal = Signal { future: Box::pin(shutdown), fired: false };
-        if let Err(e) = self.start_blocks(&mut signal).await {
+        let all: Vec<usize> = (0..self.slots.len()).collect();
+        if let Err(e) = self.start_blocks(&all, &mut signal).await {
             self.stop_all().await;
             return Err(e);
         }
@@ -146,7 +171,7 @@ impl Supervisor {
             self.stop_all().await;
             return Ok(self.into_report());
         }
-        self.run_blocks().await;
+        self.run_blocks(&all).await;
         tracing::info!(blocks = self.slots.len(), "all blocks running");
         let escalated = self.serve(&mut signal).await;
         // No restart of everything can be wanted any more.
@@ -156,13 +181,18 @@ impl Supervisor {
         Ok(self.into_report())
     }
 
-    /// Initialises blocks as their dependencies allow, independent ones in parallel, retrying
-    /// failed `init`s as each block allows. An optional block that still fails is left out; a
-    /// required one stops start-up (after the `init`s in progress end).
-    async fn start_blocks<F: Future<Output = ()>>(&mut self, signal: &mut Signal<F>) -> Result<(), RunError> {
+    /// Initialises the blocks `which` as their dependencies allow (the others count as started),
+    /// independent ones in parallel, retrying failed `init`s as each block allows. An optional
+    /// block that still fails is left out; a required one stops start-up (after the `init`s in
+    /// progress end).
+    async fn start_blocks<F: Future<Output = ()>>(
+        &mut self,
+        which: &[usize],
+        signal: &mut Signal<F>,
+    ) -> Result<(), RunError> {
         let n = self.slots.len();
-        let mut started = vec![false; n];
-        let mut ready = vec![false; n];
+        let mut started: Vec<bool> = (0..n).map(|i| !which.contains(&i)).collect();
+        let mut ready = started.clone();
         let mut starting: JoinSet<(usize, Result<(), CallError>)> = JoinSet::new();
         let cancel = CancellationToken::new();
         let mut failure = None;
@@ -222,11 +252,11 @@ impl Supervisor {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Calls `run` on every initialised block; each runs in its own task, so a block's first
-    /// bags wait in the queues of blocks whose `run` has not happened yet.
-    async fn run_blocks(&mut self) {
+    /// Calls `run` on the blocks `which` that initialised; each runs in its own task, so a
+    /// block's first bags wait in the queues of blocks whose `run` has not happened yet.
+    async fn run_blocks(&mut self, which: &[usize]) {
         let mut replies = Vec::new();
-        for slot in &self.slots {
+        for slot in which.iter().filter_map(|&i| self.slots.get(i)) {
             let (reply, rx) = oneshot::channel();
             if slot.inited
                 && let Some(control) = &slot.control
@@ -266,6 +296,7 @@ impl Supervisor {
                         self.finish_one(i).await;
                     }
                 }
+                Some(reload) = self.reloads.recv() => self.reload(reload, signal).await,
                 Some(Event::RestartAll { index, error }) = self.events.recv() => {
                     if let Some(escalate) = self.restart_all(index, error, signal).await {
                         return Some(escalate);
@@ -337,7 +368,8 @@ impl Supervisor {
             () = signal.wait() => return None,
         }
         self.in_reverse_order(false).await;
-        if let Err(e) = self.start_blocks(signal).await {
+        let all: Vec<usize> = (0..self.slots.len()).filter(|&i| !self.slots[i].removed).collect();
+        if let Err(e) = self.start_blocks(&all, signal).await {
             tracing::error!("restarting every block failed: {e}");
             let RunError::Init { responsibility, error } = e else { return None };
             return Some((responsibility, error));
@@ -345,7 +377,7 @@ impl Supervisor {
         if signal.fired || self.shutdown.is_cancelled() {
             return None;
         }
-        self.run_blocks().await;
+        self.run_blocks(&all).await;
         None
     }
 

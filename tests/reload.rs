@@ -1,0 +1,186 @@
+//! Hot reload on a real running host with real file operations: swaps lose and duplicate
+//! nothing and keep order, whichever way the file is written; state carries over; bad versions
+//! are refused while the old one serves on; manifest changes apply live.
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Write, artifacts, variant, version_of};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+fn dir(manifest: &str) -> BlockDir {
+    BlockDir::new(
+        manifest,
+        &[
+            ("bench_source", artifacts::BENCH_SOURCE),
+            ("transform", artifacts::TRANSFORM),
+            ("recorder", artifacts::RECORDER),
+            ("counter", artifacts::COUNTER),
+            ("probe", artifacts::PROBE),
+        ],
+    )
+}
+
+/// A paced pipeline: `count` bags from `source` through `transform` to `sink`, which shuts the
+/// host down after the last.
+fn pipeline(count: u64) -> String {
+    format!(
+        "[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\n[block.config]\nexpect = {count}\n\n\
+         [[block]]\nname = \"transform\"\nafter = []\n[block.config]\nop = \"stamp\"\nto = \"sink\"\n\n\
+         [[block]]\nname = \"bench_source\"\nresponsibility = \"source\"\nafter = [\"sink\", \"transform\"]\n\
+         [block.config]\nto = \"transform\"\ncount = {count}\nbatch = 10\ninterval_ms = 5\n"
+    )
+}
+
+fn args(dir: &BlockDir) -> Vec<String> {
+    vec!["--report".into(), dir.report_path().display().to_string()]
+}
+
+fn start(dir: &BlockDir) -> Bagpipe {
+    Bagpipe::run_with(BIN, dir, &args(dir).iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn twenty_swaps_by_copy_rename_and_chunked_write_lose_and_duplicate_nothing() {
+    let count = 12_000u64;
+    let dir = dir(&pipeline(count));
+    let mut host = start(&dir);
+    host.log_line("all blocks running").await;
+    let ways = [Write::Copy, Write::Rename, Write::Chunked];
+    let mut last = String::new();
+    for k in 0..20 {
+        let bytes = variant(artifacts::TRANSFORM, &format!("v{k}"));
+        last = version_of(&bytes);
+        dir.write_as("transform.wasm", &bytes, ways[k % 3]);
+        let line = host.log_line(" swapped").await;
+        assert!(line.contains(&format!("version={last}")), "swap {k} ({:?}) installed {last}: {line}", ways[k % 3]);
+    }
+    let out = host.finish().await;
+    out.assert_success();
+    // Every bag arrived exactly once and in order, whichever instance handled it.
+    let bags = out.bags_of("sink");
+    assert_eq!(bags.len() as u64, count);
+    for (k, bag) in bags.iter().enumerate() {
+        let n = k as u64 + 1;
+        assert_eq!((bag["n"].as_u64(), bag["__seq"].as_u64()), (Some(n), Some(n)), "bag {k}: {bag}");
+    }
+    let report = dir.report();
+    assert_eq!(report.count("transform", "swaps"), 20, "exactly one swap per change");
+    assert_eq!(report.count("transform", "swaps_failed"), 0);
+    assert_eq!(report.count("transform", "lost"), 0);
+    assert_eq!(report.block("transform")["version"], last);
+    assert!(report.block("transform")["swap_pause_p99_us"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn rewriting_the_same_content_is_not_a_swap() {
+    let dir = dir(&pipeline(3000));
+    let mut host = start(&dir);
+    host.log_line("all blocks running").await;
+    let same = std::fs::read(artifacts::TRANSFORM).expect("transform");
+    dir.write_as("transform.wasm", &same, Write::Copy);
+    host.log_line("changed but its content did not").await;
+    let changed = variant(artifacts::TRANSFORM, "new");
+    dir.write_as("transform.wasm", &changed, Write::Copy);
+    host.log_line(" swapped").await;
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(dir.report().count("transform", "swaps"), 1);
+}
+
+#[tokio::test]
+async fn a_counter_carries_its_count_across_a_swap() {
+    let manifest = "[[block]]\nname = \"counter\"\nafter = []\n[block.config]\nevery = true\n\n\
+                    [[block]]\nname = \"bench_source\"\nafter = [\"counter\"]\n[block.config]\nto = \"counter\"\ncount = 400\nbatch = 2\ninterval_ms = 5\n";
+    let dir = dir(manifest);
+    let mut host = start(&dir);
+    host.wait_for(1, |e| e["event"] == "counted" && e["count"] == 50).await;
+    dir.write_as("counter.wasm", &variant(artifacts::COUNTER, "v2"), Write::Rename);
+    let seen = host.wait_for(1, |e| e["event"] == "restored").await;
+    let restored = seen.last().and_then(|e| e["count"].as_u64()).expect("restored count");
+    assert!(restored >= 50, "the new version took over the count ({restored})");
+    // The count goes on from there, without a gap or a reset.
+    let next = host.wait_for(1, |e| e["event"] == "counted").await;
+    assert_eq!(next.last().and_then(|e| e["count"].as_u64()), Some(restored + 1));
+    host.wait_for(1, |e| e["event"] == "counted" && e["count"] == 400).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(out.events("count").last().map(|e| e["count"].clone()), Some(json!(400)));
+    assert_eq!(dir.report().count("counter", "swaps"), 1);
+}
+
+#[tokio::test]
+async fn bad_versions_are_refused_and_the_old_version_serves_on() {
+    let count = 4000u64;
+    let dir = dir(&pipeline(count));
+    let mut host = start(&dir);
+    host.log_line("all blocks running").await;
+    let good = std::fs::read(artifacts::TRANSFORM).expect("transform");
+    let running = version_of(&good);
+    let random: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bad: [(&str, Vec<u8>); 5] = [
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("random bytes", random),
+        ("wrong world", std::fs::read(artifacts::NOT_A_BLOCK).expect("not_a_block")),
+        ("init error", std::fs::read(artifacts::REFUSES_TO_START).expect("refuses_to_start")),
+        ("trap in init", std::fs::read(artifacts::TRAPS_IN_INIT).expect("traps_in_init")),
+    ];
+    for (what, bytes) in &bad {
+        dir.write_as("transform.wasm", bytes, Write::Copy);
+        let line = host.log_line("the running version carries on").await;
+        let expected = match *what {
+            "truncated" | "random bytes" => "not a valid WebAssembly component",
+            "wrong world" => "does not export `bagpipe:block/lifecycle@0.1.0`",
+            "init error" => "this version refuses to start",
+            _ => "unreachable",
+        };
+        assert!(line.contains(expected), "{what}: {line}");
+    }
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(out.bags_of("sink").len() as u64, count, "nothing was lost");
+    let report = dir.report();
+    assert_eq!(report.count("transform", "swaps"), 0);
+    assert_eq!(report.count("transform", "swaps_failed"), 5);
+    assert_eq!(report.count("transform", "lost"), 0);
+    assert_eq!(report.block("transform")["version"], running, "the old version still runs");
+}
+
+#[tokio::test]
+async fn manifest_changes_add_remove_and_reconfigure_blocks_live() {
+    let v1 = "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
+              [[block]]\nname = \"probe\"\nresponsibility = \"b\"\n[block.config]\nlabel = \"first\"\n";
+    let dir = dir(v1);
+    let mut host = start(&dir);
+    host.wait_for(2, |e| e["event"] == "run").await;
+
+    // c is added, a removed, b's config changes.
+    let v2 = "[[block]]\nname = \"probe\"\nresponsibility = \"b\"\n[block.config]\nlabel = \"second\"\n\n\
+              [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n";
+    dir.write_as("bagpipe.toml", v2.as_bytes(), Write::Rename);
+    let seen = host.wait_for(1, |e| e["event"] == "run" && e["block"] == "c").await;
+    host.log_line("manifest change applied").await;
+    let trace: Vec<String> = seen
+        .iter()
+        .map(|e| format!("{} {}", e["event"].as_str().unwrap_or(""), e["block"].as_str().unwrap_or("")))
+        .collect();
+    assert!(trace.contains(&"finish a".to_owned()), "a finished: {trace:?}");
+    let b_inits: Vec<_> = seen.iter().filter(|e| e["event"] == "init" && e["block"] == "b").collect();
+    assert_eq!(b_inits.len(), 1, "b swapped to a new instance: {trace:?}");
+    assert_eq!(b_inits[0]["config"]["label"], "second");
+    assert!(trace.contains(&"finish b".to_owned()), "the old b finished: {trace:?}");
+
+    // An invalid edit is refused whole; nothing changes.
+    dir.write_as("bagpipe.toml", b"[[block]]\nname = \"probe\"\nresponsibility = \"b\"\nqeue = 1\n", Write::Copy);
+    let refused = host.log_line("manifest change refused").await;
+    assert!(refused.contains("bagpipe.toml:4") && refused.contains("qeue"), "{refused}");
+
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let finishes: Vec<_> = out.trace().into_iter().filter(|(e, _)| e == "finish").map(|(_, b)| b).collect();
+    assert_eq!(finishes, ["a", "b", "c", "b"], "a taken out, old b swapped out, then c and b at shutdown");
+    let report = dir.report();
+    assert_eq!(report.block("b")["swaps"], 1);
+    assert!(report.0["blocks"].as_array().expect("blocks").iter().all(|b| b["responsibility"] != "a"));
+}
