@@ -84,6 +84,13 @@ fn main() {
         let hammering_restarts = restarts(format!("{crash_loop}{}", three_hops(bags))).await;
         let backing_off_restarts = restarts(format!("{default_policy}{}", three_hops(bags))).await;
         let recovery = recovery(host).await;
+        let watching = Host::new(HostConfig {
+            cache_dir: Some(workspace_root().join("target").join("bagpipe-test-cache")),
+            watch: true,
+            ..HostConfig::default()
+        })
+        .expect("host");
+        let swaps = swaps_under_load(&watching).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
@@ -111,6 +118,13 @@ fn main() {
         println!("| 3 hops beside a block crash-looping with no backoff at all, bags/s | {beside_hammering:>10.0} |");
         println!("| ... as a ratio to the 3 hops alone                                 | {hammering_ratio:>10.2} |");
         println!("| ... restarts of the crash-looping block in one run                 | {hammering_restarts:>10} |");
+        println!();
+        println!("| hot swap: 20 swaps of the transform under load ({} bags at ~20k/s)   | value      |", swaps.bags);
+        println!("|--------------------------------------------------------------------|-----------:|");
+        println!("| swap pause (no bag processed; compile excluded), p50                | {:>7.0} µs |", swaps.pause_p50_us);
+        println!("| swap pause, p99 (goal <= 1 ms)                                      | {:>7.0} µs |", swaps.pause_p99_us);
+        println!("| swaps done / refused                                                | {:>5} / {} |", swaps.done, swaps.failed);
+        println!("| bags lost (goal 0)                                                  | {:>10} |", swaps.lost);
     });
 }
 
@@ -145,6 +159,66 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Every "swapped" line the host logs.
+static SWAPPED: Mutex<Option<mpsc::UnboundedSender<()>>> = Mutex::new(None);
+
+struct SwapFigures {
+    bags: u64,
+    pause_p50_us: f64,
+    pause_p99_us: f64,
+    done: u64,
+    failed: u64,
+    lost: u64,
+}
+
+/// Swaps the middle block of a paced pipeline 20 times while bags flow.
+async fn swaps_under_load(host: &Host) -> SwapFigures {
+    let bags = 200_000u64;
+    let dir = BlockDir::new(
+        &format!(
+            "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\n\n\
+             [[block]]\nname = \"transform\"\nafter = []\n[block.config]\nop = \"upper\"\nto = \"sink\"\n\n\
+             [[block]]\nname = \"bench_source\"\nafter = [\"sink\", \"transform\"]\n\
+             [block.config]\nto = \"transform\"\ncount = {bags}\nbatch = 100\ninterval_ms = 5\n"
+        ),
+        &[
+            ("bench_source", artifacts::BENCH_SOURCE),
+            ("transform", artifacts::TRANSFORM),
+            ("bench_sink", artifacts::BENCH_SINK),
+        ],
+    );
+    let manifest = Manifest::load(dir.path()).expect("manifest");
+    let (tx, mut swapped) = mpsc::unbounded_channel();
+    *SWAPPED.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    let swapper = async {
+        for k in 0..20 {
+            let bytes = bagpipe_test_support::variant(artifacts::TRANSFORM, &format!("bench-{k}"));
+            dir.write_as("transform.wasm", &bytes, bagpipe_test_support::Write::Rename);
+            if swapped.recv().await.is_none() {
+                break;
+            }
+        }
+    };
+    let run = async {
+        let report = host.run(&manifest, std::future::pending()).await;
+        // Ends the swapper if the pipeline finished first.
+        *SWAPPED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        report
+    };
+    let (report, ()) = tokio::join!(run, swapper);
+    let report = report.expect("run");
+    let stats = |name: &str| report.stats.iter().find(|s| s.responsibility == name).expect("stats").clone();
+    let (transform, sink) = (stats("transform"), stats("sink"));
+    SwapFigures {
+        bags,
+        pause_p50_us: transform.swap_pause_p50_us.unwrap_or(f64::NAN),
+        pause_p99_us: transform.swap_pause_p99_us.unwrap_or(f64::NAN),
+        done: transform.swaps,
+        failed: transform.swaps_failed,
+        lost: bags.saturating_sub(sink.processed),
+    }
+}
+
 /// The last `bench elapsed_ns=.. bags=..` line a bench sink logged.
 static SINK_TIMING: Mutex<Option<(u64, u64)>> = Mutex::new(None);
 
@@ -164,6 +238,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SinkTiming {
         let mut message = Message(None);
         event.record(&mut message);
         let Some(text) = message.0 else { return };
+        if text == "swapped"
+            && let Some(tx) = SWAPPED.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            let _ = tx.send(());
+        }
         let Some(rest) = text.strip_prefix("bench elapsed_ns=") else { return };
         let mut parts = rest.split(" bags=");
         if let (Some(ns), Some(bags)) = (parts.next(), parts.next())

@@ -9,13 +9,15 @@ use anyhow::{Context as _, bail};
 pub const TARGET: &str = "wasm32-wasip2";
 
 /// Builds the cargo workspace at `guests` (release, [`TARGET`]) and copies `<name>.wasm` for
-/// every name in `names` into `dir`. A file whose content did not change is left alone.
+/// every name in `names` into `dir`. A file whose content did not change is left alone. The
+/// build goes to `$CARGO_TARGET_DIR` when set, else `guests/target`.
 pub async fn build_into(guests: &Path, dir: &Path, names: &[String]) -> anyhow::Result<()> {
     let manifest = guests.join("Cargo.toml");
     if !manifest.is_file() {
         bail!("`{}` is not a cargo workspace (no Cargo.toml)", guests.display());
     }
-    let target_dir = guests.join("target");
+    // Cargo's own variable wins, as it does for cargo itself.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| guests.join("target"), PathBuf::from);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     tracing::info!("building the blocks in `{}` for {TARGET}", guests.display());
     let status = tokio::process::Command::new(cargo)

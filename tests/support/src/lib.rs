@@ -94,8 +94,18 @@ impl Bagpipe {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_env(bin, args, &[])
+    }
+
+    /// [`Bagpipe::start`] with more environment variables.
+    pub fn start_env<I, S>(bin: &str, args: I, envs: &[(&str, &OsStr)]) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = tokio::process::Command::new(bin)
             .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .env("BAGPIPE_CACHE_DIR", workspace_root().join("target").join("bagpipe-test-cache"))
             .env("BAGPIPE_LOG", "info")
             .stdin(Stdio::null())
