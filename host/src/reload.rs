@@ -30,6 +30,8 @@ pub struct Reloader<'a> {
     manifest: Manifest,
     /// The running version of each component name.
     versions: HashMap<String, ContentHash>,
+    /// The hash of the manifest text in force.
+    manifest_hash: Option<ContentHash>,
     reloads: mpsc::Sender<Reload>,
     router: Arc<Router>,
 }
@@ -44,7 +46,8 @@ impl<'a> Reloader<'a> {
         router: Arc<Router>,
     ) -> Self {
         let versions = manifest.blocks.iter().zip(components).map(|(b, c)| (b.name.clone(), c.hash)).collect();
-        Self { loader, manifest: manifest.clone(), versions, reloads, router }
+        let manifest_hash = std::fs::read(&manifest.path).ok().map(|text| ContentHash::of(&text));
+        Self { loader, manifest: manifest.clone(), versions, manifest_hash, reloads, router }
     }
 
     /// Watches until the supervisor goes away. Returns at once (after logging why) when the
@@ -75,7 +78,12 @@ impl<'a> Reloader<'a> {
             return;
         }
         tracing::info!("watching `{}` for new versions", dir.display());
-        let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+        // A file that changed between loading and watching would otherwise go unnoticed: look
+        // at every file once (unchanged content is ignored).
+        let mut pending: HashMap<PathBuf, Instant> =
+            self.all_paths().into_iter().map(|p| (p, Instant::now() + RELOAD_DEBOUNCE)).collect();
+        // Paths looked at only because of that first look: "unchanged" is not news for them.
+        let mut first_look: std::collections::HashSet<PathBuf> = pending.keys().cloned().collect();
         loop {
             let due = pending.values().min().copied();
             tokio::select! {
@@ -86,6 +94,7 @@ impl<'a> Reloader<'a> {
                     }
                     for path in event.paths {
                         if self.relevant(&path) {
+                            first_look.remove(&path);
                             pending.insert(path, Instant::now() + RELOAD_DEBOUNCE);
                         }
                     }
@@ -105,10 +114,11 @@ impl<'a> Reloader<'a> {
                         if self.reloads.is_closed() {
                             return;
                         }
+                        let quiet = first_look.remove(&path);
                         if is_manifest(&path) {
                             self.manifest_changed(&path).await;
                         } else {
-                            self.component_changed(&path).await;
+                            self.component_changed(&path, quiet).await;
                         }
                     }
                 }
@@ -128,7 +138,7 @@ impl<'a> Reloader<'a> {
         paths
     }
 
-    async fn component_changed(&mut self, path: &Path) {
+    async fn component_changed(&mut self, path: &Path, quiet: bool) {
         let Some(name) = component_name(path) else { return };
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
@@ -143,7 +153,9 @@ impl<'a> Reloader<'a> {
         };
         let hash = ContentHash::of(&bytes);
         if self.versions.get(&name) == Some(&hash) {
-            tracing::info!("`{}` changed but its content did not", path.display());
+            if !quiet {
+                tracing::info!("`{}` changed but its content did not", path.display());
+            }
             return;
         }
         tracing::info!(component = %name, version = %hash, "new version: compiling");
@@ -167,6 +179,11 @@ impl<'a> Reloader<'a> {
     }
 
     async fn manifest_changed(&mut self, path: &Path) {
+        let hash = tokio::fs::read(path).await.ok().map(|text| ContentHash::of(&text));
+        if hash.is_some() && hash == self.manifest_hash {
+            tracing::debug!("the manifest changed but its content did not");
+            return;
+        }
         let manifest = match Manifest::load(path) {
             Ok(m) => m,
             Err(e) => {
@@ -199,6 +216,7 @@ impl<'a> Reloader<'a> {
         tracing::info!("manifest change applied");
         self.manifest = manifest;
         self.versions = versions;
+        self.manifest_hash = hash;
     }
 
     fn count_refused(&self, name: &str) {
