@@ -53,6 +53,14 @@ fn main() {
              [[block]]\nname = \"bench_source\"\nresponsibility = \"crash-feeder\"\nafter = [\"faulty\"]\n\
              [block.config]\nto = \"faulty\"\ncount = 100000000\n\n";
 
+        if std::env::var_os("BAGPIPE_BENCH_SWAPS").is_some() {
+            let watching =
+                Host::new(HostConfig { cache_dir: Some(workspace_root().join("target").join("bagpipe-test-cache")), watch: true, ..HostConfig::default() })
+                    .expect("host");
+            let s = swaps_under_load(&watching).await;
+            println!("swaps {} failed {} p50 {} p99 {} lost {}", s.done, s.failed, s.pause_p50_us, s.pause_p99_us, s.lost);
+            return;
+        }
         if std::env::var_os("BAGPIPE_BENCH_PROFILE").is_some() {
             // For a profiler: only the 3-hop bagpipe pipeline, over and over.
             for _ in 0..RUNS {
@@ -159,7 +167,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Every "swapped" line the host logs.
+/// Every "swapped" line the host logs, and the "watching" line before them.
 static SWAPPED: Mutex<Option<mpsc::UnboundedSender<()>>> = Mutex::new(None);
 
 struct SwapFigures {
@@ -191,6 +199,10 @@ async fn swaps_under_load(host: &Host) -> SwapFigures {
     let (tx, mut swapped) = mpsc::unbounded_channel();
     *SWAPPED.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     let swapper = async {
+        // The host must be watching before the first new version lands.
+        if swapped.recv().await.is_none() {
+            return;
+        }
         for k in 0..20 {
             let bytes = bagpipe_test_support::variant(artifacts::TRANSFORM, &format!("bench-{k}"));
             dir.write_as("transform.wasm", &bytes, bagpipe_test_support::Write::Rename);
@@ -238,7 +250,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SinkTiming {
         let mut message = Message(None);
         event.record(&mut message);
         let Some(text) = message.0 else { return };
-        if text == "swapped"
+        if std::env::var_os("BAGPIPE_BENCH_DEBUG").is_some() {
+            eprintln!("log: {text}");
+        }
+        if (text == "swapped" || text.starts_with("watching `"))
             && let Some(tx) = SWAPPED.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
         {
             let _ = tx.send(());
