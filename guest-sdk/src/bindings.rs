@@ -67,3 +67,16 @@ pub mod state {
         runtime_path: "bagpipe_guest::__private::rt",
     });
 }
+
+/// The optional `net-hook` export.
+pub mod net {
+    wit_bindgen::generate!({
+        world: "net-hooked",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_bagpipe_net_hook",
+        default_bindings_module: "bagpipe_guest::__private::bindings::net",
+        runtime_path: "bagpipe_guest::__private::rt",
+        with: { "bagpipe:block/net@0.1.0": crate::bindings::block::bagpipe::block::net },
+    });
+}

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::bag::Bag;
-use crate::controller::{Controller, ServerInfo};
+use crate::controller::{Connection, Controller, ServerInfo};
 
 /// A block's `config` table from the manifest, as JSON.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -95,6 +95,27 @@ pub trait Block: Sized + 'static {
     /// The host lost its message server (list `on_server`).
     fn on_server_disconnect(&mut self, ctl: &Controller) {
         let _ = ctl;
+    }
+
+    /// A client connected to one of the block's listeners (list `net`).
+    fn on_accept(&mut self, ctl: &Controller, conn: Connection, listener: String, peer: String) {
+        let _ = (ctl, conn, listener, peer);
+    }
+
+    /// Bytes arrived on a connection (list `net`). Framing is the block's business: a message
+    /// may arrive in pieces, or several in one piece.
+    fn on_data(&mut self, ctl: &Controller, conn: Connection, data: Vec<u8>) {
+        let _ = (ctl, conn, data);
+    }
+
+    /// A connection closed; its id is gone (list `net`).
+    fn on_close(&mut self, ctl: &Controller, conn: Connection) {
+        let _ = (ctl, conn);
+    }
+
+    /// A datagram arrived on one of the block's UDP listeners (list `net`).
+    fn on_datagram(&mut self, ctl: &Controller, listener: String, peer: String, data: Vec<u8>) {
+        let _ = (ctl, listener, peer, data);
     }
 
     /// The block's state, for the next version of this block when the host swaps it (list

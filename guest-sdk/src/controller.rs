@@ -4,6 +4,12 @@ use std::time::Duration;
 
 use crate::bag::Bag;
 use crate::bindings::block::bagpipe::block::controller as host;
+use crate::bindings::block::bagpipe::block::net;
+
+pub use crate::bindings::block::bagpipe::block::net::NetError;
+
+/// A TCP connection the host holds for the block.
+pub type Connection = u64;
 
 pub use crate::bindings::block::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
 
@@ -108,5 +114,32 @@ impl Controller {
     /// Cancels a pending timer; returns whether it was still pending.
     pub fn cancel_timer(&self, id: TimerId) -> bool {
         host::cancel_timer(id.0)
+    }
+
+    /// Sends bytes on a connection, in order after what was sent before.
+    pub fn send(&self, conn: Connection, data: &[u8]) -> Result<(), NetError> {
+        net::send(conn, data)
+    }
+
+    /// Closes a connection (after what was sent on it); `on_close` follows.
+    pub fn close(&self, conn: Connection) -> Result<(), NetError> {
+        net::close(conn)
+    }
+
+    /// Sends a datagram from one of the block's UDP listeners (as [`Controller::listeners`]
+    /// shows it) to `peer` (`ip:port`).
+    pub fn send_datagram(&self, listener: &str, peer: &str, data: &[u8]) -> Result<(), NetError> {
+        net::send_datagram(listener, peer, data)
+    }
+
+    /// Opens a TCP connection to `address` (`host:port`), which the manifest must grant with
+    /// `connect`. What the peer sends arrives through `on_data`.
+    pub fn connect(&self, address: &str) -> Result<Connection, NetError> {
+        net::connect(address)
+    }
+
+    /// The block's listeners as bound (`tcp://127.0.0.1:40123` for a `tcp://127.0.0.1:0` grant).
+    pub fn listeners(&self) -> Vec<String> {
+        net::listeners()
     }
 }

@@ -65,6 +65,26 @@ pub fn on_server_connect<B: Block>(info: ServerInfo) {
 }
 
 #[doc(hidden)]
+pub fn on_accept<B: Block>(conn: u64, listener: String, peer: String) {
+    with_block::<B, _>("on-accept", |b| b.on_accept(&CTL, conn, listener, peer))
+}
+
+#[doc(hidden)]
+pub fn on_data<B: Block>(conn: u64, data: Vec<u8>) {
+    with_block::<B, _>("on-data", |b| b.on_data(&CTL, conn, data))
+}
+
+#[doc(hidden)]
+pub fn on_close<B: Block>(conn: u64) {
+    with_block::<B, _>("on-close", |b| b.on_close(&CTL, conn))
+}
+
+#[doc(hidden)]
+pub fn on_datagram<B: Block>(listener: String, peer: String, data: Vec<u8>) {
+    with_block::<B, _>("on-datagram", |b| b.on_datagram(&CTL, listener, peer, data))
+}
+
+#[doc(hidden)]
 pub fn snapshot<B: Block>() -> Vec<u8> {
     with_block::<B, _>("snapshot", |b| b.snapshot(&CTL))
 }
@@ -105,7 +125,8 @@ pub fn on_server_disconnect<B: Block>() {
 /// ```
 ///
 /// Hooks: `on_enqueue` (receive bags), `on_timer` (timers), `on_server` (server connect and
-/// disconnect), `state` (`snapshot` and `restore`, to carry state across a hot swap). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
+/// disconnect), `net` (`on_accept`, `on_data`, `on_close`, `on_datagram`: the block's sockets),
+/// `state` (`snapshot` and `restore`, to carry state across a hot swap). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
 #[macro_export]
 macro_rules! export_block {
     ($block:ty) => {
@@ -166,6 +187,24 @@ macro_rules! __export_bagpipe_hook {
         }
         $crate::__private::bindings::server::__export_bagpipe_server_hook!(BagpipeServerHook);
     };
+    (net, $block:ty) => {
+        struct BagpipeNetHook;
+        impl $crate::__private::bindings::net::exports::bagpipe::block::net_hook::Guest for BagpipeNetHook {
+            fn on_accept(conn: u64, listener: ::std::string::String, peer: ::std::string::String) {
+                $crate::__private::on_accept::<$block>(conn, listener, peer)
+            }
+            fn on_data(conn: u64, data: ::std::vec::Vec<u8>) {
+                $crate::__private::on_data::<$block>(conn, data)
+            }
+            fn on_close(conn: u64) {
+                $crate::__private::on_close::<$block>(conn)
+            }
+            fn on_datagram(listener: ::std::string::String, peer: ::std::string::String, data: ::std::vec::Vec<u8>) {
+                $crate::__private::on_datagram::<$block>(listener, peer, data)
+            }
+        }
+        $crate::__private::bindings::net::__export_bagpipe_net_hook!(BagpipeNetHook);
+    };
     (state, $block:ty) => {
         struct BagpipeStateHook;
         impl $crate::__private::bindings::state::exports::bagpipe::block::state_hook::Guest for BagpipeStateHook {
@@ -182,7 +221,7 @@ macro_rules! __export_bagpipe_hook {
         compile_error!(concat!(
             "unknown bagpipe hook `",
             stringify!($other),
-            "`; the hooks are on_enqueue, on_timer, on_server and state"
+            "`; the hooks are on_enqueue, on_timer, on_server, net and state"
         ));
     };
 }

@@ -55,7 +55,7 @@
 //! # Hooks
 //!
 //! `init`, `run` and `finish` are always exported. The optional hooks (`on_enqueue`, `on_timer`,
-//! `on_server`) have no-op defaults in [`Block`]; list the ones the block implements in
+//! `on_server`, `net`, `state`) have no-op defaults in [`Block`]; list the ones the block implements in
 //! [`export_block!`] and only those are exported. The host reads a component's exports when it
 //! loads it, so it knows which hooks a block has without calling them.
 #![deny(missing_docs)]
@@ -71,7 +71,9 @@ mod export;
 
 pub use bag::{Bag, BagError};
 pub use block::{Block, Config};
-pub use controller::{BlockInfo, BlockState, Controller, EnqueueError, INITIATOR, Level, ServerInfo, TimerId};
+pub use controller::{
+    BlockInfo, BlockState, Connection, Controller, EnqueueError, INITIATOR, Level, NetError, ServerInfo, TimerId,
+};
 pub use serde_json::{self, Value, json};
 
 #[doc(hidden)]
