@@ -99,6 +99,13 @@ fn main() {
         })
         .expect("host");
         let swaps = swaps_under_load(&watching).await;
+        let syslog_messages = 100_000u64;
+        let (syslog_native, syslog_blocks, syslog_ratio) = paired(
+            || async { native_syslog(syslog_messages) },
+            || async { syslog_through_block(host, syslog_messages).await },
+        )
+        .await;
+        let http = http_with_wrk(host).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
@@ -133,6 +140,13 @@ fn main() {
         println!("| swap pause, p99 (goal <= 1 ms)                                      | {:>7.0} µs |", swaps.pause_p99_us);
         println!("| swaps done / refused                                                | {:>5} / {} |", swaps.done, swaps.failed);
         println!("| bags lost (goal 0)                                                  | {:>10} |", swaps.lost);
+        println!();
+        println!("| protocols                                                          | value      |");
+        println!("|--------------------------------------------------------------------|-----------:|");
+        println!("| syslog over TCP through the syslog block to a sink, messages/s      | {syslog_blocks:>10.0} |");
+        println!("| the same parsing (same code) in native Rust, messages/s             | {syslog_native:>10.0} |");
+        println!("| ... ratio block/native                                              | {syslog_ratio:>10.2} |");
+        println!("| HTTP POST /bags/sink through the http block, wrk requests/s         | {http:>10} |");
     });
 }
 
@@ -167,8 +181,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Every "swapped" line the host logs, and the "watching" line before them.
-static SWAPPED: Mutex<Option<mpsc::UnboundedSender<()>>> = Mutex::new(None);
+/// A tap on the host's log: every message, while a scenario listens.
+static LOG_TAP: Mutex<Option<mpsc::UnboundedSender<String>>> = Mutex::new(None);
+
+fn tap_log() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    *LOG_TAP.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    rx
+}
+
+fn untap_log() {
+    *LOG_TAP.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// The next log message that `pick` accepts, as `pick` maps it.
+async fn next_log<T>(log: &mut mpsc::UnboundedReceiver<String>, pick: impl Fn(&str) -> Option<T>) -> Option<T> {
+    while let Some(message) = log.recv().await {
+        if let Some(found) = pick(&message) {
+            return Some(found);
+        }
+    }
+    None
+}
 
 struct SwapFigures {
     bags: u64,
@@ -196,17 +230,16 @@ async fn swaps_under_load(host: &Host) -> SwapFigures {
         ],
     );
     let manifest = Manifest::load(dir.path()).expect("manifest");
-    let (tx, mut swapped) = mpsc::unbounded_channel();
-    *SWAPPED.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    let mut log = tap_log();
     let swapper = async {
         // The host must be watching before the first new version lands.
-        if swapped.recv().await.is_none() {
+        if next_log(&mut log, |m| m.starts_with("watching `").then_some(())).await.is_none() {
             return;
         }
         for k in 0..20 {
             let bytes = bagpipe_test_support::variant(artifacts::TRANSFORM, &format!("bench-{k}"));
             dir.write_as("transform.wasm", &bytes, bagpipe_test_support::Write::Rename);
-            if swapped.recv().await.is_none() {
+            if next_log(&mut log, |m| (m == "swapped").then_some(())).await.is_none() {
                 break;
             }
         }
@@ -214,7 +247,7 @@ async fn swaps_under_load(host: &Host) -> SwapFigures {
     let run = async {
         let report = host.run(&manifest, std::future::pending()).await;
         // Ends the swapper if the pipeline finished first.
-        *SWAPPED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        untap_log();
         report
     };
     let (report, ()) = tokio::join!(run, swapper);
@@ -253,10 +286,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SinkTiming {
         if std::env::var_os("BAGPIPE_BENCH_DEBUG").is_some() {
             eprintln!("log: {text}");
         }
-        if (text == "swapped" || text.starts_with("watching `"))
-            && let Some(tx) = SWAPPED.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-        {
-            let _ = tx.send(());
+        if let Some(tx) = LOG_TAP.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(text.clone());
         }
         let Some(rest) = text.strip_prefix("bench elapsed_ns=") else { return };
         let mut parts = rest.split(" bags=");
@@ -371,4 +402,121 @@ async fn native(n: u64, transform: bool) -> f64 {
     let (count, elapsed) = sink.await.expect("sink");
     assert_eq!(count, n);
     (count - 1) as f64 / elapsed.as_secs_f64()
+}
+
+/// Parses `n` syslog lines the way the syslog block does (its own `parse.rs`, compiled
+/// natively) and serialises each result; returns messages/s.
+fn native_syslog(n: u64) -> f64 {
+    let lines: Vec<String> = (1..=n).map(syslog_line).collect();
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for line in &lines {
+        let mut bag = syslog_parse::parse(line.as_bytes()).expect("syslog");
+        bag.insert("transport".into(), "tcp".into());
+        bag.insert("peer".into(), "127.0.0.1:50000".into());
+        bytes += serde_json::to_string(&bag).expect("serialise").len();
+    }
+    std::hint::black_box(bytes);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+#[path = "../../guests/protocols/syslog/src/parse.rs"]
+#[allow(dead_code)]
+mod syslog_parse;
+
+fn syslog_line(n: u64) -> String {
+    format!(
+        "<134>1 2026-11-22T10:00:00.123Z web-01 nginx 4242 access [req@32473 id=\"{n}\"] GET /index.html 200 1532\n"
+    )
+}
+
+/// Sends `n` syslog lines over one TCP connection to the syslog block; returns the sink's
+/// messages/s.
+async fn syslog_through_block(host: &Host, n: u64) -> f64 {
+    let dir = BlockDir::new(
+        &format!(
+            "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = {QUEUE}\n[block.config]\nexpect = {n}\n\n\
+             [[block]]\nname = \"syslog\"\nafter = []\nqueue = {QUEUE}\nlisten = [\"tcp://127.0.0.1:0\"]\n"
+        ),
+        &[("syslog", artifacts::SYSLOG), ("bench_sink", artifacts::BENCH_SINK)],
+    );
+    let manifest = Manifest::load(dir.path()).expect("manifest");
+    let mut log = tap_log();
+    *SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    let client = async {
+        let Some(addr) = next_log(&mut log, |m| m.strip_prefix("listening on tcp://").map(str::to_owned)).await else {
+            return;
+        };
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut batch = String::new();
+        for k in 1..=n {
+            batch.push_str(&syslog_line(k));
+            if k % 1000 == 0 || k == n {
+                tokio::io::AsyncWriteExt::write_all(&mut stream, batch.as_bytes()).await.expect("write");
+                batch.clear();
+            }
+        }
+        // Held open until the host is done with it.
+        let _ = next_log(&mut log, |_| None::<()>).await;
+    };
+    let run = async {
+        let report = host.run(&manifest, std::future::pending()).await;
+        untap_log();
+        report
+    };
+    let (report, ()) = tokio::join!(run, client);
+    report.expect("run");
+    let timing = SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()).take();
+    timing.map_or(f64::NAN, |(ns, bags)| (bags - 1) as f64 / Duration::from_nanos(ns).as_secs_f64())
+}
+
+/// Requests/s `wrk` gets posting small bags to the http block for 5 s, or why there is no
+/// figure.
+async fn http_with_wrk(host: &Host) -> String {
+    if std::process::Command::new("wrk").arg("--version").output().is_err() {
+        return "wrk not installed (apt-get install wrk)".to_owned();
+    }
+    let dir = BlockDir::new(
+        "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = 4096\n\n\
+         [[block]]\nname = \"http\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n",
+        &[("http", artifacts::HTTP), ("bench_sink", artifacts::BENCH_SINK)],
+    );
+    let script = dir.path().join("post.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"hello\":\"wrk\",\"n\":1}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )
+    .expect("script");
+    let manifest = Manifest::load(dir.path()).expect("manifest");
+    let mut log = tap_log();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let load = async {
+        let result = match next_log(&mut log, |m| m.strip_prefix("listening on tcp://").map(str::to_owned)).await {
+            Some(addr) => tokio::process::Command::new("wrk")
+                .args(["-t2", "-c16", "-d5s", "-s"])
+                .arg(&script)
+                .arg(format!("http://{addr}/bags/sink"))
+                .output()
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| format!("wrk failed: {e}")),
+            None => "the http block did not listen".to_owned(),
+        };
+        let _ = done.send(());
+        result
+    };
+    let run = async {
+        let report = host.run(&manifest, async {
+            let _ = finished.await;
+        });
+        let report = report.await;
+        untap_log();
+        report
+    };
+    let (report, output) = tokio::join!(run, load);
+    report.expect("run");
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:").map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| format!("no figure: {output}"))
 }

@@ -13,7 +13,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
-pub use self::exports::bagpipe::block::{enqueue_hook, lifecycle, server_hook, state_hook, timer_hook};
+pub use self::exports::bagpipe::block::{enqueue_hook, lifecycle, net_hook, server_hook, state_hook, timer_hook};
 
 /// The interface names a component is checked for, as the component model spells them.
 pub mod names {
@@ -25,6 +25,8 @@ pub mod names {
     pub const TIMER_HOOK: &str = "bagpipe:block/timer-hook@0.1.0";
     /// The optional server hook.
     pub const SERVER_HOOK: &str = "bagpipe:block/server-hook@0.1.0";
+    /// The optional socket hook.
+    pub const NET_HOOK: &str = "bagpipe:block/net-hook@0.1.0";
     /// The optional state hook (snapshot and restore across a swap).
     pub const STATE_HOOK: &str = "bagpipe:block/state-hook@0.1.0";
 }

@@ -224,6 +224,13 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
                 let hooks = c.hooks.names();
                 let hooks = if hooks.is_empty() { "none".to_owned() } else { hooks.join(", ") };
                 println!("ok    {} ({}.wasm, version {}, hooks: {hooks})", spec.responsibility, spec.name, c.hash);
+                let listen: Vec<String> =
+                    spec.listen.iter().map(|l| bagpipe::manifest::Listen::url(l.protocol, l.addr)).collect();
+                let grants = match (listen.is_empty(), spec.connect.is_empty()) {
+                    (true, true) => "none".to_owned(),
+                    _ => format!("listen [{}], connect [{}]", listen.join(", "), spec.connect.join(", ")),
+                };
+                println!("      grants: {grants}");
             }
             Err(e) => {
                 failed += 1;

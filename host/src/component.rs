@@ -12,7 +12,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
-use crate::bindings::{FullBlock, enqueue_hook, lifecycle, names, server_hook, state_hook, timer_hook};
+use crate::bindings::{FullBlock, enqueue_hook, lifecycle, names, net_hook, server_hook, state_hook, timer_hook};
 use crate::cache::{ComponentCache, ContentHash};
 use crate::error::LoadError;
 use crate::state::{BlockCtx, Links};
@@ -29,15 +29,23 @@ pub struct Hooks {
     pub server: bool,
     /// `state-hook`: it carries its state across a swap.
     pub state: bool,
+    /// `net-hook`: it hears about its sockets.
+    pub net: bool,
 }
 
 impl Hooks {
     /// The hooks' WIT names, for reports.
     pub fn names(&self) -> Vec<&'static str> {
-        [(self.enqueue, "on-enqueue"), (self.timer, "on-timer"), (self.server, "on-server"), (self.state, "state")]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect()
+        [
+            (self.enqueue, "on-enqueue"),
+            (self.timer, "on-timer"),
+            (self.server, "on-server"),
+            (self.state, "state"),
+            (self.net, "net"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
     }
 }
 
@@ -70,6 +78,7 @@ pub(crate) struct Indices {
     pub timer: Option<timer_hook::GuestIndices>,
     pub server: Option<server_hook::GuestIndices>,
     pub state: Option<state_hook::GuestIndices>,
+    pub net: Option<net_hook::GuestIndices>,
 }
 
 /// Loads components for one engine.
@@ -154,12 +163,17 @@ impl Loader {
                 .then(|| state_hook::GuestIndices::new(&pre))
                 .transpose()
                 .map_err(|e| wrong(names::STATE_HOOK, e))?,
+            net: has(names::NET_HOOK)
+                .then(|| net_hook::GuestIndices::new(&pre))
+                .transpose()
+                .map_err(|e| wrong(names::NET_HOOK, e))?,
         };
         let hooks = Hooks {
             enqueue: indices.enqueue.is_some(),
             timer: indices.timer.is_some(),
             server: indices.server.is_some(),
             state: indices.state.is_some(),
+            net: indices.net.is_some(),
         };
         let block = BlockComponent { path: path_buf, hash, hooks, pre, indices };
         block.type_check(&self.engine).await?;
@@ -204,6 +218,9 @@ impl BlockComponent {
         }
         if let Some(x) = &i.state {
             x.load(&mut store, &instance).map_err(|e| wrong(names::STATE_HOOK, e))?;
+        }
+        if let Some(x) = &i.net {
+            x.load(&mut store, &instance).map_err(|e| wrong(names::NET_HOOK, e))?;
         }
         drop(Store::into_data(store));
         Ok(())

@@ -81,6 +81,17 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The manifest gives the block something only an optional hook can use, and the component
+    /// does not export that hook.
+    #[error("`{path}` does not export `{hook}`, but {why}")]
+    MissingHook {
+        /// The component file.
+        path: PathBuf,
+        /// The missing hook interface.
+        hook: String,
+        /// What needs it.
+        why: String,
+    },
     /// The component imports something the host does not provide.
     #[error("`{path}` needs an import the host does not provide: {reason}")]
     Import {

@@ -59,6 +59,15 @@ impl Host {
                     r
                 }
             };
+            let granted = !spec.listen.is_empty() || !spec.connect.is_empty();
+            let result = match result {
+                Ok(c) if granted && !c.hooks.net => Err(Arc::new(LoadError::MissingHook {
+                    path: spec.component.clone(),
+                    hook: crate::bindings::names::NET_HOOK.to_owned(),
+                    why: "the manifest grants it sockets (listen or connect)".to_owned(),
+                })),
+                other => other,
+            };
             out.push((spec.clone(), result));
         }
         out
@@ -89,7 +98,7 @@ impl Host {
         }
         let router = Arc::new(crate::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let supervisor = Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx);
+        let supervisor = Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx).await?;
         let reloader =
             self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
         let admin = match self.config.admin {

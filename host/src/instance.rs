@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use crate::bindings::{ServerInfo, enqueue_hook, lifecycle, server_hook, state_hook, timer_hook};
+use crate::bindings::{ServerInfo, enqueue_hook, lifecycle, net_hook, server_hook, state_hook, timer_hook};
 use crate::component::BlockComponent;
 use crate::defaults::DEADLINE_GRACE;
 use crate::error::CallError;
@@ -24,6 +24,7 @@ pub struct BlockInstance {
     timer: Option<timer_hook::Guest>,
     server: Option<server_hook::Guest>,
     state: Option<state_hook::Guest>,
+    net: Option<net_hook::Guest>,
     dead: bool,
 }
 
@@ -67,7 +68,8 @@ impl BlockInstance {
         let timer = i.timer.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
         let server = i.server.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
         let state = i.state.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
-        Ok(Self { store, lifecycle, enqueue, timer, server, state, dead: false })
+        let net = i.net.as_ref().map(|x| x.load(&mut store, &instance)).transpose().map_err(trap)?;
+        Ok(Self { store, lifecycle, enqueue, timer, server, state, net, dead: false })
     }
 
     /// The host state in the instance's store.
@@ -131,6 +133,42 @@ impl BlockInstance {
         self.enter()?;
         let clock = self.store.data().clock.clone();
         let r = guard(&clock, hook.call_on_server_connect(&mut self.store, info)).await;
+        self.settle(r)
+    }
+
+    /// `on-accept(conn, listener, peer)`; a block without `net-hook` gets no socket events.
+    pub async fn on_accept(&mut self, conn: u64, listener: &str, peer: &str) -> Result<(), CallError> {
+        let Some(hook) = self.net.clone() else { return Ok(()) };
+        self.enter()?;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_accept(&mut self.store, conn, listener, peer)).await;
+        self.settle(r)
+    }
+
+    /// `on-data(conn, data)`.
+    pub async fn on_data(&mut self, conn: u64, data: &[u8]) -> Result<(), CallError> {
+        let Some(hook) = self.net.clone() else { return Ok(()) };
+        self.enter()?;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_data(&mut self.store, conn, data)).await;
+        self.settle(r)
+    }
+
+    /// `on-close(conn)`.
+    pub async fn on_close(&mut self, conn: u64) -> Result<(), CallError> {
+        let Some(hook) = self.net.clone() else { return Ok(()) };
+        self.enter()?;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_close(&mut self.store, conn)).await;
+        self.settle(r)
+    }
+
+    /// `on-datagram(listener, peer, data)`.
+    pub async fn on_datagram(&mut self, listener: &str, peer: &str, data: &[u8]) -> Result<(), CallError> {
+        let Some(hook) = self.net.clone() else { return Ok(()) };
+        self.enter()?;
+        let clock = self.store.data().clock.clone();
+        let r = guard(&clock, hook.call_on_datagram(&mut self.store, listener, peer, data)).await;
         self.settle(r)
     }
 

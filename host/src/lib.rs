@@ -34,6 +34,7 @@ pub mod histogram;
 pub mod host;
 pub mod instance;
 pub mod manifest;
+pub mod net;
 pub mod reload;
 pub mod restart;
 pub mod router;

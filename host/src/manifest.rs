@@ -69,8 +69,53 @@ pub struct BlockSpec {
     pub required: bool,
     /// How often a failed `init` is tried again (with exponential backoff) before giving up.
     pub init_retries: u32,
+    /// Sockets the host listens on for the block.
+    pub listen: Vec<Listen>,
+    /// Addresses (`host:port`) the block may connect to.
+    pub connect: Vec<String>,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
+}
+
+/// A socket the host listens on for a block, from a `listen` grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The address to bind (port 0: any free port).
+    pub addr: std::net::SocketAddr,
+}
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `tcp://`
+    Tcp,
+    /// `udp://`
+    Udp,
+}
+
+impl Listen {
+    /// Reads `tcp://ip:port` or `udp://ip:port`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (protocol, rest) = if let Some(rest) = text.strip_prefix("tcp://") {
+            (Protocol::Tcp, rest)
+        } else if let Some(rest) = text.strip_prefix("udp://") {
+            (Protocol::Udp, rest)
+        } else {
+            return Err(format!("`{text}` is not tcp://IP:PORT or udp://IP:PORT"));
+        };
+        let addr = rest.parse().map_err(|_| format!("`{rest}` in `{text}` is not an IP:PORT address"))?;
+        Ok(Self { protocol, addr })
+    }
+
+    /// The grant written as a URL, with `addr` as the address.
+    pub fn url(protocol: Protocol, addr: std::net::SocketAddr) -> String {
+        match protocol {
+            Protocol::Tcp => format!("tcp://{addr}"),
+            Protocol::Udp => format!("udp://{addr}"),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,6 +157,8 @@ struct RawBlock {
     after: Option<Spanned<Vec<String>>>,
     required: Option<bool>,
     init_retries: Option<Spanned<u64>>,
+    listen: Option<Spanned<Vec<String>>>,
+    connect: Option<Spanned<Vec<String>>>,
 }
 
 impl Manifest {
@@ -312,6 +359,27 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
         None => 0,
     };
     let after = raw.after.map(Spanned::into_inner);
+    let mut listen = Vec::new();
+    if let Some(grants) = &raw.listen {
+        for text in grants.get_ref() {
+            let grant = Listen::parse(text).map_err(|why| at.error(grants.span(), "listen", why))?;
+            if listen.contains(&grant) {
+                return Err(at.error(grants.span(), "listen", format!("`{text}` is granted twice")));
+            }
+            listen.push(grant);
+        }
+    }
+    let mut connect = Vec::new();
+    if let Some(grants) = &raw.connect {
+        for text in grants.get_ref() {
+            let port_ok =
+                text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(at.error(grants.span(), "connect", format!("`{text}` is not a HOST:PORT address")));
+            }
+            connect.push(text.clone());
+        }
+    }
     let config = match raw.config {
         Some(table) => match toml_to_json(toml::Value::Table(table)) {
             serde_json::Value::Object(map) => map,
@@ -329,6 +397,8 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
         after,
         required: raw.required.unwrap_or(true),
         init_retries,
+        listen,
+        connect,
         line,
     })
 }
@@ -433,6 +503,7 @@ mod tests {
         assert_eq!(names, [("a", "a", 4), ("a", "a2", 11)]);
         assert_eq!(m.blocks[0].limits.queue, 8);
         assert_eq!(m.blocks[1].limits, Limits::default());
+        assert!(m.blocks[0].listen.is_empty() && m.blocks[0].connect.is_empty(), "no grants unless given");
         assert_eq!(
             serde_json::Value::Object(m.blocks[0].config.clone()),
             serde_json::json!({"x": 1, "when": "1979-05-27"})
@@ -457,6 +528,14 @@ mod tests {
         check_err("[[block]]\nname = \"a\"\nname = \"b\"\n", Some(3), Some("name"), "duplicate key");
         check_err("[[block]]\nresponsibility = \"x\"\n", Some(1), None, "missing field `name`");
         check_err("", None, None, "no blocks");
+        check_err("[[block]]\nname = \"a\"\nlisten = [\"http://x\"]\n", Some(3), Some("listen"), "not tcp://");
+        check_err(
+            "[[block]]\nname = \"a\"\nlisten = [\"tcp://nowhere:1\"]\n",
+            Some(3),
+            Some("listen"),
+            "not an IP:PORT",
+        );
+        check_err("[[block]]\nname = \"a\"\nconnect = [\"justahost\"]\n", Some(3), Some("connect"), "HOST:PORT");
         check_err("[[block]\n", Some(1), None, "");
     }
 }

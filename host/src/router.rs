@@ -13,11 +13,62 @@ use crate::bag::BagLimits;
 use crate::defaults::BUILTIN_RESPONSIBILITIES;
 use crate::stats::BlockStatus;
 
-/// What travels through a block's queue.
-#[derive(Debug)]
+/// What travels through a block's queue: bags, and the events of the sockets the host holds
+/// for the block, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
     /// A checked and stamped bag, as JSON text.
     Bag(String),
+    /// A client connected to one of the block's listeners.
+    Accept {
+        /// The connection's id.
+        conn: u64,
+        /// The listener, as bound.
+        listener: String,
+        /// The client's `ip:port`.
+        peer: String,
+    },
+    /// Bytes arrived on a connection.
+    Data {
+        /// The connection's id.
+        conn: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A connection closed.
+    Closed {
+        /// The connection's id.
+        conn: u64,
+    },
+    /// A datagram arrived.
+    Datagram {
+        /// The UDP listener, as bound.
+        listener: String,
+        /// The sender's `ip:port`.
+        peer: String,
+        /// The datagram.
+        data: Vec<u8>,
+    },
+}
+
+impl Envelope {
+    /// A JSON description, for dead letters and logs (a bag is itself).
+    pub fn describe(&self) -> serde_json::Value {
+        let text = |d: &[u8]| String::from_utf8_lossy(&d[..d.len().min(1024)]).into_owned();
+        match self {
+            Envelope::Bag(bag) => serde_json::from_str(bag).unwrap_or_else(|_| serde_json::Value::String(bag.clone())),
+            Envelope::Accept { conn, listener, peer } => {
+                serde_json::json!({"net": "accept", "conn": conn, "listener": listener, "peer": peer})
+            }
+            Envelope::Data { conn, data } => {
+                serde_json::json!({"net": "data", "conn": conn, "bytes": data.len(), "text": text(data)})
+            }
+            Envelope::Closed { conn } => serde_json::json!({"net": "close", "conn": conn}),
+            Envelope::Datagram { listener, peer, data } => serde_json::json!({
+                "net": "datagram", "listener": listener, "peer": peer, "bytes": data.len(), "text": text(data)
+            }),
+        }
+    }
 }
 
 /// How to reach one block.

@@ -72,6 +72,8 @@ pub struct BlockCtx {
     pub stderr: StderrTail,
     /// The limits the block was started with.
     pub limits: Limits,
+    /// The sockets the host holds for the block, if it has any grants.
+    pub net: Option<Arc<crate::net::NetHub>>,
 }
 
 impl BlockCtx {
@@ -97,6 +99,7 @@ impl BlockCtx {
             memory: MemoryLimit { limit: limits.memory_bytes, hit: None },
             stderr,
             limits: limits.clone(),
+            net: None,
         }
     }
 }

@@ -70,6 +70,12 @@ pub struct Counters {
     pub swaps_failed: AtomicU64,
     /// The pause of the last swap (bags not processed), in microseconds.
     pub last_swap_pause_us: AtomicU64,
+    /// TCP connections accepted or opened.
+    pub connections: AtomicU64,
+    /// Connections closed at once because the block held too many.
+    pub refused_connections: AtomicU64,
+    /// UDP datagrams that found the queue full.
+    pub udp_dropped: AtomicU64,
     /// The most bags the queue has held at once.
     pub queue_high_water: AtomicU64,
 }
@@ -165,6 +171,9 @@ impl BlockStatus {
             processing_p99_us: micros(self.processing.percentile(99.0)),
             recovery_p50_us: micros(self.recovery.percentile(50.0)),
             recovery_p99_us: micros(self.recovery.percentile(99.0)),
+            connections: get(&c.connections),
+            refused_connections: get(&c.refused_connections),
+            udp_dropped: get(&c.udp_dropped),
             swaps: get(&c.swaps),
             swaps_failed: get(&c.swaps_failed),
             last_swap_pause_us: (get(&c.swaps) > 0).then(|| get(&c.last_swap_pause_us)),
@@ -215,6 +224,12 @@ pub struct StatsSnapshot {
     pub recovery_p50_us: Option<f64>,
     /// 99th percentile time from a fault to the next bag processed, in microseconds.
     pub recovery_p99_us: Option<f64>,
+    /// See [`Counters::connections`].
+    pub connections: u64,
+    /// See [`Counters::refused_connections`].
+    pub refused_connections: u64,
+    /// See [`Counters::udp_dropped`].
+    pub udp_dropped: u64,
     /// See [`Counters::swaps`].
     pub swaps: u64,
     /// See [`Counters::swaps_failed`].

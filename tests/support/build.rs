@@ -8,6 +8,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let root = root.canonicalize().expect("workspace root");
     let guests = root.join("guests");
+    println!("cargo::rerun-if-changed=build.rs");
     // Cargo scans a directory given here for changes; `guests/target` is our own output.
     for dir in ["guest-sdk", "wit"] {
         println!("cargo::rerun-if-changed={}", root.join(dir).display());
@@ -40,18 +41,36 @@ fn main() {
     let release = target_dir.join("wasm32-wasip2").join("release");
     let mut consts = String::new();
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(&release).expect("guest release directory") {
-        let path = entry.expect("directory entry").path();
-        if path.extension().is_some_and(|e| e == "wasm") {
-            let stem = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 file name").to_owned();
-            let ident = stem.to_uppercase().replace('-', "_");
-            consts
-                .push_str(&format!("/// `{stem}.wasm`\npub const {ident}: &str = {:?};\n", path.display().to_string()));
-            names.push(stem);
-        }
+    // Only the workspace's own crates: the target directory may hold other components (stale
+    // ones, or a `bagpipe dev` test's).
+    for stem in member_components(&guests) {
+        let path = release.join(format!("{stem}.wasm"));
+        assert!(path.is_file(), "the guest build produced no {}", path.display());
+        let ident = stem.to_uppercase();
+        consts.push_str(&format!("/// `{stem}.wasm`\npub const {ident}: &str = {:?};\n", path.display().to_string()));
+        names.push(stem);
     }
     names.sort();
     consts.push_str(&format!("/// Every component built.\npub const ALL: &[&str] = &{names:?};\n"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("artifacts.rs");
     std::fs::write(out, consts).expect("writing artifacts.rs");
+}
+
+/// The component file stems of the guest workspace's crates (`guests/<group>/<crate>`): the
+/// package name with `-` as `_`.
+fn member_components(guests: &Path) -> Vec<String> {
+    let mut stems = Vec::new();
+    for group in ["pipeline", "fixtures", "protocols"] {
+        let Ok(entries) = std::fs::read_dir(guests.join(group)) else { continue };
+        for entry in entries.flatten() {
+            let Ok(manifest) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else { continue };
+            let name = manifest
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_owned()))
+                .expect("a package name");
+            stems.push(name.replace('-', "_"));
+        }
+    }
+    stems.sort();
+    stems
 }

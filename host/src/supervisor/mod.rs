@@ -26,6 +26,7 @@ use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF};
 use crate::deps::Graph;
 use crate::error::{CallError, RunError};
 use crate::manifest::{BlockSpec, Manifest};
+use crate::net::NetHub;
 use crate::restart::{GiveUp, Intensity, Restart, jitter};
 use crate::router::{Route, Router};
 use crate::state::{Links, Request};
@@ -89,13 +90,13 @@ pub struct Supervisor {
 impl Supervisor {
     /// Routes every block and spawns its task; no guest code runs yet. New versions and
     /// manifests arrive on `reloads`.
-    pub fn start(
+    pub async fn start(
         engine: &Engine,
         manifest: &Manifest,
         components: &[Arc<BlockComponent>],
         router: Arc<Router>,
         reloads: mpsc::Receiver<Reload>,
-    ) -> Self {
+    ) -> Result<Self, RunError> {
         let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
         // Room for one event per block and then some: a task never waits to send one (it uses
         // `try_send`; a full channel means a restart of everything is pending anyway).
@@ -125,36 +126,47 @@ impl Supervisor {
             report: RunReport::default(),
         };
         for (spec, component) in manifest.blocks.iter().zip(components) {
-            sup.add_block(Arc::new(spec.clone()), component.clone());
+            let responsibility = spec.responsibility.clone();
+            if let Err(e) = sup.add_block(Arc::new(spec.clone()), component.clone()).await {
+                sup.stop_all().await;
+                return Err(RunError::Init { responsibility, error: CallError::Guest(format!("{e:#}")) });
+            }
         }
-        sup
+        Ok(sup)
     }
 
-    /// Routes a block and spawns its task; returns its slot index.
-    fn add_block(&mut self, spec: Arc<BlockSpec>, component: Arc<BlockComponent>) -> usize {
+    /// Routes a block, binds its sockets and spawns its task; returns its slot index.
+    async fn add_block(&mut self, spec: Arc<BlockSpec>, component: Arc<BlockComponent>) -> anyhow::Result<usize> {
         let index = self.slots.len();
         let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
         status.set_version(component.hash.short());
-        let (queue_tx, queue_rx) = if component.hooks.enqueue {
+        // One queue for bags and socket events; only a block with `on-enqueue` is routed bags.
+        let (queue_tx, queue_rx) = if component.hooks.enqueue || component.hooks.net {
             let (tx, rx) = mpsc::channel(spec.limits.queue);
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
+        let net = match &queue_tx {
+            Some(tx) if !spec.listen.is_empty() || !spec.connect.is_empty() => {
+                Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?)
+            }
+            _ => None,
+        };
         self.router.insert(Route {
             status: status.clone(),
-            queue: queue_tx,
+            queue: queue_tx.filter(|_| component.hooks.enqueue),
             limits: BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth },
         });
         let (control_tx, control) = mpsc::channel(4);
-        let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone() };
+        let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone(), net };
         let task =
             BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);
         self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
         let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
         self.slots.push(Slot { spec, removed: false, status, control: Some(control_tx), inited: false, all_restarts });
-        index
+        Ok(index)
     }
 
     /// Starts every block, runs them all, and serves until `shutdown` resolves or a block

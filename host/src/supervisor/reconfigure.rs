@@ -135,7 +135,13 @@ impl Supervisor {
                 }
                 None => {
                     tracing::info!(block = %spec.responsibility, "new in the manifest: starting it");
-                    added.push(self.add_block(spec, component));
+                    match self.add_block(spec.clone(), component).await {
+                        Ok(i) => added.push(i),
+                        Err(e) => {
+                            tracing::error!(block = %spec.responsibility, "cannot add the block: {e:#}");
+                            outcome.refused.push((spec.responsibility.clone(), CallError::Guest(format!("{e:#}"))));
+                        }
+                    }
                 }
             }
         }

@@ -22,6 +22,7 @@ use crate::defaults::QUEUE_BATCH;
 use crate::error::CallError;
 use crate::instance::BlockInstance;
 use crate::manifest::BlockSpec;
+use crate::net::NetHub;
 use crate::restart::Intensity;
 use crate::router::Envelope;
 use crate::state::{BlockCtx, Links};
@@ -98,10 +99,10 @@ pub enum Outcome {
     },
 }
 
-/// A fault and the bag being processed when it hit.
+/// A fault and what was being delivered when it hit (a bag, or a socket event).
 struct Fault {
     error: CallError,
-    bag: Option<String>,
+    bag: Option<Box<Envelope>>,
 }
 
 impl From<CallError> for Fault {
@@ -110,9 +111,9 @@ impl From<CallError> for Fault {
     }
 }
 
-/// A bag waiting to be delivered again after a fault.
+/// A bag (or socket event) waiting to be delivered again after a fault.
 struct Retry {
-    bag: String,
+    bag: Envelope,
     attempts: u32,
 }
 
@@ -136,6 +137,8 @@ pub struct BlockTask {
     fault_at: Option<Instant>,
     /// A command that arrived while the block was restarting itself, to handle next.
     pending: Option<Command>,
+    /// The block's sockets: they outlive every instance.
+    net: Option<Arc<NetHub>>,
 }
 
 enum Next {
@@ -152,6 +155,8 @@ pub struct Mailbox {
     pub queue: Option<mpsc::Receiver<Envelope>>,
     /// Events to the supervisor.
     pub events: mpsc::Sender<Event>,
+    /// The block's sockets; the task shuts them down when it ends.
+    pub net: Option<Arc<NetHub>>,
 }
 
 impl BlockTask {
@@ -185,6 +190,7 @@ impl BlockTask {
             intensity,
             fault_at: None,
             pending: None,
+            net: mailbox.net,
         }
     }
 
@@ -282,7 +288,8 @@ impl BlockTask {
     /// A fresh instance, initialised. Keeps the block's sequence numbers going.
     async fn start_instance(&mut self) -> Result<(), CallError> {
         self.instance = None;
-        let ctx = BlockCtx::new(self.status.clone(), self.component.hooks, &self.spec.limits, self.links.clone());
+        let mut ctx = BlockCtx::new(self.status.clone(), self.component.hooks, &self.spec.limits, self.links.clone());
+        ctx.net = self.net.clone();
         let mut instance = BlockInstance::new(&self.engine, &self.component, ctx).await?;
         instance.init(&self.config).await?;
         self.instance = Some(instance);
@@ -315,8 +322,7 @@ impl BlockTask {
     }
 
     async fn deliver(&mut self, env: Envelope) -> Result<(), Fault> {
-        let Envelope::Bag(bag) = env;
-        self.call_on_enqueue(bag).await
+        self.call_on_enqueue(env).await
     }
 
     async fn redeliver(&mut self) -> Result<(), Fault> {
@@ -332,12 +338,20 @@ impl BlockTask {
         }
     }
 
-    async fn call_on_enqueue(&mut self, bag: String) -> Result<(), Fault> {
+    /// Calls the hook `env` is for: `on-enqueue` for a bag, the `net-hook` functions for socket
+    /// events.
+    async fn call_on_enqueue(&mut self, env: Envelope) -> Result<(), Fault> {
         let Some(instance) = self.instance.as_mut() else {
-            return Err(Fault { error: CallError::Gone, bag: Some(bag) });
+            return Err(Fault { error: CallError::Gone, bag: Some(Box::new(env)) });
         };
         let started = Instant::now();
-        let result = instance.on_enqueue(&bag).await;
+        let result = match &env {
+            Envelope::Bag(bag) => instance.on_enqueue(bag).await,
+            Envelope::Accept { conn, listener, peer } => instance.on_accept(*conn, listener, peer).await,
+            Envelope::Data { conn, data } => instance.on_data(*conn, data).await,
+            Envelope::Closed { conn } => instance.on_close(*conn).await,
+            Envelope::Datagram { listener, peer, data } => instance.on_datagram(listener, peer, data).await,
+        };
         self.status.processing.record(started.elapsed());
         match result {
             Ok(()) => {
@@ -352,7 +366,7 @@ impl BlockTask {
                 Ok(())
             }
             // The bag goes with the fault: it is delivered again or dead-lettered.
-            Err(error) => Err(Fault { error, bag: Some(bag) }),
+            Err(error) => Err(Fault { error, bag: Some(Box::new(env)) }),
         }
     }
 
@@ -413,7 +427,7 @@ impl BlockTask {
         tracing::error!("faulted while finishing: {}", fault.error);
         if let Some(bag) = fault.bag {
             // No instance will come to deliver it again.
-            self.account(bag, &fault.error, true);
+            self.account(*bag, &fault.error, true);
         }
         let _ = reply.send(Err(fault.error.clone()));
         self.end(Outcome::Failed { error: fault.error, gave_up: false }).await
@@ -438,14 +452,17 @@ impl BlockTask {
         let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
         self.status.set_state(state);
         self.instance = None;
+        if let Some(net) = self.net.take() {
+            net.shutdown().await;
+        }
         // (bag, deliveries so far)
-        let mut left: Vec<(String, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
+        let mut left: Vec<(Envelope, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
         if let Some(mut queue) = self.queue.take() {
             // After `close`, `recv` ends once the queue is empty and no sender is midway through
             // a send, so a bag a sender was told was delivered is never missed.
             queue.close();
-            while let Some(Envelope::Bag(bag)) = queue.recv().await {
-                left.push((bag, 0));
+            while let Some(env) = queue.recv().await {
+                left.push((env, 0));
             }
         }
         if left.is_empty() {

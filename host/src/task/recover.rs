@@ -10,6 +10,7 @@ use crate::bindings::BlockState;
 use crate::deadletter::{DeadLetter, now_ms};
 use crate::error::CallError;
 use crate::restart::{Restart, jitter};
+use crate::router::Envelope;
 use crate::stats::Counters;
 
 impl BlockTask {
@@ -23,7 +24,7 @@ impl BlockTask {
         Counters::bump(&self.status.counters.faults);
         tracing::error!("block faulted: {error}");
         if let Some(bag) = bag {
-            self.account(bag, &error, false);
+            self.account(*bag, &error, false);
         }
         match self.spec.policy.restart {
             Restart::None | Restart::Escalate => {
@@ -96,7 +97,7 @@ impl BlockTask {
 
     /// Counts a delivery of `bag` that faulted; past `max_attempts`, or on the `last` chance,
     /// it becomes a dead letter.
-    pub(super) fn account(&mut self, bag: String, error: &CallError, last: bool) {
+    pub(super) fn account(&mut self, bag: Envelope, error: &CallError, last: bool) {
         let before = match self.retry.take() {
             Some(r) if r.bag == bag => r.attempts,
             _ => 0,
@@ -109,7 +110,7 @@ impl BlockTask {
         self.dead_letter(bag, error.to_string(), attempts);
     }
 
-    pub(super) fn dead_letter(&self, bag: String, error: String, attempts: u32) {
+    pub(super) fn dead_letter(&self, bag: Envelope, error: String, attempts: u32) {
         Counters::bump(&self.status.counters.dead_letters);
         let letter = DeadLetter {
             at_ms: now_ms(),
@@ -117,7 +118,7 @@ impl BlockTask {
             component: self.status.name.clone(),
             error,
             attempts,
-            bag: serde_json::from_str(&bag).unwrap_or(serde_json::Value::String(bag)),
+            bag: bag.describe(),
         };
         self.links.dead_letters.add(letter, &self.links.router);
     }

@@ -16,6 +16,7 @@ use crate::component::BlockComponent;
 use crate::error::CallError;
 use crate::instance::BlockInstance;
 use crate::manifest::BlockSpec;
+use crate::net::NetHub;
 use crate::state::{BlockCtx, Links};
 use crate::stats::{BlockStatus, Counters};
 use wasmtime::Engine;
@@ -28,6 +29,14 @@ impl BlockTask {
         reply: Reply,
     ) -> Result<(), Fault> {
         let version = component.hash.short();
+        if component.hooks.net != self.component.hooks.net {
+            let why = if component.hooks.net {
+                "the new version exports net-hook and the running one does not"
+            } else {
+                "the new version does not export net-hook like the running one"
+            };
+            return self.refuse(reply, &version, CallError::Guest(format!("{why}; restart the host to change that")));
+        }
         if component.hooks.enqueue != self.component.hooks.enqueue {
             let why = if component.hooks.enqueue {
                 "the new version exports enqueue-hook and the running one does not"
@@ -57,7 +66,7 @@ impl BlockTask {
             _ => None,
         };
         let config = serde_json::Value::Object(spec.config.clone()).to_string();
-        let parts = (self.engine.clone(), self.status.clone(), self.links.clone());
+        let parts = (self.engine.clone(), self.status.clone(), self.links.clone(), self.net.clone());
         let new = ready_instance(parts, &component, &spec, &config, state.as_deref()).await;
         let mut new = match new {
             Ok(new) => new,
@@ -92,7 +101,7 @@ impl BlockTask {
     /// from the snapshot taken for the swap.
     async fn revert(&mut self, state: Option<&[u8]>) -> Result<(), Fault> {
         let (component, spec, config) = (self.component.clone(), self.spec.clone(), self.config.clone());
-        let parts = (self.engine.clone(), self.status.clone(), self.links.clone());
+        let parts = (self.engine.clone(), self.status.clone(), self.links.clone(), self.net.clone());
         let mut old = ready_instance(parts, &component, &spec, &config, state).await?;
         old.run().await?;
         self.instance = Some(old);
@@ -120,13 +129,14 @@ impl BlockTask {
 
 /// A fresh instance of `component` with `config`, initialised and restored from `state`.
 async fn ready_instance(
-    (engine, status, links): (Engine, Arc<BlockStatus>, Links),
+    (engine, status, links, net): (Engine, Arc<BlockStatus>, Links, Option<Arc<NetHub>>),
     component: &Arc<BlockComponent>,
     spec: &BlockSpec,
     config: &str,
     state: Option<&[u8]>,
 ) -> Result<BlockInstance, CallError> {
-    let ctx = BlockCtx::new(status, component.hooks, &spec.limits, links);
+    let mut ctx = BlockCtx::new(status, component.hooks, &spec.limits, links);
+    ctx.net = net;
     let mut instance = BlockInstance::new(&engine, component, ctx).await?;
     instance.init(config).await?;
     if let Some(state) = state {

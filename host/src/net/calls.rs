@@ -1,0 +1,94 @@
+//! The `net` import: what a block can do with the sockets the host holds for it.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+
+use super::{Write, socket_addr};
+use crate::bindings::bagpipe::block::net::{self, NetError};
+use crate::state::BlockCtx;
+
+impl net::Host for BlockCtx {
+    async fn send(&mut self, conn: u64, data: Vec<u8>) -> Result<(), NetError> {
+        let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
+        let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
+        match writes.try_send(Write::Data(data)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
+            Err(TrySendError::Full(_)) if self.refused => Err(NetError::WouldBlock),
+            Err(TrySendError::Full(op)) => {
+                let started = Instant::now();
+                let waited = writes.send_timeout(op, self.links.settings.enqueue_timeout).await;
+                self.clock.add_wait(started.elapsed());
+                match waited {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        // Like a full queue: later sends in this call do not wait again.
+                        self.refused = true;
+                        Err(NetError::WouldBlock)
+                    }
+                    Err(SendTimeoutError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self, conn: u64) -> Result<(), NetError> {
+        let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
+        let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
+        // After what is queued; when the queue is full, at once.
+        if writes.try_send(Write::Close).is_err() {
+            hub.cancel_conn(conn);
+        }
+        Ok(())
+    }
+
+    async fn send_datagram(&mut self, listener: String, peer: String, data: Vec<u8>) -> Result<(), NetError> {
+        let socket = self.net.as_ref().and_then(|hub| hub.udp(&listener));
+        let Some(socket) = socket else {
+            return Err(self.refuse(format!("no UDP listener `{listener}` is granted to this block")));
+        };
+        let Some(to) = socket_addr(&peer) else {
+            return Err(NetError::Io(format!("`{peer}` is not an IP:PORT address")));
+        };
+        let started = Instant::now();
+        let sent = tokio::time::timeout(self.links.settings.enqueue_timeout, socket.send_to(&data, to)).await;
+        self.clock.add_wait(started.elapsed());
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NetError::Io(e.to_string())),
+            Err(_) => Err(NetError::WouldBlock),
+        }
+    }
+
+    async fn connect(&mut self, address: String) -> Result<u64, NetError> {
+        let hub = match &self.net {
+            Some(hub) if hub.may_connect(&address) => hub.clone(),
+            _ => {
+                return Err(self.refuse(format!(
+                    "connecting to `{address}` is not granted to this block; grant it with connect = [\"{address}\"]"
+                )));
+            }
+        };
+        let started = Instant::now();
+        let connected = hub.connect(&address).await;
+        self.clock.add_wait(started.elapsed());
+        match connected {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(NetError::Io("too many connections".to_owned())),
+            Err(e) => Err(NetError::Io(e.to_string())),
+        }
+    }
+
+    async fn listeners(&mut self) -> Vec<String> {
+        self.net.as_ref().map(|hub| hub.listeners()).unwrap_or_default()
+    }
+}
+
+impl BlockCtx {
+    /// A refusal of something not granted: logged, and returned to the guest.
+    fn refuse(&self, why: String) -> NetError {
+        tracing::warn!("refused: {why}");
+        NetError::NotGranted(why)
+    }
+}

@@ -1,0 +1,315 @@
+//! Sockets the host owns for a block: its listeners (from `listen` grants), the TCP connections
+//! accepted on them or opened with `connect`, and its UDP sockets.
+//!
+//! A [`NetHub`] lives as long as the block, not as long as an instance: a swap or a restart of
+//! the block keeps every socket open, and the next instance gets the next bytes. Socket events
+//! go into the block's own queue, in order with its bags: a TCP reader waits while the queue is
+//! full, so the host stops reading and TCP flow control slows the peer; a UDP datagram that
+//! finds the queue full is counted as dropped.
+//!
+//! Invariants: every task (accept loops, UDP receivers, one reader and one writer per connection)
+//! is tracked by the hub and stopped and joined by [`NetHub::shutdown`]; nothing a guest sends
+//! can make the host wait longer than the enqueue timeout; a block reaches only what it was
+//! granted.
+
+mod calls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::manifest::{BlockSpec, Listen, Protocol};
+use crate::router::Envelope;
+use crate::stats::{BlockStatus, Counters};
+
+/// Most connections a block may hold at once; more are accepted and closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Writes a connection may have waiting before `send` waits, then fails with `would-block`.
+const WRITE_QUEUE: usize = 64;
+/// The most bytes one read hands to the block.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long `connect` may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One bound listener.
+struct Bound {
+    /// As bound, e.g. `tcp://127.0.0.1:40123`.
+    url: String,
+    /// The UDP socket, for `send-datagram`.
+    udp: Option<Arc<UdpSocket>>,
+}
+
+/// A writer's work.
+enum Write {
+    Data(Vec<u8>),
+    Close,
+}
+
+/// One open connection.
+struct Conn {
+    writes: mpsc::Sender<Write>,
+    cancel: CancellationToken,
+}
+
+/// Every socket of one block.
+pub struct NetHub {
+    responsibility: String,
+    bound: Vec<Bound>,
+    connect_grants: Vec<String>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    next_id: AtomicU64,
+    queue: mpsc::Sender<Envelope>,
+    status: Arc<BlockStatus>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl NetHub {
+    /// Binds every `listen` grant of `spec` and starts serving them into `queue`.
+    pub async fn bind(
+        spec: &BlockSpec,
+        queue: mpsc::Sender<Envelope>,
+        status: Arc<BlockStatus>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut hub = NetHub {
+            responsibility: spec.responsibility.clone(),
+            bound: Vec::new(),
+            connect_grants: spec.connect.clone(),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            queue,
+            status,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        };
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for grant in &spec.listen {
+            let Listen { protocol, addr } = grant;
+            let url = Listen::url(*protocol, *addr);
+            match protocol {
+                Protocol::Tcp => {
+                    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {url}"))?;
+                    let url = Listen::url(Protocol::Tcp, listener.local_addr()?);
+                    hub.bound.push(Bound { url: url.clone(), udp: None });
+                    tcp.push((listener, url));
+                }
+                Protocol::Udp => {
+                    let socket =
+                        Arc::new(UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on {url}"))?);
+                    let url = Listen::url(Protocol::Udp, socket.local_addr()?);
+                    hub.bound.push(Bound { url: url.clone(), udp: Some(socket.clone()) });
+                    udp.push((socket, url));
+                }
+            }
+        }
+        let hub = Arc::new(hub);
+        for (listener, url) in tcp {
+            tracing::info!(block = %hub.responsibility, "listening on {url}");
+            hub.tasks.spawn(hub.clone().accept_loop(listener, url));
+        }
+        for (socket, url) in udp {
+            tracing::info!(block = %hub.responsibility, "listening on {url}");
+            hub.tasks.spawn(hub.clone().datagram_loop(socket, url));
+        }
+        Ok(hub)
+    }
+
+    /// The listeners as bound.
+    pub fn listeners(&self) -> Vec<String> {
+        self.bound.iter().map(|b| b.url.clone()).collect()
+    }
+
+    /// Closes every socket and waits for every task of the hub to end.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        // Only plain data is behind the lock.
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, url: String) {
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let accept = Some((url.clone(), peer.to_string()));
+                        self.adopt(stream, accept);
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(block = %self.responsibility, "accepting on {url} failed: {e}");
+                        tokio::select! {
+                            () = self.cancel.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn datagram_loop(self: Arc<Self>, socket: Arc<UdpSocket>, url: String) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let received = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                r = socket.recv_from(&mut buf) => r,
+            };
+            match received {
+                Ok((n, peer)) => {
+                    let event =
+                        Envelope::Datagram { listener: url.clone(), peer: peer.to_string(), data: buf[..n].to_vec() };
+                    match self.queue.try_send(event) {
+                        Ok(()) => Counters::bump(&self.status.counters.received),
+                        Err(mpsc::error::TrySendError::Full(_)) => Counters::bump(&self.status.counters.udp_dropped),
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                Err(e) => tracing::debug!(block = %self.responsibility, "receiving on {url}: {e}"),
+            }
+        }
+    }
+
+    /// Takes over a connected stream: registers it and starts its reader and writer. `accept`
+    /// is the listener and peer when it was accepted (an `Accept` event goes first).
+    fn adopt(self: &Arc<Self>, stream: TcpStream, accept: Option<(String, String)>) -> Option<u64> {
+        if self.lock().len() >= MAX_CONNECTIONS {
+            Counters::bump(&self.status.counters.refused_connections);
+            tracing::warn!(block = %self.responsibility, "too many connections ({MAX_CONNECTIONS}); closing a new one");
+            return None;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.cancel.child_token();
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
+        self.lock().insert(id, Conn { writes, cancel: cancel.clone() });
+        Counters::bump(&self.status.counters.connections);
+        let (read, write) = stream.into_split();
+        self.tasks.spawn(self.clone().reader(id, read, accept, cancel.clone()));
+        self.tasks.spawn(writer(write, rx, cancel));
+        Some(id)
+    }
+
+    async fn reader(
+        self: Arc<Self>,
+        id: u64,
+        mut read: tokio::net::tcp::OwnedReadHalf,
+        accept: Option<(String, String)>,
+        cancel: CancellationToken,
+    ) {
+        if let Some((listener, peer)) = accept
+            && !self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await
+        {
+            return self.forget(id, &cancel);
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = read.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+            };
+            // Waits while the block's queue is full: the host stops reading this socket.
+            if !self.push(Envelope::Data { conn: id, data: buf[..n].to_vec() }, &cancel).await {
+                return self.forget(id, &cancel);
+            }
+        }
+        self.forget(id, &cancel);
+        // The close is news even when the block itself closed the connection.
+        let _ = self.queue.send(Envelope::Closed { conn: id }).await;
+    }
+
+    /// Queues `event`; false when the block takes no more events or the connection is cancelled.
+    async fn push(&self, event: Envelope, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            sent = self.queue.send(event) => {
+                if sent.is_ok() {
+                    Counters::bump(&self.status.counters.received);
+                }
+                sent.is_ok()
+            }
+        }
+    }
+
+    fn forget(&self, id: u64, cancel: &CancellationToken) {
+        cancel.cancel();
+        self.lock().remove(&id);
+    }
+
+    /// The write queue of connection `id`.
+    fn writes(&self, id: u64) -> Option<mpsc::Sender<Write>> {
+        self.lock().get(&id).map(|c| c.writes.clone())
+    }
+
+    /// Whether `address` is granted by a `connect` grant.
+    fn may_connect(&self, address: &str) -> bool {
+        self.connect_grants.iter().any(|g| g == address)
+    }
+
+    fn udp(&self, listener: &str) -> Option<Arc<UdpSocket>> {
+        self.bound.iter().find(|b| b.url == listener).and_then(|b| b.udp.clone())
+    }
+
+    async fn connect(self: &Arc<Self>, address: &str) -> std::io::Result<Option<u64>> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
+        Ok(self.adopt(stream, None))
+    }
+
+    fn cancel_conn(&self, id: u64) {
+        if let Some(conn) = self.lock().get(&id) {
+            conn.cancel.cancel();
+        }
+    }
+}
+
+async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Write>, cancel: CancellationToken) {
+    loop {
+        let op = tokio::select! {
+            () = cancel.cancelled() => break,
+            op = rx.recv() => op,
+        };
+        match op {
+            Some(Write::Data(data)) => {
+                let written = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    r = write.write_all(&data) => r,
+                };
+                if written.is_err() {
+                    break;
+                }
+            }
+            Some(Write::Close) | None => {
+                let _ = write.shutdown().await;
+                break;
+            }
+        }
+    }
+    // Ends the reader too, which reports the close.
+    cancel.cancel();
+}
+
+/// A `SocketAddr` from `ip:port` text.
+fn socket_addr(text: &str) -> Option<SocketAddr> {
+    text.parse().ok()
+}

@@ -1,0 +1,194 @@
+//! Sockets the host owns for a block: TCP and UDP through a real echo block, grants (deny by
+//! default), connections kept across a swap, 1,000 concurrent connections, a client that stops
+//! reading.
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Write, artifacts, run_to_end, variant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+/// Starts an echo block listening on TCP and UDP ports the system picks; returns the host and
+/// the two addresses.
+async fn echo(extra: &str) -> (Bagpipe, BlockDir, String, String) {
+    let manifest = format!(
+        "{extra}\n[[block]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\n[block.config]\nquiet = true\n"
+    );
+    let dir = BlockDir::new(&manifest, &[("echo", artifacts::ECHO)]);
+    let mut host = Bagpipe::run(BIN, &dir);
+    let seen = host.wait_for(1, |e| e["event"] == "listeners").await;
+    let listeners = seen.last().expect("listeners")["listeners"].clone();
+    let addr = |scheme: &str| {
+        listeners
+            .as_array()
+            .and_then(|l| l.iter().filter_map(|v| v.as_str()).find(|v| v.starts_with(scheme)))
+            .map(|v| v.trim_start_matches(scheme).to_owned())
+            .unwrap_or_else(|| panic!("no {scheme} listener in {listeners}"))
+    };
+    let (tcp, udp) = (addr("tcp://"), addr("udp://"));
+    (host, dir, tcp, udp)
+}
+
+async fn round_trip(stream: &mut BufReader<TcpStream>, line: &str) -> String {
+    stream.get_mut().write_all(line.as_bytes()).await.expect("write");
+    let mut back = String::new();
+    stream.read_line(&mut back).await.expect("read");
+    back
+}
+
+#[tokio::test]
+async fn tcp_and_udp_go_through_the_block_and_back() {
+    let (mut host, _dir, tcp, udp) = echo("").await;
+    assert!(!tcp.ends_with(":0") && !udp.ends_with(":0"), "bound ports are reported: {tcp} {udp}");
+    let mut conn = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+    assert_eq!(round_trip(&mut conn, "hello\n").await, "hello\n");
+    assert_eq!(round_trip(&mut conn, "again\n").await, "again\n");
+    let accept = host.wait_for(1, |e| e["event"] == "accept").await;
+    assert_eq!(accept.last().expect("accept")["listener"], format!("tcp://{tcp}"));
+    drop(conn);
+    host.wait_for(1, |e| e["event"] == "close").await;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    socket.send_to(b"ping", &udp).await.expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = socket.recv_from(&mut buf).await.expect("echo");
+    assert_eq!((&buf[..n], from.to_string()), (&b"ping"[..], udp.clone()));
+
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn connecting_out_is_refused_unless_granted() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let target = server.local_addr().expect("addr").to_string();
+    let manifest = |grant: &str| {
+        format!("[[block]]\nname = \"echo\"\n{grant}\n[block.config]\nconnect = \"{target}\"\nquiet = true\n")
+    };
+    let denied = BlockDir::new(&manifest(""), &[("echo", artifacts::ECHO)]);
+    let mut host = Bagpipe::run(BIN, &denied);
+    let seen = host.wait_for(1, |e| e["event"] == "connect").await;
+    let error = seen.last().expect("connect")["error"].as_str().unwrap_or("").to_owned();
+    assert!(error.contains("not granted") && error.contains(&target), "{error}");
+    host.log_line("refused: connecting to").await;
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+
+    let granted = BlockDir::new(&manifest(&format!("connect = [\"{target}\"]")), &[("echo", artifacts::ECHO)]);
+    let host = Bagpipe::run(BIN, &granted);
+    let (stream, _) = server.accept().await.expect("the block connects");
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    stream.read_line(&mut line).await.expect("read");
+    assert_eq!(line, "hello\n");
+    // The echo block echoes what the far side says.
+    assert_eq!(round_trip(&mut stream, "back at you\n").await, "back at you\n");
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn a_block_granted_sockets_must_export_the_net_hook() {
+    let dir = BlockDir::new(
+        "[[block]]\nname = \"probe\"\nlisten = [\"tcp://127.0.0.1:0\"]\n",
+        &[("probe", artifacts::PROBE)],
+    );
+    let out = run_to_end(BIN, ["check".as_ref(), dir.path().as_os_str()]).await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("does not export `bagpipe:block/net-hook@0.1.0`"), "{}", out.stderr);
+    let ok = BlockDir::new(
+        "[[block]]\nname = \"echo\"\nlisten = [\"udp://127.0.0.1:0\"]\nconnect = [\"127.0.0.1:9\"]\n",
+        &[("echo", artifacts::ECHO)],
+    );
+    let out = run_to_end(BIN, ["check".as_ref(), ok.path().as_os_str()]).await;
+    out.assert_success();
+    assert!(
+        out.stdout.join("\n").contains("grants: listen [udp://127.0.0.1:0], connect [127.0.0.1:9]"),
+        "{:?}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_connection_stays_open_across_a_swap_of_its_block() {
+    let (mut host, dir, tcp, _) = echo("").await;
+    let mut conn = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+    assert_eq!(round_trip(&mut conn, "before\n").await, "before\n");
+    dir.write_as("echo.wasm", &variant(artifacts::ECHO, "v2"), Write::Rename);
+    host.log_line(" swapped").await;
+    assert_eq!(round_trip(&mut conn, "after\n").await, "after\n", "the same connection, served by the new version");
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_connections_are_all_served() {
+    let (host, _dir, tcp, _) = echo("").await;
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let tcp = tcp.clone();
+        clients.spawn(async move {
+            let mut conn = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+            round_trip(&mut conn, &format!("client {i}\n")).await == format!("client {i}\n")
+        });
+    }
+    let mut served = 0;
+    while let Some(ok) = clients.join_next().await {
+        served += usize::from(ok.expect("client"));
+    }
+    assert_eq!(served, 1000);
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_would_block_and_others_are_still_served() {
+    let (mut host, _dir, tcp, _) = echo("[host]\nenqueue_timeout_ms = 5\n").await;
+    // Sends 8 MB and never reads the echo: the host's send buffer for it fills up.
+    let mut stubborn = TcpStream::connect(&tcp).await.expect("connect");
+    let chunk = vec![b'x'; 64 * 1024];
+    let writer = tokio::spawn(async move {
+        for _ in 0..128 {
+            if stubborn.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        stubborn
+    });
+    let seen = host.wait_for(1, |e| e["event"] == "send").await;
+    let error = seen.last().expect("send")["error"].as_str().unwrap_or("").to_owned();
+    assert!(error.contains("WouldBlock"), "{error}");
+    let mut polite = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+    assert_eq!(round_trip(&mut polite, "still here?\n").await, "still here?\n");
+    writer.abort();
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn udp_datagrams_that_find_the_queue_full_are_counted_as_dropped() {
+    // The echo block's queue holds 2; nothing runs while `slow` initialises, so of 50 datagrams
+    // sent meanwhile 2 are queued and 48 find the queue full.
+    let dir = BlockDir::new(
+        "[[block]]\nname = \"echo\"\nqueue = 2\nlisten = [\"udp://127.0.0.1:0\"]\n\n\
+         [[block]]\nname = \"probe\"\nresponsibility = \"slow\"\ncall_timeout_ms = 10000\n[block.config]\ninit_ms = 1500\n",
+        &[("echo", artifacts::ECHO), ("probe", artifacts::PROBE)],
+    );
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
+    let line = host.log_line("listening on udp://").await;
+    let udp = line.split("udp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    host.wait_for(1, |e| e["event"] == "init" && e["block"] == "slow").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    for i in 0..50 {
+        socket.send_to(format!("d{i}").as_bytes(), &udp).await.expect("send");
+    }
+    let echoed = host.wait_for(2, |e| e["event"] == "datagram").await;
+    assert_eq!(echoed.iter().filter(|e| e["event"] == "datagram").count(), 2);
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert_eq!(report.count("echo", "udp_dropped"), 48);
+    assert_eq!(report.count("echo", "received"), 2);
+}
