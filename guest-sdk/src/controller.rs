@@ -5,6 +5,9 @@ use std::time::Duration;
 use crate::bag::Bag;
 use crate::bindings::block::bagpipe::block::controller as host;
 use crate::bindings::block::bagpipe::block::net;
+use crate::bindings::block::bagpipe::block::server;
+
+pub use crate::bindings::block::bagpipe::block::server::ServerError;
 
 pub use crate::bindings::block::bagpipe::block::net::NetError;
 
@@ -141,5 +144,43 @@ impl Controller {
     /// The block's listeners as bound (`tcp://127.0.0.1:40123` for a `tcp://127.0.0.1:0` grant).
     pub fn listeners(&self) -> Vec<String> {
         net::listeners()
+    }
+
+    /// Publishes `bag` to a message server subject the manifest grants (`publish = [..]`).
+    pub fn publish(&self, subject: &str, bag: &Bag) -> Result<(), ServerError> {
+        server::publish(subject, &bag.to_json())
+    }
+
+    /// Subscribes to a subject the manifest grants (`subscribe = [..]`); its messages arrive
+    /// through `on_enqueue` with [`Bag::subject`] (and [`Bag::reply`]) set. The subscription
+    /// belongs to the block: it outlives swaps and restarts.
+    pub fn subscribe(&self, subject: &str) -> Result<(), ServerError> {
+        server::subscribe(subject)
+    }
+
+    /// Ends a subscription; returns whether there was one.
+    pub fn unsubscribe(&self, subject: &str) -> bool {
+        server::unsubscribe(subject)
+    }
+
+    /// Sends `bag` to `subject` and waits up to `timeout` for one reply.
+    pub fn request(&self, subject: &str, bag: &Bag, timeout: Duration) -> Result<Bag, ServerError> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let reply = server::request(subject, &bag.to_json(), ms)?;
+        Bag::from_json(&reply).map_err(|e| ServerError::Io(e.to_string()))
+    }
+
+    /// Answers a bag that came with `__reply` by publishing `bag` to its reply subject (no grant
+    /// needed). Returns `Ok(false)` when the bag wants no reply.
+    pub fn reply(&self, to: &Bag, bag: &Bag) -> Result<bool, ServerError> {
+        match to.reply() {
+            Some(subject) => server::publish(subject, &bag.to_json()).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the host is connected to its message server now.
+    pub fn server_connected(&self) -> bool {
+        server::connected()
     }
 }

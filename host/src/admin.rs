@@ -34,6 +34,8 @@ pub struct AdminView {
     pub router: Arc<Router>,
     /// The dead letters.
     pub dead_letters: Arc<DeadLetters>,
+    /// The message server connection, if any.
+    pub server: Option<Arc<crate::server::ServerLink>>,
 }
 
 impl AdminView {
@@ -57,7 +59,7 @@ impl Admin {
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let task = tokio::spawn(serve(listener, view, cancel.clone()));
-        tracing::info!("admin endpoint on http://{addr} (/blocks, /metrics, /dead-letters)");
+        tracing::info!("admin endpoint on http://{addr} (/blocks, /metrics, /dead-letters, /server)");
         Ok(Self { addr, cancel, task: Some(task) })
     }
 
@@ -154,8 +156,15 @@ async fn handle(mut stream: TcpStream, view: &AdminView) -> anyhow::Result<()> {
             respond(&mut stream, "200 OK", "application/json", &body).await
         }
         "/metrics" => {
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &prometheus(&view.blocks(), &view.dead_letters))
-                .await
+            let mut text = prometheus(&view.blocks(), &view.dead_letters);
+            if let Some(server) = &view.server {
+                text.push_str(&server_metrics(&server.snapshot()));
+            }
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &text).await
+        }
+        "/server" => {
+            let body = serde_json::to_string_pretty(&view.server.as_ref().map(|s| s.snapshot()))?;
+            respond(&mut stream, "200 OK", "application/json", &body).await
         }
         "/health" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
         _ => respond(&mut stream, "404 Not Found", "text/plain", "try /blocks, /metrics or /dead-letters\n").await,
@@ -230,6 +239,24 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         dead_letters.total()
     );
     out
+}
+
+fn server_metrics(s: &crate::server::ServerSnapshot) -> String {
+    format!(
+        "# HELP bagpipe_server_up 1 when connected to the message server.\n# TYPE bagpipe_server_up gauge\n\
+         bagpipe_server_up{{url=\"{url}\"}} {up}\n\
+         # HELP bagpipe_server_reconnects_total Connections made after the first.\n# TYPE bagpipe_server_reconnects_total counter\n\
+         bagpipe_server_reconnects_total {}\n\
+         # HELP bagpipe_server_published_total Messages published by blocks.\n# TYPE bagpipe_server_published_total counter\n\
+         bagpipe_server_published_total {}\n\
+         # HELP bagpipe_server_received_total Messages received for blocks.\n# TYPE bagpipe_server_received_total counter\n\
+         bagpipe_server_received_total {}\n",
+        s.reconnects,
+        s.published,
+        s.received,
+        url = s.url.replace('"', "\\\""),
+        up = u8::from(s.state == "connected"),
+    )
 }
 
 fn labels(s: &StatsSnapshot) -> String {

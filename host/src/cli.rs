@@ -19,7 +19,7 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9330";
 pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `bagpipe=debug`); `BAGPIPE_LOG`
     /// overrides it.
-    #[arg(long, global = true, default_value = "info")]
+    #[arg(long, global = true, default_value = "info,async_nats=warn")]
     pub log: String,
 
     #[command(subcommand)]
@@ -50,6 +50,9 @@ enum Command {
         /// Do not watch DIR: no hot swap of changed components or manifest entries.
         #[arg(long)]
         no_watch: bool,
+        /// The message server (`nats://HOST:PORT`), instead of the manifest's `[host] server`.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
     },
     /// Develop blocks: build the guest workspace GUESTS into DIR, run DIR, and on every change
     /// to the blocks' sources rebuild them; the running host swaps in what changed.
@@ -95,13 +98,20 @@ pub fn init_logging(default: &str) {
 /// Runs the chosen subcommand.
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Run { dir, no_cache, build, admin, report, no_watch } => {
-            let options = RunOptions { no_cache, build, admin, report, watch: !no_watch, dev: false };
+        Command::Run { dir, no_cache, build, admin, report, no_watch, server } => {
+            let options = RunOptions { no_cache, build, admin, report, watch: !no_watch, dev: false, server };
             run(&dir, options).await
         }
         Command::Dev { guests, dir, admin } => {
-            let options =
-                RunOptions { no_cache: false, build: Some(guests), admin, report: None, watch: true, dev: true };
+            let options = RunOptions {
+                no_cache: false,
+                build: Some(guests),
+                admin,
+                report: None,
+                watch: true,
+                dev: true,
+                server: None,
+            };
             run(&dir, options).await
         }
         Command::Check { dir } => check(&dir).await,
@@ -124,6 +134,7 @@ struct RunOptions {
     watch: bool,
     /// Rebuild `build` on every change to its sources while running.
     dev: bool,
+    server: Option<String>,
 }
 
 async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
@@ -134,7 +145,7 @@ async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     }
     let manifest = Manifest::load(dir)?;
     let cache_dir = if options.no_cache { None } else { ComponentCache::default_dir() };
-    let host = Host::new(HostConfig { cache_dir, admin: options.admin, watch: options.watch })?;
+    let host = Host::new(HostConfig { cache_dir, admin: options.admin, watch: options.watch, server: options.server })?;
     let shutdown = shutdown_signal()?;
     let run = host.run(&manifest, shutdown);
     tokio::pin!(run);
@@ -209,6 +220,7 @@ fn report_json(result: &Result<RunReport, bagpipe::RunError>) -> serde_json::Val
             "failed": pairs(&r.failed),
             "finish_errors": pairs(&r.finish_errors),
             "dead_letters": r.dead_letters,
+            "server": r.server,
         }),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     }
@@ -216,7 +228,7 @@ fn report_json(result: &Result<RunReport, bagpipe::RunError>) -> serde_json::Val
 
 async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(dir)?;
-    let host = Host::new(HostConfig { cache_dir: ComponentCache::default_dir(), admin: None, watch: false })?;
+    let host = Host::new(HostConfig { cache_dir: ComponentCache::default_dir(), ..HostConfig::default() })?;
     let mut failed = 0;
     for (spec, result) in host.check(&manifest).await {
         match result {

@@ -192,6 +192,7 @@ impl BlockComponent {
             requests,
             settings: Arc::new(crate::defaults::Settings::default()),
             dead_letters: Arc::new(crate::deadletter::DeadLetters::new(None)),
+            server: None,
         };
         let limits = crate::defaults::Limits::default();
         let me = Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue));

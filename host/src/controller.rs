@@ -28,7 +28,15 @@ impl controller::Host for BlockCtx {
     }
 
     async fn enqueue(&mut self, target: String, bag: String) -> Result<bool, EnqueueError> {
-        let Some(route) = self.links.router.resolve(&target) else {
+        let route = self.links.router.resolve(&target);
+        // Not here, or shared with the cluster / durable: through the server, when there is one.
+        let cluster = self.links.server.clone().filter(|link| link.cluster.is_some());
+        if let Some(link) = cluster
+            && route.as_ref().is_none_or(|r| r.via_server)
+        {
+            return self.enqueue_remote(&link, &target, &bag).await;
+        }
+        let Some(route) = route else {
             return Err(EnqueueError::UnknownTarget(format!("no block has responsibility `{target}`")));
         };
         let Some(queue) = &route.queue else {
@@ -146,6 +154,26 @@ impl controller::Host for BlockCtx {
 }
 
 impl BlockCtx {
+    /// `enqueue` through the cluster: checked and stamped here, answered by the host that takes it.
+    async fn enqueue_remote(
+        &mut self,
+        link: &crate::server::ServerLink,
+        target: &str,
+        bag: &str,
+    ) -> Result<bool, EnqueueError> {
+        let limits = BagLimits { max_bytes: self.limits.max_bag_bytes, max_depth: self.limits.max_bag_depth };
+        let seq = self.next_seq();
+        let stamped = bag::stamp(bag, &self.me.responsibility, seq, limits).map_err(refusal)?;
+        let started = Instant::now();
+        let answer = link.enqueue_remote(target, stamped, self.links.settings.enqueue_timeout).await;
+        self.clock.add_wait(started.elapsed());
+        if answer.is_ok() {
+            self.me.seq.store(seq, std::sync::atomic::Ordering::Relaxed);
+            Counters::bump(&self.me.counters.sent);
+        }
+        answer
+    }
+
     /// The sequence number the next bag this block sends gets.
     fn next_seq(&self) -> u64 {
         self.me.seq.load(std::sync::atomic::Ordering::Relaxed) + 1

@@ -122,11 +122,21 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// The block that dead letters are sent to, if any.
     pub dead_letters: Option<String>,
+    /// The message server (`nats://host:port`), if any.
+    pub server: Option<String>,
+    /// The cluster this host shares blocks with over the server, if any.
+    pub cluster: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { enqueue_timeout: Duration::from_millis(500), drain_timeout: Duration::from_secs(5), dead_letters: None }
+        Self {
+            enqueue_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(5),
+            dead_letters: None,
+            server: None,
+            cluster: None,
+        }
     }
 }
 

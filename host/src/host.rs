@@ -14,6 +14,7 @@ use crate::engine::{EpochTicker, new_engine};
 use crate::error::{LoadError, RunError};
 use crate::manifest::{BlockSpec, Manifest};
 use crate::reload::Reloader;
+use crate::server::ServerLink;
 use crate::supervisor::{RunReport, Supervisor};
 
 /// How to build a [`Host`].
@@ -26,6 +27,8 @@ pub struct HostConfig {
     /// Watch the component directory and hot-swap blocks whose component file or manifest
     /// entry changes.
     pub watch: bool,
+    /// The message server to use instead of the manifest's `[host] server`.
+    pub server: Option<String>,
 }
 
 /// A bagpipe host: one engine, its epoch ticker and its component loader.
@@ -98,12 +101,23 @@ impl Host {
         }
         let router = Arc::new(crate::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let supervisor = Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx).await?;
+        let server = match self.config.server.as_ref().or(manifest.settings.server.as_ref()) {
+            Some(url) => Some(ServerLink::connect(url, manifest.settings.cluster.clone()).await?),
+            None if manifest.settings.cluster.is_some() => {
+                return Err(RunError::Host(anyhow::anyhow!(
+                    "{}: [host] cluster needs a server: set [host] server or --server",
+                    manifest.path.display()
+                )));
+            }
+            None => None,
+        };
+        let supervisor =
+            Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx, server.clone()).await?;
         let reloader =
             self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
         let admin = match self.config.admin {
             Some(addr) => {
-                let view = AdminView { router, dead_letters: supervisor.dead_letters() };
+                let view = AdminView { router, dead_letters: supervisor.dead_letters(), server: server.clone() };
                 Some(Admin::start(addr, view).await?)
             }
             None => None,
@@ -121,6 +135,12 @@ impl Host {
         if let Some(admin) = admin {
             admin.shutdown().await;
         }
-        result
+        if let Some(server) = &server {
+            server.close().await;
+        }
+        result.map(|mut report| {
+            report.server = server.map(|s| s.snapshot());
+            report
+        })
     }
 }

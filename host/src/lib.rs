@@ -38,6 +38,7 @@ pub mod net;
 pub mod reload;
 pub mod restart;
 pub mod router;
+pub mod server;
 pub mod state;
 pub mod stats;
 pub mod supervisor;

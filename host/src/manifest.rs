@@ -73,6 +73,15 @@ pub struct BlockSpec {
     pub listen: Vec<Listen>,
     /// Addresses (`host:port`) the block may connect to.
     pub connect: Vec<String>,
+    /// Server subjects the block may publish to (NATS wildcards).
+    pub publish: Vec<String>,
+    /// Server subjects the block may subscribe to (NATS wildcards).
+    pub subscribe: Vec<String>,
+    /// Bags to it go through a stream on the server and survive a host crash.
+    pub durable: bool,
+    /// Bags to it go through the cluster even from this host, so every host running it shares
+    /// the work.
+    pub shared: bool,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
 }
@@ -133,6 +142,8 @@ struct RawHost {
     enqueue_timeout_ms: Option<Spanned<u64>>,
     drain_timeout_ms: Option<Spanned<u64>>,
     dead_letters: Option<Spanned<String>>,
+    server: Option<Spanned<String>>,
+    cluster: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +170,10 @@ struct RawBlock {
     init_retries: Option<Spanned<u64>>,
     listen: Option<Spanned<Vec<String>>>,
     connect: Option<Spanned<Vec<String>>>,
+    publish: Option<Spanned<Vec<String>>>,
+    subscribe: Option<Spanned<Vec<String>>>,
+    durable: Option<bool>,
+    shared: Option<bool>,
 }
 
 impl Manifest {
@@ -211,6 +226,14 @@ impl Manifest {
                 ));
             }
             settings.dead_letters = Some(to.into_inner());
+        }
+        if let Some(block) = blocks.iter().find(|b| (b.durable || b.shared) && settings.cluster.is_none()) {
+            let key = if block.durable { "durable" } else { "shared" };
+            return Err(at.error_at_line(
+                block.line,
+                Some(key),
+                format!("`{key}` needs a cluster: set [host] server and cluster"),
+            ));
         }
         let deps: Vec<(&str, Option<&[String]>)> =
             blocks.iter().map(|b| (b.responsibility.as_str(), b.after.as_deref())).collect();
@@ -267,6 +290,24 @@ fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
     }
     if let Some(ms) = raw.drain_timeout_ms {
         settings.drain_timeout = Duration::from_millis(at.in_range(&ms, "drain_timeout_ms", 0, 600_000)?);
+    }
+    if let Some(url) = raw.server {
+        let text = url.get_ref();
+        if !(text.starts_with("nats://") || text.starts_with("tls://")) || text.len() < 8 {
+            return Err(at.error(url.span(), "server", format!("`{text}` is not a nats://HOST:PORT address")));
+        }
+        settings.server = Some(text.clone());
+    }
+    if let Some(cluster) = raw.cluster {
+        let text = cluster.get_ref();
+        if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(at.error(
+                cluster.span(),
+                "cluster",
+                format!("`{text}` is not a cluster name (letters, digits, - and _)"),
+            ));
+        }
+        settings.cluster = Some(text.clone());
     }
     Ok(settings)
 }
@@ -369,6 +410,21 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
             listen.push(grant);
         }
     }
+    let grants = |key: &str, raw: &Option<Spanned<Vec<String>>>| -> Result<Vec<String>, ManifestError> {
+        let Some(list) = raw else { return Ok(Vec::new()) };
+        for subject in list.get_ref() {
+            if !crate::server::subject::valid_subscribe(subject) {
+                return Err(at.error(
+                    list.span(),
+                    key,
+                    format!("`{subject}` is not a subject (tokens separated by dots; * and > as wildcards)"),
+                ));
+            }
+        }
+        Ok(list.get_ref().clone())
+    };
+    let publish = grants("publish", &raw.publish)?;
+    let subscribe = grants("subscribe", &raw.subscribe)?;
     let mut connect = Vec::new();
     if let Some(grants) = &raw.connect {
         for text in grants.get_ref() {
@@ -399,6 +455,10 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
         init_retries,
         listen,
         connect,
+        publish,
+        subscribe,
+        durable: raw.durable.unwrap_or(false),
+        shared: raw.shared.unwrap_or(false),
         line,
     })
 }

@@ -40,6 +40,13 @@ pub enum Envelope {
         /// The connection's id.
         conn: u64,
     },
+    /// A bag from the block's durable stream; acknowledged once `on-enqueue` returned.
+    Durable {
+        /// The bag, as JSON text.
+        bag: String,
+        /// Acknowledges it to the stream.
+        ack: Acker,
+    },
     /// A datagram arrived.
     Datagram {
         /// The UDP listener, as bound.
@@ -56,7 +63,9 @@ impl Envelope {
     pub fn describe(&self) -> serde_json::Value {
         let text = |d: &[u8]| String::from_utf8_lossy(&d[..d.len().min(1024)]).into_owned();
         match self {
-            Envelope::Bag(bag) => serde_json::from_str(bag).unwrap_or_else(|_| serde_json::Value::String(bag.clone())),
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => {
+                serde_json::from_str(bag).unwrap_or_else(|_| serde_json::Value::String(bag.clone()))
+            }
             Envelope::Accept { conn, listener, peer } => {
                 serde_json::json!({"net": "accept", "conn": conn, "listener": listener, "peer": peer})
             }
@@ -71,6 +80,41 @@ impl Envelope {
     }
 }
 
+/// Acknowledges one message of a durable stream, once.
+#[derive(Clone)]
+pub struct Acker(std::sync::Arc<std::sync::Mutex<Option<async_nats::jetstream::Message>>>);
+
+impl Acker {
+    /// Wraps a message to acknowledge later.
+    pub fn new(message: async_nats::jetstream::Message) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(message))))
+    }
+
+    /// Acknowledges the message (only the first call does anything).
+    pub async fn ack(&self) {
+        let message = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(message) = message
+            && let Err(e) = message.ack().await
+        {
+            tracing::warn!("acknowledging a durable bag failed (it will be delivered again): {e}");
+        }
+    }
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acker")
+    }
+}
+
+impl PartialEq for Acker {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Acker {}
+
 /// How to reach one block.
 #[derive(Debug)]
 pub struct Route {
@@ -80,6 +124,8 @@ pub struct Route {
     pub queue: Option<mpsc::Sender<Envelope>>,
     /// What bags it accepts.
     pub limits: BagLimits,
+    /// Bags to it go through the server even from this host (`durable` or `shared` blocks).
+    pub via_server: bool,
 }
 
 impl Route {
@@ -110,6 +156,7 @@ impl Router {
                 status: Arc::new(BlockStatus::builtin(name)),
                 queue: None,
                 limits: BagLimits { max_bytes: 0, max_depth: 0 },
+                via_server: false,
             });
         }
         router
@@ -169,7 +216,7 @@ mod tests {
     fn route(name: &str, capacity: usize) -> (Route, mpsc::Receiver<Envelope>) {
         let (tx, rx) = mpsc::channel(capacity);
         let status = Arc::new(BlockStatus::new(name, name, true));
-        (Route { status, queue: Some(tx), limits: BagLimits { max_bytes: 10, max_depth: 2 } }, rx)
+        (Route { status, queue: Some(tx), limits: BagLimits { max_bytes: 10, max_depth: 2 }, via_server: false }, rx)
     }
 
     #[test]

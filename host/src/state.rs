@@ -47,6 +47,8 @@ pub struct Links {
     pub settings: Arc<Settings>,
     /// Where bags that cannot be processed end up.
     pub dead_letters: Arc<DeadLetters>,
+    /// The host's message server, if it has one.
+    pub server: Option<Arc<crate::server::ServerLink>>,
 }
 
 /// The data of one block's store.
@@ -74,6 +76,8 @@ pub struct BlockCtx {
     pub limits: Limits,
     /// The sockets the host holds for the block, if it has any grants.
     pub net: Option<Arc<crate::net::NetHub>>,
+    /// The block's side of the message server, when the host has one.
+    pub server: Option<Arc<crate::server::BlockServer>>,
 }
 
 impl BlockCtx {
@@ -100,6 +104,7 @@ impl BlockCtx {
             stderr,
             limits: limits.clone(),
             net: None,
+            server: None,
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct Counters {
     pub refused_connections: AtomicU64,
     /// UDP datagrams that found the queue full.
     pub udp_dropped: AtomicU64,
+    /// Messages the block published to the server (requests included).
+    pub published: AtomicU64,
+    /// Bags that came from the server: subscriptions, other hosts, its durable stream.
+    pub from_server: AtomicU64,
     /// The most bags the queue has held at once.
     pub queue_high_water: AtomicU64,
 }
@@ -174,6 +178,8 @@ impl BlockStatus {
             connections: get(&c.connections),
             refused_connections: get(&c.refused_connections),
             udp_dropped: get(&c.udp_dropped),
+            published: get(&c.published),
+            from_server: get(&c.from_server),
             swaps: get(&c.swaps),
             swaps_failed: get(&c.swaps_failed),
             last_swap_pause_us: (get(&c.swaps) > 0).then(|| get(&c.last_swap_pause_us)),
@@ -230,6 +236,10 @@ pub struct StatsSnapshot {
     pub refused_connections: u64,
     /// See [`Counters::udp_dropped`].
     pub udp_dropped: u64,
+    /// See [`Counters::published`].
+    pub published: u64,
+    /// See [`Counters::from_server`].
+    pub from_server: u64,
     /// See [`Counters::swaps`].
     pub swaps: u64,
     /// See [`Counters::swaps_failed`].

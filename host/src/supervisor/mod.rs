@@ -29,6 +29,7 @@ use crate::manifest::{BlockSpec, Manifest};
 use crate::net::NetHub;
 use crate::restart::{GiveUp, Intensity, Restart, jitter};
 use crate::router::{Route, Router};
+use crate::server::{BlockServer, ServerLink};
 use crate::state::{Links, Request};
 use crate::stats::{BlockStatus, StatsSnapshot};
 use crate::task::{BlockTask, Command, Event, Mailbox, Outcome};
@@ -51,6 +52,8 @@ pub struct RunReport {
     /// The block whose fault shut the host down (`restart = "escalate"` or
     /// `on_give_up = "escalate"`), and the fault. Every block was still finished.
     pub escalated: Option<(String, CallError)>,
+    /// The message server connection's stats, when the host had one.
+    pub server: Option<crate::server::ServerSnapshot>,
 }
 
 /// One block, as the supervisor tracks it. Slots are never removed (a task's index must stay
@@ -96,6 +99,7 @@ impl Supervisor {
         components: &[Arc<BlockComponent>],
         router: Arc<Router>,
         reloads: mpsc::Receiver<Reload>,
+        server: Option<Arc<ServerLink>>,
     ) -> Result<Self, RunError> {
         let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
         // Room for one event per block and then some: a task never waits to send one (it uses
@@ -109,6 +113,7 @@ impl Supervisor {
             requests: request_tx,
             settings: Arc::new(manifest.settings.clone()),
             dead_letters: dead_letters.clone(),
+            server,
         };
         let mut sup = Supervisor {
             engine: engine.clone(),
@@ -153,13 +158,32 @@ impl Supervisor {
             }
             _ => None,
         };
+        let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
+        let server = self.links.server.clone().map(|link| {
+            let server = BlockServer::new(
+                link.clone(),
+                spec.publish.clone(),
+                spec.subscribe.clone(),
+                bag_queue.clone(),
+                status.clone(),
+            );
+            if let Some(cluster) = &link.cluster {
+                if spec.durable {
+                    server.serve_durable(cluster, spec.limits.queue);
+                } else {
+                    server.serve_cluster(cluster, spec.limits.max_bag_bytes, self.links.settings.enqueue_timeout);
+                }
+            }
+            server
+        });
         self.router.insert(Route {
             status: status.clone(),
-            queue: queue_tx.filter(|_| component.hooks.enqueue),
+            queue: bag_queue,
             limits: BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth },
+            via_server: spec.durable || spec.shared,
         });
         let (control_tx, control) = mpsc::channel(4);
-        let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone(), net };
+        let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone(), net, server };
         let task =
             BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);

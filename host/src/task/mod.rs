@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use wasmtime::Engine;
 
 use crate::bindings::BlockState;
@@ -25,6 +25,7 @@ use crate::manifest::BlockSpec;
 use crate::net::NetHub;
 use crate::restart::Intensity;
 use crate::router::Envelope;
+use crate::server::{BlockServer, ServerState};
 use crate::state::{BlockCtx, Links};
 use crate::stats::{BlockStatus, Counters};
 
@@ -139,10 +140,18 @@ pub struct BlockTask {
     pending: Option<Command>,
     /// The block's sockets: they outlive every instance.
     net: Option<Arc<NetHub>>,
+    /// The block's side of the message server: it outlives every instance too.
+    server: Option<Arc<BlockServer>>,
+    /// The server's connection state, watched for the instance's server hooks.
+    server_state: Option<watch::Receiver<ServerState>>,
+    /// What the current instance has been told of the server: (connected, generation).
+    told: (bool, u64),
 }
 
 enum Next {
     Command(Option<Command>),
+    /// The server connection changed.
+    Server,
     Timer(String),
     Envelope(Envelope),
 }
@@ -157,6 +166,8 @@ pub struct Mailbox {
     pub events: mpsc::Sender<Event>,
     /// The block's sockets; the task shuts them down when it ends.
     pub net: Option<Arc<NetHub>>,
+    /// The block's side of the message server; the task shuts it down when it ends.
+    pub server: Option<Arc<BlockServer>>,
 }
 
 impl BlockTask {
@@ -191,6 +202,9 @@ impl BlockTask {
             fault_at: None,
             pending: None,
             net: mailbox.net,
+            server_state: mailbox.server.as_ref().map(|s| s.link().state()),
+            server: mailbox.server,
+            told: (false, 0),
         }
     }
 
@@ -215,6 +229,7 @@ impl BlockTask {
                 Next::Command(Some(cmd)) => self.command(cmd).await,
                 Next::Timer(tag) => self.timer(tag).await,
                 Next::Envelope(env) => self.deliver_batch(env).await,
+                Next::Server => self.sync_server().await,
             };
             if let Err(fault) = step
                 && let Some(outcome) = self.recover(fault).await
@@ -226,12 +241,20 @@ impl BlockTask {
 
     async fn next(&mut self) -> Next {
         let running = self.running && self.instance.is_some();
+        let hears_server = running && self.component.hooks.server;
         let control = &mut self.control;
         let queue = self.queue.as_mut();
         let timers = self.instance.as_mut().map(|i| &mut i.ctx().timers);
+        let server = self.server_state.as_mut();
         tokio::select! {
             biased;
             cmd = control.recv() => Next::Command(cmd),
+            Some(()) = async {
+                match server {
+                    Some(state) => state.changed().await.ok(),
+                    None => None,
+                }
+            }, if hears_server => Next::Server,
             Some(tag) = async {
                 match timers {
                     Some(t) => poll_fn(|cx| t.poll_due(cx)).await,
@@ -268,7 +291,10 @@ impl BlockTask {
                 let r = instance.run().await;
                 let fault = r.as_ref().err().cloned();
                 let _ = reply.send(r);
-                fault.map_or(Ok(()), |e| Err(e.into()))
+                match fault {
+                    Some(e) => Err(e.into()),
+                    None => self.sync_server().await,
+                }
             }
             Command::Reset { reply } => {
                 self.running = false;
@@ -290,9 +316,35 @@ impl BlockTask {
         self.instance = None;
         let mut ctx = BlockCtx::new(self.status.clone(), self.component.hooks, &self.spec.limits, self.links.clone());
         ctx.net = self.net.clone();
+        ctx.server = self.server.clone();
         let mut instance = BlockInstance::new(&self.engine, &self.component, ctx).await?;
         instance.init(&self.config).await?;
         self.instance = Some(instance);
+        self.told = (false, 0);
+        Ok(())
+    }
+
+    /// Tells the instance of every server transition it has not heard of yet, in order: a
+    /// disconnection (also when it missed one between two connections), then a connection.
+    async fn sync_server(&mut self) -> Result<(), Fault> {
+        if !self.running || !self.component.hooks.server {
+            return Ok(());
+        }
+        let Some(state) = self.server_state.as_mut() else { return Ok(()) };
+        let now = state.borrow_and_update().clone();
+        let Some(instance) = self.instance.as_mut() else { return Ok(()) };
+        let (told_connected, told_generation) = self.told;
+        if told_connected && (!now.connected || now.generation != told_generation) {
+            self.told = (false, told_generation);
+            instance.on_server_disconnect().await?;
+        }
+        if now.connected
+            && !self.told.0
+            && let Some(info) = &now.info
+        {
+            self.told = (true, now.generation);
+            instance.on_server_connect(info).await?;
+        }
         Ok(())
     }
 
@@ -346,13 +398,18 @@ impl BlockTask {
         };
         let started = Instant::now();
         let result = match &env {
-            Envelope::Bag(bag) => instance.on_enqueue(bag).await,
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => instance.on_enqueue(bag).await,
             Envelope::Accept { conn, listener, peer } => instance.on_accept(*conn, listener, peer).await,
             Envelope::Data { conn, data } => instance.on_data(*conn, data).await,
             Envelope::Closed { conn } => instance.on_close(*conn).await,
             Envelope::Datagram { listener, peer, data } => instance.on_datagram(listener, peer, data).await,
         };
         self.status.processing.record(started.elapsed());
+        // A durable bag is acknowledged once the block is done with it, one way or the other;
+        // after a fault it is delivered again (or dead-lettered, then acknowledged).
+        if let (Envelope::Durable { ack, .. }, Ok(()) | Err(CallError::Guest(_))) = (&env, &result) {
+            ack.ack().await;
+        }
         match result {
             Ok(()) => {
                 Counters::bump(&self.status.counters.processed);
@@ -454,6 +511,9 @@ impl BlockTask {
         self.instance = None;
         if let Some(net) = self.net.take() {
             net.shutdown().await;
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
         }
         // (bag, deliveries so far)
         let mut left: Vec<(Envelope, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();

@@ -83,6 +83,11 @@ impl BlockTask {
                     self.status.set_state(BlockState::Running);
                     self.running = true;
                     tracing::info!("restarted");
+                    if let Err(fault) = self.sync_server().await {
+                        error = fault.error;
+                        self.instance = None;
+                        continue;
+                    }
                     return None;
                 }
                 Err(e) => {
@@ -111,6 +116,13 @@ impl BlockTask {
     }
 
     pub(super) fn dead_letter(&self, bag: Envelope, error: String, attempts: u32) {
+        if let Envelope::Durable { ack, .. } = &bag {
+            // Given up on here: the stream must not deliver it again and again.
+            let ack = ack.clone();
+            if let Some(server) = &self.server {
+                server.spawn_ack(ack);
+            }
+        }
         Counters::bump(&self.status.counters.dead_letters);
         let letter = DeadLetter {
             at_ms: now_ms(),

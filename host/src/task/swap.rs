@@ -17,6 +17,7 @@ use crate::error::CallError;
 use crate::instance::BlockInstance;
 use crate::manifest::BlockSpec;
 use crate::net::NetHub;
+use crate::server::BlockServer;
 use crate::state::{BlockCtx, Links};
 use crate::stats::{BlockStatus, Counters};
 use wasmtime::Engine;
@@ -66,7 +67,7 @@ impl BlockTask {
             _ => None,
         };
         let config = serde_json::Value::Object(spec.config.clone()).to_string();
-        let parts = (self.engine.clone(), self.status.clone(), self.links.clone(), self.net.clone());
+        let parts = self.parts();
         let new = ready_instance(parts, &component, &spec, &config, state.as_deref()).await;
         let mut new = match new {
             Ok(new) => new,
@@ -87,7 +88,9 @@ impl BlockTask {
             return self.revert(state.as_deref()).await;
         }
         self.instance = Some(new);
+        self.told = (false, 0);
         self.adopt(component, spec);
+        self.sync_server().await?;
         let pause = paused.elapsed();
         Counters::bump(&self.status.counters.swaps);
         self.status.counters.last_swap_pause_us.store(pause.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -101,11 +104,12 @@ impl BlockTask {
     /// from the snapshot taken for the swap.
     async fn revert(&mut self, state: Option<&[u8]>) -> Result<(), Fault> {
         let (component, spec, config) = (self.component.clone(), self.spec.clone(), self.config.clone());
-        let parts = (self.engine.clone(), self.status.clone(), self.links.clone(), self.net.clone());
+        let parts = self.parts();
         let mut old = ready_instance(parts, &component, &spec, &config, state).await?;
         old.run().await?;
         self.instance = Some(old);
-        Ok(())
+        self.told = (false, 0);
+        self.sync_server().await
     }
 
     fn refuse(&mut self, reply: Reply, version: &str, error: CallError) -> Result<(), Fault> {
@@ -127,9 +131,30 @@ impl BlockTask {
     }
 }
 
+/// What a new instance is made with, besides its component and spec.
+struct Parts {
+    engine: Engine,
+    status: Arc<BlockStatus>,
+    links: Links,
+    net: Option<Arc<NetHub>>,
+    server: Option<Arc<BlockServer>>,
+}
+
+impl BlockTask {
+    fn parts(&self) -> Parts {
+        Parts {
+            engine: self.engine.clone(),
+            status: self.status.clone(),
+            links: self.links.clone(),
+            net: self.net.clone(),
+            server: self.server.clone(),
+        }
+    }
+}
+
 /// A fresh instance of `component` with `config`, initialised and restored from `state`.
 async fn ready_instance(
-    (engine, status, links, net): (Engine, Arc<BlockStatus>, Links, Option<Arc<NetHub>>),
+    Parts { engine, status, links, net, server }: Parts,
     component: &Arc<BlockComponent>,
     spec: &BlockSpec,
     config: &str,
@@ -137,6 +162,7 @@ async fn ready_instance(
 ) -> Result<BlockInstance, CallError> {
     let mut ctx = BlockCtx::new(status, component.hooks, &spec.limits, links);
     ctx.net = net;
+    ctx.server = server;
     let mut instance = BlockInstance::new(&engine, component, ctx).await?;
     instance.init(config).await?;
     if let Some(state) = state {

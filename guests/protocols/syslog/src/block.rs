@@ -21,8 +21,16 @@ struct Conn {
     framer: Framer,
 }
 
-pub struct Syslog<F: Flavor> {
+/// Where each message goes.
+struct Out {
+    /// The responsibility it is enqueued to; empty: none.
     to: String,
+    /// The server subject it is published to, if any.
+    publish: Option<String>,
+}
+
+pub struct Syslog<F: Flavor> {
+    out: Out,
     max_frame: usize,
     conns: HashMap<Connection, Conn>,
     flavor: PhantomData<F>,
@@ -30,7 +38,7 @@ pub struct Syslog<F: Flavor> {
 
 impl<F: Flavor> Syslog<F> {
     /// Turns one frame into a bag and sends it on.
-    fn emit(ctl: &Controller, to: &str, transport: &str, peer: Option<&str>, frame: Frame<'_>) {
+    fn emit(ctl: &Controller, out: &Out, transport: &str, peer: Option<&str>, frame: Frame<'_>) {
         let parsed = match frame {
             Frame::Message(bytes) => parse::parse(bytes).map_err(|reason| (reason, bytes)),
             Frame::TooLong(bytes) => Err(("frame too long", bytes)),
@@ -49,6 +57,15 @@ impl<F: Flavor> Syslog<F> {
             }
         };
         let bag = bag.with("transport", transport).with("peer", peer.map_or(Value::Null, Value::from));
+        if let Some(subject) = &out.publish
+            && let Err(e) = ctl.publish(subject, &bag)
+        {
+            ctl.warn(&format!("cannot publish a syslog message to `{subject}`: {e}"));
+        }
+        let to = &out.to;
+        if to.is_empty() {
+            return;
+        }
         match ctl.enqueue(to, &bag) {
             Ok(true) => {}
             Ok(false) => ctl.warn(&format!("`{to}` takes no bags: a syslog message was dropped")),
@@ -67,7 +84,9 @@ impl<F: Flavor> Block for Syslog<F> {
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| format!("max_frame must be a positive number of bytes, not {v}"))?,
         };
-        Ok(Syslog { to: config.str_or("to", "sink"), max_frame, conns: HashMap::new(), flavor: PhantomData })
+        let publish = config.get("publish").and_then(|v| v.as_str()).map(str::to_owned);
+        let out = Out { to: config.str_or("to", "sink"), publish };
+        Ok(Syslog { out, max_frame, conns: HashMap::new(), flavor: PhantomData })
     }
 
     fn on_accept(&mut self, _ctl: &Controller, conn: Connection, _listener: String, peer: String) {
@@ -78,15 +97,15 @@ impl<F: Flavor> Block for Syslog<F> {
         let max_frame = self.max_frame;
         let Conn { peer, framer } =
             self.conns.entry(conn).or_insert_with(|| Conn { peer: None, framer: Framer::new(max_frame) });
-        let to = &self.to;
-        framer.push(&data, &mut |frame| Self::emit(ctl, to, "tcp", peer.as_deref(), frame));
+        let out = &self.out;
+        framer.push(&data, &mut |frame| Self::emit(ctl, out, "tcp", peer.as_deref(), frame));
     }
 
     fn on_close(&mut self, ctl: &Controller, conn: Connection) {
         if let Some(Conn { peer, framer }) = self.conns.remove(&conn)
             && let Some(frame) = framer.finish()
         {
-            Self::emit(ctl, &self.to, "tcp", peer.as_deref(), frame);
+            Self::emit(ctl, &self.out, "tcp", peer.as_deref(), frame);
         }
     }
 
@@ -119,6 +138,6 @@ impl<F: Flavor> Block for Syslog<F> {
 
     fn on_datagram(&mut self, ctl: &Controller, _listener: String, peer: String, data: Vec<u8>) {
         let frame = if data.len() > self.max_frame { Frame::TooLong(&data) } else { Frame::Message(&data) };
-        Self::emit(ctl, &self.to, "udp", Some(&peer), frame);
+        Self::emit(ctl, &self.out, "udp", Some(&peer), frame);
     }
 }

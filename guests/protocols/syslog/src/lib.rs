@@ -6,8 +6,10 @@
 //! skipped; a last frame without its newline is taken when the connection closes). Messages are
 //! read as RFC 5424 or RFC 3164 by `syslog_loose`.
 //!
-//! Config: `to` (where the bags go, default `"sink"`), `max_frame` (the longest message in
-//! bytes, default 65536; a longer one is skipped and reported).
+//! Config: `to` (where the bags go, default `"sink"`; `""` for nowhere), `publish` (a message
+//! server subject each bag is also published to, e.g. `"logs.syslog"`; the manifest must grant
+//! it), `max_frame` (the longest message in bytes, default 65536; a longer one is skipped and
+//! reported).
 //!
 //! A message becomes `{"facility": "local0", "severity": "err", "timestamp": "2024-05-01T12:00:00+00:00",
 //! "host", "app", "procid", "msgid", "msg", "protocol": "rfc5424" | "rfc3164", "transport": "udp" |

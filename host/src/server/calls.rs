@@ -1,0 +1,101 @@
+//! The `server` import: what a block can do with the host's message server.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::bag::{self, BagLimits};
+use crate::bindings::bagpipe::block::server::{self, ServerError};
+use crate::server::subject;
+use crate::state::BlockCtx;
+use crate::stats::Counters;
+
+/// The longest a `request` may wait.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl server::Host for BlockCtx {
+    async fn publish(&mut self, subject: String, bag: String) -> Result<(), ServerError> {
+        let server = self.server.clone().ok_or(ServerError::NoServer)?;
+        if !subject::valid_publish(&subject) {
+            return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to publish to")));
+        }
+        if !server.may_publish(&subject) {
+            return Err(self.server_refusal(format!(
+                "publishing to `{subject}` is not granted to this block; grant it with publish = [\"{subject}\"]"
+            )));
+        }
+        let text = self.server_bag(&bag)?;
+        if !server.link().connected() {
+            return Err(ServerError::NotConnected);
+        }
+        server.link().client().publish(subject, text.into()).await.map_err(|e| ServerError::Io(e.to_string()))?;
+        Counters::bump(&self.me.counters.published);
+        server.link().stats.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, subject: String) -> Result<(), ServerError> {
+        let server = self.server.clone().ok_or(ServerError::NoServer)?;
+        if !subject::valid_subscribe(&subject) {
+            return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to subscribe to")));
+        }
+        if !server.may_subscribe(&subject) {
+            return Err(self.server_refusal(format!(
+                "subscribing to `{subject}` is not granted to this block; grant it with subscribe = [\"{subject}\"]"
+            )));
+        }
+        server.subscribe_to(&subject).await.map_err(ServerError::Io)
+    }
+
+    async fn unsubscribe(&mut self, subject: String) -> bool {
+        self.server.as_ref().is_some_and(|s| s.unsubscribe_from(&subject))
+    }
+
+    async fn request(&mut self, subject: String, bag: String, timeout_ms: u64) -> Result<String, ServerError> {
+        let server = self.server.clone().ok_or(ServerError::NoServer)?;
+        if !subject::valid_publish(&subject) {
+            return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to send to")));
+        }
+        if !server.may_publish(&subject) {
+            return Err(self.server_refusal(format!(
+                "requests to `{subject}` are not granted to this block; grant it with publish = [\"{subject}\"]"
+            )));
+        }
+        let text = self.server_bag(&bag)?;
+        if !server.link().connected() {
+            return Err(ServerError::NotConnected);
+        }
+        let timeout = Duration::from_millis(timeout_ms).min(MAX_REQUEST_TIMEOUT);
+        let started = Instant::now();
+        let reply = tokio::time::timeout(timeout, server.link().client().request(subject, text.into())).await;
+        self.clock.add_wait(started.elapsed());
+        Counters::bump(&self.me.counters.published);
+        server.link().stats.published.fetch_add(1, Ordering::Relaxed);
+        let message = match reply {
+            Err(_) => return Err(ServerError::Timeout),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Err(ServerError::Timeout),
+            Ok(Err(e)) => return Err(ServerError::Io(e.to_string())),
+            Ok(Ok(message)) => message,
+        };
+        server.link().stats.received.fetch_add(1, Ordering::Relaxed);
+        Ok(crate::server::message_bag(&message.payload, message.subject.as_str(), None, 1))
+    }
+
+    async fn connected(&mut self) -> bool {
+        self.server.as_ref().is_some_and(|s| s.link().connected())
+    }
+}
+
+impl BlockCtx {
+    /// The bag a block publishes, checked like any bag it sends and stamped with `__from` and
+    /// `__seq`.
+    fn server_bag(&self, bag: &str) -> Result<String, ServerError> {
+        let limits = BagLimits { max_bytes: self.limits.max_bag_bytes, max_depth: self.limits.max_bag_depth };
+        let seq = self.me.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        bag::stamp(bag, &self.me.responsibility, seq, limits).map_err(|e| ServerError::InvalidBag(e.to_string()))
+    }
+
+    fn server_refusal(&self, why: String) -> ServerError {
+        tracing::warn!("refused: {why}");
+        ServerError::NotGranted(why)
+    }
+}

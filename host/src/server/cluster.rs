@@ -1,0 +1,330 @@
+//! Hosts of one cluster share blocks over the server.
+//!
+//! Every host serves each of its blocks that takes bags on `bagpipe.<cluster>.to.<block>`, in a
+//! queue group of that name: a bag for a responsibility the sender's host does not run (or one
+//! marked `shared`) goes there as a request, one host that runs it takes it, puts it in the
+//! block's queue and answers with what `enqueue` says, so the sender gets the same typed answer as
+//! for a local block. A `durable` block takes its bags from a JetStream work-queue stream instead
+//! and acknowledges each only after `on-enqueue` returned: they survive a host crash
+//! (at-least-once; `__seq` tells a redelivery).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt as _;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio_util::sync::CancellationToken;
+
+use super::{BlockServer, ServerLink};
+use crate::bindings::EnqueueError;
+use crate::router::{Acker, Envelope};
+use crate::stats::Counters;
+
+/// How long a sender waits for a remote host's answer beyond the enqueue timeout itself.
+const REMOTE_SLACK: Duration = Duration::from_secs(2);
+
+/// A responsibility as one subject token (and stream name part): letters, digits, `-` and `_`
+/// stay, anything else becomes `_xx` (its bytes in hex).
+pub fn token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Where bags for `responsibility` go in `cluster`.
+pub fn enqueue_subject(cluster: &str, responsibility: &str) -> String {
+    format!("bagpipe.{}.to.{}", token(cluster), token(responsibility))
+}
+
+/// Where durable bags for `responsibility` go in `cluster`.
+pub fn durable_subject(cluster: &str, responsibility: &str) -> String {
+    format!("bagpipe.{}.durable.{}", token(cluster), token(responsibility))
+}
+
+/// The JetStream stream of a durable responsibility.
+pub fn stream_name(cluster: &str, responsibility: &str) -> String {
+    format!("BAGPIPE_{}_{}", token(cluster), token(responsibility))
+}
+
+impl ServerLink {
+    /// Sends a stamped bag to `responsibility` elsewhere in the cluster; the answer is what
+    /// `enqueue` on the host that took it said.
+    pub async fn enqueue_remote(
+        &self,
+        responsibility: &str,
+        stamped: String,
+        enqueue_timeout: Duration,
+    ) -> Result<bool, EnqueueError> {
+        let Some(cluster) = &self.cluster else {
+            return Err(EnqueueError::UnknownTarget(format!("no block has responsibility `{responsibility}`")));
+        };
+        if !self.connected() {
+            return Err(EnqueueError::Unavailable(format!(
+                "`{responsibility}` is not on this host, and the host is not connected to its cluster's server"
+            )));
+        }
+        if self.durable_stream_exists(cluster, responsibility).await {
+            let js = jetstream::new(self.client().clone());
+            let subject = durable_subject(cluster, responsibility);
+            let ack =
+                js.publish(subject, stamped.into()).await.map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
+            ack.await.map_err(|e| EnqueueError::Unavailable(format!("the server did not store the bag: {e}")))?;
+            self.stats.published.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        let subject = enqueue_subject(cluster, responsibility);
+        let asked = self.client().request(subject, stamped.into());
+        let reply = match tokio::time::timeout(enqueue_timeout + REMOTE_SLACK, asked).await {
+            Err(_) => return Err(EnqueueError::QueueFull),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(EnqueueError::UnknownTarget(format!(
+                    "no block has responsibility `{responsibility}`, here or in cluster `{cluster}`"
+                )));
+            }
+            Ok(Err(e)) => return Err(EnqueueError::Unavailable(e.to_string())),
+            Ok(Ok(reply)) => reply,
+        };
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        decode_answer(&reply.payload)
+    }
+
+    /// Whether `responsibility` is durable in `cluster` (its stream exists). Remembered once
+    /// known to exist.
+    async fn durable_stream_exists(&self, cluster: &str, responsibility: &str) -> bool {
+        let name = stream_name(cluster, responsibility);
+        if let Some(known) = self.durable_streams.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+            return *known;
+        }
+        let js = jetstream::new(self.client().clone());
+        let exists = tokio::time::timeout(Duration::from_secs(2), js.get_stream(&name)).await.is_ok_and(|r| r.is_ok());
+        if exists {
+            self.durable_streams.lock().unwrap_or_else(|p| p.into_inner()).insert(name, true);
+        }
+        exists
+    }
+}
+
+/// The answer a serving host sends back, as JSON.
+fn encode_answer(result: Result<bool, EnqueueError>) -> String {
+    match result {
+        Ok(delivered) => json!({"ok": delivered}),
+        Err(EnqueueError::UnknownTarget(d)) => json!({"error": "unknown-target", "detail": d}),
+        Err(EnqueueError::Unavailable(d)) => json!({"error": "unavailable", "detail": d}),
+        Err(EnqueueError::InvalidBag(d)) => json!({"error": "invalid-bag", "detail": d}),
+        Err(EnqueueError::QueueFull) => json!({"error": "queue-full"}),
+        Err(EnqueueError::TooLarge(limit)) => json!({"error": "too-large", "limit": limit}),
+    }
+    .to_string()
+}
+
+fn decode_answer(payload: &[u8]) -> Result<bool, EnqueueError> {
+    let v: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| EnqueueError::Unavailable(format!("a bad answer from the cluster: {e}")))?;
+    let detail = || v["detail"].as_str().unwrap_or_default().to_owned();
+    match (v["ok"].as_bool(), v["error"].as_str()) {
+        (Some(delivered), _) => Ok(delivered),
+        (_, Some("unknown-target")) => Err(EnqueueError::UnknownTarget(detail())),
+        (_, Some("invalid-bag")) => Err(EnqueueError::InvalidBag(detail())),
+        (_, Some("queue-full")) => Err(EnqueueError::QueueFull),
+        (_, Some("too-large")) => Err(EnqueueError::TooLarge(v["limit"].as_u64().unwrap_or(0))),
+        _ => Err(EnqueueError::Unavailable(detail())),
+    }
+}
+
+impl BlockServer {
+    /// Serves the block to the cluster: takes bags sent to it from other hosts (or, for a shared
+    /// block, from this one) and answers each sender.
+    pub fn serve_cluster(self: &Arc<Self>, cluster: &str, max_bag_bytes: usize, enqueue_timeout: Duration) {
+        let Some(queue) = self.queue.clone() else { return };
+        let subject = enqueue_subject(cluster, &self.status.responsibility);
+        let me = self.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            let mut subscriber = loop {
+                match me.link.client().queue_subscribe(subject.clone(), subject.clone()).await {
+                    Ok(s) => {
+                        // Once the server has the subscription, bags for the block can come.
+                        let _ = me.link.client().flush().await;
+                        tracing::info!(block = %me.status.responsibility, "serving the cluster on `{subject}`");
+                        break s;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot serve `{subject}`: {e}; trying again");
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    m = subscriber.next() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let answer = me.take_remote(&queue, &message.payload, max_bag_bytes, enqueue_timeout).await;
+                if let Some(reply) = message.reply {
+                    let _ = me.link.client().publish(reply, encode_answer(answer).into()).await;
+                }
+            }
+            let _ = subscriber.unsubscribe().await;
+        });
+    }
+
+    async fn take_remote(
+        &self,
+        queue: &mpsc::Sender<Envelope>,
+        payload: &[u8],
+        max_bag_bytes: usize,
+        enqueue_timeout: Duration,
+    ) -> Result<bool, EnqueueError> {
+        if payload.len() > max_bag_bytes {
+            Counters::bump(&self.status.counters.refused_full);
+            return Err(EnqueueError::TooLarge(max_bag_bytes as u64));
+        }
+        // Stamped by the sender's host: it must still be one JSON object.
+        let text = std::str::from_utf8(payload).map_err(|_| EnqueueError::InvalidBag("not UTF-8".into()))?;
+        if !matches!(serde_json::from_str::<serde_json::Value>(text), Ok(serde_json::Value::Object(_))) {
+            return Err(EnqueueError::InvalidBag("not a JSON object".into()));
+        }
+        if !self.status.takes_bags() {
+            return Err(EnqueueError::Unavailable(format!("`{}` takes no bags now", self.status.responsibility)));
+        }
+        self.link.stats.received.fetch_add(1, Ordering::Relaxed);
+        match queue.send_timeout(Envelope::Bag(text.to_owned()), enqueue_timeout).await {
+            Ok(()) => {
+                Counters::bump(&self.status.counters.received);
+                Counters::bump(&self.status.counters.from_server);
+                Ok(true)
+            }
+            Err(SendTimeoutError::Timeout(_)) => {
+                Counters::bump(&self.status.counters.refused_full);
+                Err(EnqueueError::QueueFull)
+            }
+            Err(SendTimeoutError::Closed(_)) => {
+                Err(EnqueueError::Unavailable(format!("`{}` has stopped taking bags", self.status.responsibility)))
+            }
+        }
+    }
+
+    /// Feeds a durable block from its JetStream stream (created if missing), one bag at a time
+    /// in flight per queue slot; each is acknowledged by the block's task after `on-enqueue`.
+    pub fn serve_durable(self: &Arc<Self>, cluster: &str, capacity: usize) {
+        let Some(queue) = self.queue.clone() else { return };
+        let responsibility = self.status.responsibility.clone();
+        let (subject, stream) = (durable_subject(cluster, &responsibility), stream_name(cluster, &responsibility));
+        let me = self.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            loop {
+                if let Err(e) = me.consume(&subject, &stream, capacity, &queue, &cancel).await {
+                    tracing::warn!("durable stream `{stream}`: {e}; trying again");
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+    }
+
+    async fn consume(
+        &self,
+        subject: &str,
+        stream: &str,
+        capacity: usize,
+        queue: &mpsc::Sender<Envelope>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let js = jetstream::new(self.link.client().clone());
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: stream.to_owned(),
+                subjects: vec![subject.to_owned()],
+                retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = token(&self.status.responsibility);
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(5),
+                    max_ack_pending: capacity.max(1) as i64,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(block = %self.status.responsibility, "taking bags from the durable stream `{}`", stream.cached_info().config.name);
+        loop {
+            let message = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                m = messages.next() => match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(anyhow::anyhow!("{e}")),
+                    None => return Ok(()),
+                },
+            };
+            let bag = String::from_utf8_lossy(&message.payload).into_owned();
+            self.link.stats.received.fetch_add(1, Ordering::Relaxed);
+            let ack = Acker::new(message);
+            let sent = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                sent = queue.send(Envelope::Durable { bag, ack }) => sent,
+            };
+            if sent.is_err() {
+                return Ok(());
+            }
+            Counters::bump(&self.status.counters.received);
+            Counters::bump(&self.status.counters.from_server);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responsibilities_become_safe_subject_tokens() {
+        assert_eq!(token("sink"), "sink");
+        assert_eq!(token("a.b*c>d e"), "a_2eb_2ac_3ed_20e");
+        assert_eq!(enqueue_subject("prod", "log.sink"), "bagpipe.prod.to.log_2esink");
+        assert_eq!(stream_name("prod", "store"), "BAGPIPE_prod_store");
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        for r in [
+            Ok(true),
+            Ok(false),
+            Err(EnqueueError::QueueFull),
+            Err(EnqueueError::TooLarge(10)),
+            Err(EnqueueError::UnknownTarget("x".into())),
+            Err(EnqueueError::InvalidBag("y".into())),
+            Err(EnqueueError::Unavailable("z".into())),
+        ] {
+            let text = format!("{r:?}");
+            assert_eq!(format!("{:?}", decode_answer(encode_answer(r).as_bytes())), text);
+        }
+    }
+}

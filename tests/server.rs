@@ -1,0 +1,203 @@
+//! The server connector against real NATS servers (each test starts its own `nats-server`, so
+//! it can stop it): connect/disconnect hooks through ten server restarts with in-process bags
+//! unaffected; publish/subscribe and request/reply; grants; two hosts of one cluster sharing work;
+//! a durable block losing nothing when its host is killed.
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, artifacts};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+fn dir(manifest: &str) -> BlockDir {
+    BlockDir::new(
+        manifest,
+        &[
+            ("courier", artifacts::COURIER),
+            ("recorder", artifacts::RECORDER),
+            ("sender", artifacts::SENDER),
+            ("counter", artifacts::COUNTER),
+            ("bench_source", artifacts::BENCH_SOURCE),
+        ],
+    )
+}
+
+fn start(dir: &BlockDir, nats: &Nats) -> Bagpipe {
+    let report = dir.report_path().display().to_string();
+    Bagpipe::run_with(BIN, dir, &["--server", &nats.url(), "--report", &report])
+}
+
+#[tokio::test]
+async fn hooks_follow_the_server_through_ten_restarts_and_local_bags_never_notice() {
+    let mut nats = Nats::start(false).await;
+    let dir = dir("[[block]]\nname = \"courier\"\nafter = []\n\n\
+         [[block]]\nname = \"recorder\"\nresponsibility = \"local-sink\"\nafter = []\n[block.config]\nexpect = 3000\n\n\
+         [[block]]\nname = \"bench_source\"\nafter = [\"local-sink\"]\n[block.config]\nto = \"local-sink\"\ncount = 3000\nbatch = 5\ninterval_ms = 5\n");
+    let mut host = start(&dir, &nats);
+    host.wait_for(1, |e| e["event"] == "connected").await;
+    for _ in 0..10 {
+        nats.stop().await;
+        host.wait_for(1, |e| e["event"] == "disconnected").await;
+        nats.restart().await;
+        host.wait_for(1, |e| e["event"] == "connected").await;
+    }
+    let out = host.finish().await;
+    out.assert_success();
+    let transitions: Vec<_> = out
+        .events
+        .iter()
+        .filter(|e| e["event"] == "connected" || e["event"] == "disconnected")
+        .map(|e| e["event"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let expected: Vec<_> = (0..21).map(|i| if i % 2 == 0 { "connected" } else { "disconnected" }).collect();
+    assert_eq!(transitions, expected, "once per transition, in order");
+    let items: Vec<u64> = out.bags_of("local-sink").iter().filter_map(|b| b["n"].as_u64()).collect();
+    assert_eq!(items, (1..=3000).collect::<Vec<_>>(), "in-process bags were never affected");
+    assert_eq!(dir.report().0["server"]["reconnects"], 10);
+}
+
+#[tokio::test]
+async fn publish_subscribe_and_request_reply_round_trip_within_grants() {
+    let nats = Nats::start(false).await;
+    let dir =
+        dir("[[block]]\nname = \"courier\"\nresponsibility = \"listener\"\nafter = []\nsubscribe = [\"cmd.*\"]\n\
+         [block.config]\nsubscribe = [\"cmd.*\"]\nreply = true\n\n\
+         [[block]]\nname = \"courier\"\nresponsibility = \"talker\"\nafter = [\"listener\"]\npublish = [\"cmd.>\"]\n\
+         [block.config]\npublish = \"cmd.go\"\ncount = 3\nrequest = \"cmd.echo\"\n\n\
+         [[block]]\nname = \"courier\"\nresponsibility = \"intruder\"\nafter = [\"talker\"]\npublish = [\"other.*\"]\n\
+         [block.config]\npublish = \"cmd.go\"\nsubscribe = [\"secret.>\"]\n");
+    let mut host = start(&dir, &nats);
+    // The listener takes the three bags before the request that follows them.
+    let seen = host.wait_for(1, |e| e["event"] == "reply").await;
+    let reply = &seen.last().expect("reply")["bag"];
+    assert_eq!(reply["echo"]["question"], 42, "{reply}");
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let got: Vec<&Value> = out.bags_of("listener").into_iter().filter(|b| b["__subject"] == "cmd.go").collect();
+    let items: Vec<u64> = got.iter().filter_map(|b| b["i"].as_u64()).collect();
+    assert_eq!(items, [1, 2, 3], "published bags arrive, in order");
+    assert!(got.iter().all(|b| b["__from"] == "server" && b["__reply"].is_null()));
+    let errors: Vec<(String, String)> = out
+        .events("error")
+        .iter()
+        .map(|e| (e["call"].as_str().unwrap_or("").to_owned(), e["error"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert!(
+        errors.iter().any(|(c, e)| c == "publish" && e.contains("not granted") && e.contains("cmd.go")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|(c, e)| c == "subscribe" && e.contains("not granted") && e.contains("secret.>")),
+        "{errors:?}"
+    );
+    assert!(out.stderr.contains("refused: publishing to `cmd.go`"), "refusals are logged");
+    let report = dir.report();
+    assert_eq!(report.count("talker", "published"), 4, "three bags and one request");
+}
+
+#[tokio::test]
+async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
+    let nats = Nats::start(false).await;
+    let cluster = "[host]\ncluster = \"test\"\n\n";
+    let far = dir(&format!(
+        "{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"far\"\nafter = []\n\n\
+         [[block]]\nname = \"counter\"\nresponsibility = \"work\"\nafter = []\nshared = true\n"
+    ));
+    let near = dir(&format!(
+        "{cluster}[[block]]\nname = \"counter\"\nresponsibility = \"work\"\nafter = []\nshared = true\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"to-far\"\nafter = [\"work\"]\ncall_timeout_ms = 30000\n[block.config]\nto = \"far\"\ncount = 50\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"to-work\"\nafter = [\"to-far\"]\ncall_timeout_ms = 30000\n[block.config]\nto = \"work\"\ncount = 200\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"to-nowhere\"\nafter = [\"to-work\"]\n[block.config]\nto = \"nowhere\"\ncount = 1\n"
+    ));
+    let mut far_host = start(&far, &nats);
+    far_host.log_line("serving the cluster on `bagpipe.test.to.work`").await;
+    far_host.log_line("all blocks running").await;
+    // The senders send everything from one `run` call (hundreds of round trips to the server):
+    // their call timeout is raised so that a slow, loaded machine cannot time them out and make
+    // them run, and send, again.
+    let mut near_host = start(&near, &nats);
+    near_host.wait_for(1, |e| e["event"] == "sent" && e["to"] == "nowhere").await;
+    far_host.wait_for(50, |e| e["event"] == "bag" && e["block"] == "far").await;
+    near_host.signal(libc::SIGTERM);
+    far_host.signal(libc::SIGTERM);
+    let (near_out, far_out) = (near_host.finish().await, far_host.finish().await);
+    near_out.assert_success();
+    far_out.assert_success();
+    // Bags for a block only the other host runs arrive there, in order, with their sender.
+    let items: Vec<(Value, Value)> =
+        far_out.bags_of("far").iter().map(|b| (b["__from"].clone(), b["i"].clone())).collect();
+    assert_eq!(items, (1..=50).map(|i| (Value::from("to-far"), Value::from(i))).collect::<Vec<_>>());
+    // A block both hosts run shares the work: both got some, none was lost.
+    let count = |out: &bagpipe_test_support::Finished| out.events("count")[0]["count"].as_u64().unwrap_or(0);
+    let (near_count, far_count) = (count(&near_out), count(&far_out));
+    assert_eq!(near_count + far_count, 200, "near {near_count} + far {far_count}");
+    assert!(near_count > 0 && far_count > 0, "shared: near {near_count}, far {far_count}");
+    // A responsibility nobody runs is unknown, across the cluster too.
+    let nowhere = near_out.events("sent").into_iter().find(|e| e["to"] == "nowhere").cloned().unwrap_or_default();
+    assert_eq!(nowhere["error"], "unknown-target", "{nowhere}");
+}
+
+#[tokio::test]
+async fn a_durable_block_loses_nothing_when_its_host_is_killed() {
+    let nats = Nats::start(true).await;
+    let cluster = "[host]\ncluster = \"durable\"\n\n";
+    let store = dir(&format!("{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\n"));
+    let source = dir(&format!(
+        "{cluster}[[block]]\nname = \"bench_source\"\n[block.config]\nto = \"store\"\ncount = 300\nbatch = 2\ninterval_ms = 5\n"
+    ));
+    let mut store_host = start(&store, &nats);
+    store_host.log_line("taking bags from the durable stream").await;
+    let source_host = start(&source, &nats);
+    let first = store_host.wait_for(60, |e| e["event"] == "bag").await;
+    store_host.signal(libc::SIGKILL);
+    let first_run = store_host.finish().await;
+    // The source keeps sending into the stream while nobody takes from it.
+    let mut store_host = start(&store, &nats);
+    let mut seen: std::collections::BTreeSet<u64> =
+        first.iter().chain(first_run.events.iter()).filter_map(|e| e["bag"]["n"].as_u64()).collect();
+    while seen.len() < 300 {
+        let event = store_host.next_event().await.expect("the store host ended early");
+        if let Some(n) = event["bag"]["n"].as_u64() {
+            seen.insert(n);
+        }
+    }
+    assert_eq!(seen, (1..=300).collect(), "every bag arrived at least once");
+    store_host.signal(libc::SIGTERM);
+    source_host.signal(libc::SIGTERM);
+    store_host.finish().await.assert_success();
+    source_host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn the_syslog_example_publishes_what_logger_sends_to_nats() {
+    let nats = Nats::start(false).await;
+    let example =
+        std::fs::read_to_string(bagpipe_test_support::workspace_root().join("examples/syslog-nats/bagpipe.toml"))
+            .expect("example manifest")
+            .replace("127.0.0.1:5514", "127.0.0.1:0");
+    let manifest = format!(
+        "{example}\n[[block]]\nname = \"courier\"\nresponsibility = \"watcher\"\nafter = []\nsubscribe = [\"logs.>\"]\n\
+         [block.config]\nsubscribe = [\"logs.>\"]\n"
+    );
+    let dir = BlockDir::new(&manifest, &[("syslog", artifacts::SYSLOG), ("courier", artifacts::COURIER)]);
+    let mut host = start(&dir, &nats);
+    let line = host.log_line("listening on udp://").await;
+    let port =
+        line.split("udp://127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).expect("port").to_owned();
+    host.log_line("all blocks running").await;
+    let logged = tokio::process::Command::new("logger")
+        .args(["--server", "127.0.0.1", "--port", &port, "--udp", "--rfc5424", "--tag", "checkout", "payment accepted"])
+        .status()
+        .await
+        .expect("logger");
+    assert!(logged.success());
+    let seen = host.wait_for(1, |e| e["event"] == "bag" && e["block"] == "watcher").await;
+    let bag = &seen.last().expect("bag")["bag"];
+    assert_eq!(bag["__subject"], "logs.syslog");
+    assert_eq!(bag["msg"], "payment accepted");
+    assert_eq!(bag["app"], "checkout");
+    assert_eq!(bag["protocol"], "rfc5424");
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+    assert_eq!(dir.report().count("syslog", "published"), 1);
+}
