@@ -29,6 +29,7 @@ use crate::server::{BlockServer, ServerState};
 use crate::state::{BlockCtx, Links};
 use crate::stats::{BlockStatus, Counters};
 
+mod end;
 mod recover;
 mod swap;
 
@@ -433,113 +434,5 @@ impl BlockTask {
         if let Some(at) = self.fault_at.take() {
             self.status.recovery.record(at.elapsed());
         }
-    }
-
-    async fn finish(mut self, reply: Reply) -> Outcome {
-        self.status.set_state(BlockState::Finishing);
-        if let Some(queue) = self.queue.as_mut() {
-            queue.close();
-        }
-        if self.instance.is_none() {
-            let _ = reply.send(Err(CallError::Gone));
-            return self.end(Outcome::Abandoned).await;
-        }
-        if self.running {
-            let deadline = tokio::time::Instant::now() + self.links.settings.drain_timeout;
-            if let Err(fault) = self.redeliver().await {
-                return self.end_finish_with_fault(reply, fault).await;
-            }
-            while tokio::time::Instant::now() < deadline
-                && let Some(queue) = self.queue.as_mut()
-            {
-                let Ok(Some(env)) = tokio::time::timeout_at(deadline, queue.recv()).await else { break };
-                if let Err(fault) = self.deliver(env).await {
-                    return self.end_finish_with_fault(reply, fault).await;
-                }
-            }
-        }
-        let r = match self.instance.as_mut() {
-            Some(instance) => {
-                instance.ctx().timers.clear();
-                instance.finish().await
-            }
-            None => Err(CallError::Gone),
-        };
-        if let Err(e) = &r {
-            tracing::warn!("finish failed: {e}");
-        }
-        let fault = r.as_ref().err().filter(|e| e.is_fault()).cloned();
-        let _ = reply.send(r);
-        match fault {
-            Some(error) => {
-                Counters::bump(&self.status.counters.faults);
-                self.end(Outcome::Failed { error, gave_up: false }).await
-            }
-            None => self.end(Outcome::Finished).await,
-        }
-    }
-
-    async fn end_finish_with_fault(mut self, reply: Reply, fault: Fault) -> Outcome {
-        Counters::bump(&self.status.counters.faults);
-        tracing::error!("faulted while finishing: {}", fault.error);
-        if let Some(bag) = fault.bag {
-            // No instance will come to deliver it again.
-            self.account(*bag, &fault.error, true);
-        }
-        let _ = reply.send(Err(fault.error.clone()));
-        self.end(Outcome::Failed { error: fault.error, gave_up: false }).await
-    }
-
-    /// Settles the block's state and accounts for every bag still queued: after a fault that
-    /// ended the block they become dead letters (no instance will ever take them); otherwise
-    /// (shutdown, drain timeout) they are counted as lost. Either way they are logged.
-    async fn end(mut self, outcome: Outcome) -> Outcome {
-        let failed = match &outcome {
-            Outcome::Failed { error, gave_up } => {
-                tracing::error!(gave_up, "block ended by a fault: {error}");
-                Some(error.to_string())
-            }
-            // The supervisor gave up on this block (an optional block that never initialised, or
-            // one that restarted everything too often) and marked it failed before letting go.
-            Outcome::Abandoned if self.status.state() == BlockState::Failed => {
-                Some("the host gave up on the block".to_owned())
-            }
-            Outcome::Finished | Outcome::Abandoned => None,
-        };
-        let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
-        self.status.set_state(state);
-        self.instance = None;
-        if let Some(net) = self.net.take() {
-            net.shutdown().await;
-        }
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-        // (bag, deliveries so far)
-        let mut left: Vec<(Envelope, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
-        if let Some(mut queue) = self.queue.take() {
-            // After `close`, `recv` ends once the queue is empty and no sender is midway through
-            // a send, so a bag a sender was told was delivered is never missed.
-            queue.close();
-            while let Some(env) = queue.recv().await {
-                left.push((env, 0));
-            }
-        }
-        if left.is_empty() {
-            return outcome;
-        }
-        match failed {
-            Some(error) => {
-                tracing::warn!("{} queued bags become dead letters", left.len());
-                for (bag, attempts) in left {
-                    self.dead_letter(bag, format!("the block failed: {error}"), attempts);
-                }
-            }
-            None => {
-                self.status.counters.lost.fetch_add(left.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!("{} queued bags were never delivered", left.len());
-            }
-        }
-        outcome
     }
 }

@@ -1,0 +1,62 @@
+//! Manifest checks: what is read, and how every error names file, line and key.
+use super::*;
+
+/// Parses `text` as `dir/bagpipe.toml` with empty component files `a.wasm` and `b.wasm`.
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    let dir = std::env::temp_dir().join(format!("bagpipe-manifest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["a.wasm", "b.wasm"] {
+        std::fs::write(dir.join(f), b"").unwrap();
+    }
+    Manifest::parse(&dir.join("bagpipe.toml"), text)
+}
+
+fn check_err(text: &str, line: Option<usize>, key: Option<&str>, needle: &str) {
+    let err = parse(text).expect_err("manifest should be refused");
+    assert_eq!(err.line, line, "{err}");
+    assert_eq!(err.key.as_deref(), key, "{err}");
+    assert!(err.message.contains(needle), "{err} should mention {needle:?}");
+    assert!(err.to_string().contains("bagpipe.toml"), "{err} should name the file");
+}
+
+#[test]
+fn reads_blocks_in_order_with_defaults_and_config() {
+    let m = parse(
+        "[host]\nenqueue_timeout_ms = 20\n\n[[block]]\nname = \"a\"\nqueue = 8\n[block.config]\nx = 1\nwhen = 1979-05-27\n\n[[block]]\nname = \"a\"\nresponsibility = \"a2\"\n",
+    )
+    .unwrap();
+    assert_eq!(m.settings.enqueue_timeout, Duration::from_millis(20));
+    let names: Vec<_> = m.blocks.iter().map(|b| (b.name.as_str(), b.responsibility.as_str(), b.line)).collect();
+    assert_eq!(names, [("a", "a", 4), ("a", "a2", 11)]);
+    assert_eq!(m.blocks[0].limits.queue, 8);
+    assert_eq!(m.blocks[1].limits, Limits::default());
+    assert!(m.blocks[0].listen.is_empty() && m.blocks[0].connect.is_empty(), "no grants unless given");
+    assert_eq!(
+        serde_json::Value::Object(m.blocks[0].config.clone()),
+        serde_json::json!({"x": 1, "when": "1979-05-27"})
+    );
+    assert!(m.blocks[1].config.is_empty());
+}
+
+#[test]
+fn names_file_line_and_key_of_errors() {
+    check_err("[[block]]\nname = \"a\"\nqeue = 3\n", Some(3), Some("qeue"), "unknown field");
+    check_err("[[block]]\nname = \"a\"\nqueue = \"many\"\n", Some(3), Some("queue"), "invalid type");
+    check_err("[[block]]\nname = \"a\"\nqueue = 0\n", Some(3), Some("queue"), "out of range");
+    check_err("[[block]]\nname = \"missing\"\n", Some(2), Some("name"), "does not exist");
+    check_err("[[block]]\nname = \"../a\"\n", Some(2), Some("name"), "not a component name");
+    check_err(
+        "[[block]]\nname = \"a\"\nresponsibility = \"initiator\"\n",
+        Some(3),
+        Some("responsibility"),
+        "built into",
+    );
+    check_err("[[block]]\nname = \"a\"\n[[block]]\nname = \"a\"\n", Some(3), Some("responsibility"), "line 1");
+    check_err("[[block]]\nname = \"a\"\nname = \"b\"\n", Some(3), Some("name"), "duplicate key");
+    check_err("[[block]]\nresponsibility = \"x\"\n", Some(1), None, "missing field `name`");
+    check_err("", None, None, "no blocks");
+    check_err("[[block]]\nname = \"a\"\nlisten = [\"http://x\"]\n", Some(3), Some("listen"), "not tcp://");
+    check_err("[[block]]\nname = \"a\"\nlisten = [\"tcp://nowhere:1\"]\n", Some(3), Some("listen"), "not an IP:PORT");
+    check_err("[[block]]\nname = \"a\"\nconnect = [\"justahost\"]\n", Some(3), Some("connect"), "HOST:PORT");
+    check_err("[[block]\n", Some(1), None, "");
+}
