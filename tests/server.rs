@@ -1,7 +1,7 @@
 //! The server connector against real NATS servers (each test starts its own `nats-server`, so
 //! it can stop it): connect/disconnect hooks through ten server restarts with in-process bags
 //! unaffected; publish/subscribe and request/reply; grants; two hosts of one cluster sharing work;
-//! a durable block losing nothing when its host is killed.
+//! a durable block losing nothing when its host is killed, and not getting waiting bags twice.
 
 use bagpipe_test_support::{Bagpipe, BlockDir, Nats, artifacts};
 use serde_json::Value;
@@ -64,11 +64,15 @@ async fn publish_subscribe_and_request_reply_round_trip_within_grants() {
          [[block]]\nname = \"courier\"\nresponsibility = \"talker\"\nafter = [\"listener\"]\npublish = [\"cmd.>\"]\n\
          [block.config]\npublish = \"cmd.go\"\ncount = 3\nrequest = \"cmd.echo\"\n\n\
          [[block]]\nname = \"courier\"\nresponsibility = \"intruder\"\nafter = [\"talker\"]\npublish = [\"other.*\"]\n\
-         [block.config]\npublish = \"cmd.go\"\nsubscribe = [\"secret.>\"]\n");
+         [block.config]\npublish = \"cmd.go\"\nsubscribe = [\"secret.>\"]\n\n\
+         [[block]]\nname = \"courier\"\nresponsibility = \"forger\"\nafter = [\"intruder\"]\npublish = [\"other.*\"]\n\
+         [block.config]\npublish = \"_INBOX.forged\"\n");
     let mut host = start(&dir, &nats);
     // The listener takes the three bags before the request that follows them.
-    let seen = host.wait_for(1, |e| e["event"] == "reply").await;
-    let reply = &seen.last().expect("reply")["bag"];
+    // It and the forger's refusal both come before the host is stopped.
+    let forged = |e: &Value| e["event"] == "error" && e["error"].as_str().is_some_and(|m| m.contains("_INBOX.forged"));
+    let seen = host.wait_for(2, |e| e["event"] == "reply" || forged(e)).await;
+    let reply = &seen.iter().find(|e| e["event"] == "reply").expect("reply")["bag"];
     assert_eq!(reply["echo"]["question"], 42, "{reply}");
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
@@ -89,6 +93,10 @@ async fn publish_subscribe_and_request_reply_round_trip_within_grants() {
     assert!(
         errors.iter().any(|(c, e)| c == "subscribe" && e.contains("not granted") && e.contains("secret.>")),
         "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|(c, e)| c == "publish" && e.contains("not granted") && e.contains("_INBOX.forged")),
+        "a reply subject nobody asked this block to answer is not a free pass: {errors:?}"
     );
     assert!(out.stderr.contains("refused: publishing to `cmd.go`"), "refusals are logged");
     let report = dir.report();
@@ -116,7 +124,8 @@ async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
     // their call timeout is raised so that a slow, loaded machine cannot time them out and make
     // them run, and send, again.
     let mut near_host = start(&near, &nats);
-    near_host.wait_for(1, |e| e["event"] == "sent" && e["to"] == "nowhere").await;
+    // Every sender runs at once: the host stops only when all 251 sends have been answered.
+    near_host.wait_for(251, |e| e["event"] == "sent").await;
     far_host.wait_for(50, |e| e["event"] == "bag" && e["block"] == "far").await;
     near_host.signal(libc::SIGTERM);
     far_host.signal(libc::SIGTERM);
@@ -130,7 +139,16 @@ async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
     // A block both hosts run shares the work: both got some, none was lost.
     let count = |out: &bagpipe_test_support::Finished| out.events("count")[0]["count"].as_u64().unwrap_or(0);
     let (near_count, far_count) = (count(&near_out), count(&far_out));
-    assert_eq!(near_count + far_count, 200, "near {near_count} + far {far_count}");
+    let undelivered: Vec<&Value> =
+        near_out.events("sent").into_iter().filter(|e| e["to"] != "nowhere" && e["delivered"] != true).collect();
+    assert!(undelivered.is_empty(), "{undelivered:?}\n{}", near_out.stderr);
+    assert_eq!(
+        near_count + far_count,
+        200,
+        "near {near_count} + far {far_count}\n{}\n{}",
+        near_out.stderr,
+        far_out.stderr
+    );
     assert!(near_count > 0 && far_count > 0, "shared: near {near_count}, far {far_count}");
     // A responsibility nobody runs is unknown, across the cluster too.
     let nowhere = near_out.events("sent").into_iter().find(|e| e["to"] == "nowhere").cloned().unwrap_or_default();
@@ -166,6 +184,30 @@ async fn a_durable_block_loses_nothing_when_its_host_is_killed() {
     source_host.signal(libc::SIGTERM);
     store_host.finish().await.assert_success();
     source_host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn a_slow_durable_block_is_not_handed_its_waiting_bags_twice() {
+    let nats = Nats::start(true).await;
+    // Ten bags arrive at once; the last waits in the queue about four times the ack wait.
+    let store = dir("[host]\ncluster = \"slow\"\ndurable_ack_wait_ms = 600\n\n\
+         [[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\n[block.config]\nbusy_ms = 250\n\n\
+         [[block]]\nname = \"bench_source\"\n[block.config]\nto = \"store\"\ncount = 10\nbatch = 10\n");
+    let mut host = start(&store, &nats);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 10 {
+        let event = host.next_event().await.expect("the host ended early");
+        if let Some(n) = event["bag"]["n"].as_u64() {
+            seen.insert(n);
+        }
+    }
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    // Copies the server delivered again would be queued behind the originals: finishing drains
+    // them, so they would show here.
+    let got: Vec<u64> = out.bags_of("store").iter().filter_map(|b| b["n"].as_u64()).collect();
+    assert_eq!(got, (1..=10).collect::<Vec<_>>(), "each bag once, in order");
 }
 
 #[tokio::test]

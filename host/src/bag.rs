@@ -70,6 +70,26 @@ pub fn stamp(raw: &str, from: &str, seq: u64, limits: BagLimits) -> Result<Strin
     Ok(with_header(from, seq, "", body))
 }
 
+/// Checks a bag that comes in already stamped (from another host, or a stream): one JSON object
+/// within `limits`; host keys are allowed.
+pub fn check_inbound(text: &str, limits: BagLimits) -> Result<(), BagError> {
+    if text.len() > limits.max_bytes {
+        return Err(BagError::TooLarge { size: text.len(), limit: limits.max_bytes });
+    }
+    let refusal = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let depth = Depth { left: limits.max_depth, max: limits.max_depth, refusal: &refusal };
+    match depth.deserialize(&mut de) {
+        Ok(()) => {}
+        Err(e) => return Err(refusal.take().unwrap_or_else(|| BagError::NotJson(e.to_string()))),
+    }
+    de.end().map_err(|e| BagError::NotJson(e.to_string()))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(BagError::NotObject("something else"));
+    }
+    Ok(())
+}
+
 fn with_header(from: &str, seq: u64, sep: &str, rest: &str) -> String {
     let from = serde_json::Value::from(from).to_string();
     let mut out = String::with_capacity(rest.len() + from.len() + 32);
@@ -302,6 +322,14 @@ mod tests {
         check(r#"{"a":1,"__seq":9}"#, Err(BagError::ReservedKey("__seq".into())));
         check(r#"{"__x\u0041":1}"#, Err(BagError::ReservedKey("__xA".into())));
         check(r#"{"a":{"__nested":1}}"#, Ok(r#"{"__from":"src","__seq":7,"a":{"__nested":1}}"#));
+    }
+
+    #[test]
+    fn inbound_bags_may_carry_host_keys_but_not_break_limits() {
+        assert_eq!(check_inbound(r#"{"__from":"a","__seq":1,"x":[1]}"#, LIMITS), Ok(()));
+        assert_eq!(check_inbound(r#"{"a":[[[[1]]]]}"#, LIMITS), Err(BagError::TooDeep(4)));
+        assert!(matches!(check_inbound("[1]", LIMITS), Err(BagError::NotObject(_))));
+        assert!(matches!(check_inbound("{", LIMITS), Err(BagError::NotJson(_))));
     }
 
     #[test]

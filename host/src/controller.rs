@@ -4,7 +4,7 @@
 //! `enqueue` to a full queue waits at most the enqueue timeout (and not at all for the caller's
 //! own queue, which cannot drain while the caller is inside a call).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
@@ -65,9 +65,8 @@ impl controller::Host for BlockCtx {
                 Err(EnqueueError::QueueFull)
             }
             Err(TrySendError::Full(envelope)) => {
-                let started = Instant::now();
-                let waited = queue.send_timeout(envelope, self.links.settings.enqueue_timeout).await;
-                self.clock.add_wait(started.elapsed());
+                let timeout = self.links.settings.enqueue_timeout;
+                let waited = self.clock.waiting(queue.send_timeout(envelope, timeout)).await;
                 match waited {
                     Ok(()) => Ok(()),
                     Err(SendTimeoutError::Timeout(_)) => {
@@ -164,9 +163,8 @@ impl BlockCtx {
         let limits = BagLimits { max_bytes: self.limits.max_bag_bytes, max_depth: self.limits.max_bag_depth };
         let seq = self.next_seq();
         let stamped = bag::stamp(bag, &self.me.responsibility, seq, limits).map_err(refusal)?;
-        let started = Instant::now();
-        let answer = link.enqueue_remote(target, stamped, self.links.settings.enqueue_timeout).await;
-        self.clock.add_wait(started.elapsed());
+        let timeout = self.links.settings.enqueue_timeout;
+        let answer = self.clock.clone().waiting(link.enqueue_remote(target, stamped, timeout)).await;
         if answer.is_ok() {
             self.me.seq.store(seq, std::sync::atomic::Ordering::Relaxed);
             Counters::bump(&self.me.counters.sent);

@@ -45,6 +45,10 @@ pub const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 /// (writers copy in chunks, cargo removes and links, editors rename).
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// The most time one call into a guest may spend waiting in host calls (full queues, the
+/// network), all waits together; past it the call is stopped like one past its timeout.
+pub const CALL_WAIT_BUDGET: Duration = Duration::from_secs(30);
+
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
 
@@ -126,6 +130,10 @@ pub struct Settings {
     pub server: Option<String>,
     /// The cluster this host shares blocks with over the server, if any.
     pub cluster: Option<String>,
+    /// How long the server waits for a durable bag's acknowledgement before it delivers the bag
+    /// again: how soon the bags a crashed host held reach another. A live host keeps the bags it
+    /// holds (queued or being delivered) with progress acknowledgements every third of it.
+    pub durable_ack_wait: Duration,
 }
 
 impl Default for Settings {
@@ -136,6 +144,7 @@ impl Default for Settings {
             dead_letters: None,
             server: None,
             cluster: None,
+            durable_ack_wait: Duration::from_secs(6),
         }
     }
 }

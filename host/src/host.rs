@@ -102,7 +102,7 @@ impl Host {
         let router = Arc::new(crate::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         let server = match self.config.server.as_ref().or(manifest.settings.server.as_ref()) {
-            Some(url) => Some(ServerLink::connect(url, manifest.settings.cluster.clone()).await?),
+            Some(url) => Some(ServerLink::connect(url, &manifest.settings).await?),
             None if manifest.settings.cluster.is_some() => {
                 return Err(RunError::Host(anyhow::anyhow!(
                     "{}: [host] cluster needs a server: set [host] server or --server",

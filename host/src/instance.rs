@@ -6,7 +6,7 @@
 //! poisons the whole store. A dead instance is never called again.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -40,14 +40,7 @@ pub(crate) fn new_store(engine: &Engine, ctx: BlockCtx) -> Store<BlockCtx> {
             return Ok(UpdateDeadline::Interrupt);
         }
         // Time spent waiting to be scheduled again is not the guest's computing time.
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(async move {
-                let yielded = Instant::now();
-                tokio::task::yield_now().await;
-                clock.add_wait(yielded.elapsed());
-            }),
-        ))
+        Ok(UpdateDeadline::YieldCustom(1, Box::pin(async move { clock.waiting(tokio::task::yield_now()).await })))
     });
     // Instantiation runs guest code (start functions): it needs a deadline too.
     store.set_epoch_deadline(1);

@@ -101,6 +101,18 @@ impl Acker {
     }
 }
 
+impl Acker {
+    /// Where to tell the server the bag is still being worked on; `None` once acknowledged.
+    pub fn pending_reply(&self) -> Option<async_nats::Subject> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.reply.clone())
+    }
+
+    /// Whether a clone other than this one still holds the bag (it was not dropped unacknowledged).
+    pub fn held_elsewhere(&self) -> bool {
+        std::sync::Arc::strong_count(&self.0) > 1
+    }
+}
+
 impl std::fmt::Debug for Acker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Acker")

@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::component::Hooks;
 use crate::deadletter::DeadLetters;
-use crate::defaults::{Limits, MAX_RESOURCES, Settings};
+use crate::defaults::{CALL_WAIT_BUDGET, Limits, MAX_RESOURCES, Settings};
 use crate::guest_io::StderrTail;
 use crate::router::Router;
 use crate::stats::BlockStatus;
@@ -124,6 +124,8 @@ pub struct CallClock {
     base: Instant,
     started_ns: AtomicU64,
     host_wait_ns: AtomicU64,
+    /// When the host wait in progress began (0: none is).
+    waiting_since_ns: AtomicU64,
     /// The guest's computing budget per call.
     pub timeout: Duration,
 }
@@ -131,32 +133,51 @@ pub struct CallClock {
 impl CallClock {
     /// A clock for calls of at most `timeout` guest time.
     pub fn new(timeout: Duration) -> Self {
-        Self { base: Instant::now(), started_ns: AtomicU64::new(0), host_wait_ns: AtomicU64::new(0), timeout }
+        Self {
+            base: Instant::now(),
+            started_ns: AtomicU64::new(0),
+            host_wait_ns: AtomicU64::new(0),
+            waiting_since_ns: AtomicU64::new(0),
+            timeout,
+        }
     }
 
     /// Starts timing a call.
     pub fn start(&self) {
         self.started_ns.store(nanos(self.base.elapsed()), Ordering::Relaxed);
         self.host_wait_ns.store(0, Ordering::Relaxed);
+        self.waiting_since_ns.store(0, Ordering::Relaxed);
     }
 
-    /// Adds time the host waited on the guest's behalf.
-    pub fn add_wait(&self, d: Duration) {
-        self.host_wait_ns.fetch_add(nanos(d), Ordering::Relaxed);
+    /// Runs `wait` (the host waiting on the guest's behalf: a full queue, the network, being
+    /// scheduled) with the clock stopped for the guest, the whole time it is in progress.
+    pub async fn waiting<F: std::future::Future>(&self, wait: F) -> F::Output {
+        self.waiting_since_ns.store(nanos(self.base.elapsed()).max(1), Ordering::Relaxed);
+        let out = wait.await;
+        let since = self.waiting_since_ns.swap(0, Ordering::Relaxed);
+        let waited = nanos(self.base.elapsed()).saturating_sub(since);
+        self.host_wait_ns.fetch_add(waited, Ordering::Relaxed);
+        out
+    }
+
+    /// Time spent waiting in host calls in this call so far, the wait in progress included.
+    pub fn host_wait(&self) -> Duration {
+        let since = self.waiting_since_ns.load(Ordering::Relaxed);
+        let current = if since == 0 { 0 } else { nanos(self.base.elapsed()).saturating_sub(since) };
+        Duration::from_nanos(self.host_wait_ns.load(Ordering::Relaxed).saturating_add(current))
     }
 
     /// How long the guest has computed in this call.
     pub fn guest_time(&self) -> Duration {
-        let now = nanos(self.base.elapsed());
-        let spent = now
-            .saturating_sub(self.started_ns.load(Ordering::Relaxed))
-            .saturating_sub(self.host_wait_ns.load(Ordering::Relaxed));
-        Duration::from_nanos(spent)
+        let now = Duration::from_nanos(nanos(self.base.elapsed()));
+        let started = Duration::from_nanos(self.started_ns.load(Ordering::Relaxed));
+        now.saturating_sub(started).saturating_sub(self.host_wait())
     }
 
-    /// How much of the budget is left.
+    /// How much of the call's budgets is left: its computing time, and the host waits one call
+    /// may add up ([`CALL_WAIT_BUDGET`]: a guest cannot hold its task with wait after wait).
     pub fn remaining(&self) -> Duration {
-        self.timeout.saturating_sub(self.guest_time())
+        self.timeout.saturating_sub(self.guest_time()).min(CALL_WAIT_BUDGET.saturating_sub(self.host_wait()))
     }
 }
 

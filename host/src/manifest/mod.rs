@@ -90,6 +90,21 @@ pub struct BlockSpec {
     pub line: usize,
 }
 
+impl BlockSpec {
+    /// This entry with the grants (listen, connect, publish, subscribe, durable, shared) of
+    /// `running`, and whether they differed: grants are bound when a block is added and change
+    /// only when the host restarts.
+    pub fn keeping_grants_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
+        let grants = |s: &BlockSpec| {
+            (s.listen.clone(), s.connect.clone(), s.publish.clone(), s.subscribe.clone(), s.durable, s.shared)
+        };
+        let changed = grants(self) != grants(running);
+        let mut kept = self.clone();
+        (kept.listen, kept.connect, kept.publish, kept.subscribe, kept.durable, kept.shared) = grants(running);
+        (kept, changed)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
@@ -107,6 +122,7 @@ struct RawHost {
     dead_letters: Option<Spanned<String>>,
     server: Option<Spanned<String>>,
     cluster: Option<Spanned<String>>,
+    durable_ack_wait_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +269,9 @@ fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
     }
     if let Some(ms) = raw.drain_timeout_ms {
         settings.drain_timeout = Duration::from_millis(at.in_range(&ms, "drain_timeout_ms", 0, 600_000)?);
+    }
+    if let Some(ms) = raw.durable_ack_wait_ms {
+        settings.durable_ack_wait = Duration::from_millis(at.in_range(&ms, "durable_ack_wait_ms", 300, 3_600_000)?);
     }
     if let Some(url) = raw.server {
         let text = url.get_ref();

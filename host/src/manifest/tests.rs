@@ -58,5 +58,24 @@ fn names_file_line_and_key_of_errors() {
     check_err("[[block]]\nname = \"a\"\nlisten = [\"http://x\"]\n", Some(3), Some("listen"), "not tcp://");
     check_err("[[block]]\nname = \"a\"\nlisten = [\"tcp://nowhere:1\"]\n", Some(3), Some("listen"), "not an IP:PORT");
     check_err("[[block]]\nname = \"a\"\nconnect = [\"justahost\"]\n", Some(3), Some("connect"), "HOST:PORT");
+    check_err(
+        "[host]\ndurable_ack_wait_ms = 10\n[[block]]\nname = \"a\"\n",
+        Some(2),
+        Some("durable_ack_wait_ms"),
+        "out of range",
+    );
     check_err("[[block]\n", Some(1), None, "");
+}
+
+#[test]
+fn a_reloaded_entry_keeps_the_grants_the_block_was_started_with() {
+    let running = parse("[[block]]\nname = \"a\"\nconnect = [\"127.0.0.1:9\"]\n").unwrap();
+    let edited = parse("[[block]]\nname = \"a\"\nconnect = [\"127.0.0.1:10\"]\n[block.config]\nx = 2\n").unwrap();
+    let (kept, changed) = edited.blocks[0].keeping_grants_of(&running.blocks[0]);
+    assert!(changed);
+    assert_eq!(kept.connect, ["127.0.0.1:9"], "the grant in force stays");
+    assert_eq!(kept.config, edited.blocks[0].config, "everything else is the edit");
+    let (same, changed) = running.blocks[0].keeping_grants_of(&running.blocks[0]);
+    assert!(!changed);
+    assert_eq!(same, running.blocks[0]);
 }

@@ -1,7 +1,5 @@
 //! The `net` import: what a block can do with the sockets the host holds for it.
 
-use std::time::Instant;
-
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use super::{Write, socket_addr};
@@ -17,9 +15,8 @@ impl net::Host for BlockCtx {
             Err(TrySendError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
             Err(TrySendError::Full(_)) if self.refused => Err(NetError::WouldBlock),
             Err(TrySendError::Full(op)) => {
-                let started = Instant::now();
-                let waited = writes.send_timeout(op, self.links.settings.enqueue_timeout).await;
-                self.clock.add_wait(started.elapsed());
+                let timeout = self.links.settings.enqueue_timeout;
+                let waited = self.clock.waiting(writes.send_timeout(op, timeout)).await;
                 match waited {
                     Ok(()) => Ok(()),
                     Err(SendTimeoutError::Timeout(_)) => {
@@ -36,8 +33,10 @@ impl net::Host for BlockCtx {
     async fn close(&mut self, conn: u64) -> Result<(), NetError> {
         let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
         let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
-        // After what is queued; when the queue is full, at once.
-        if writes.try_send(Write::Close).is_err() {
+        // After what is queued; when the queue stays full past the enqueue timeout, at once.
+        let timeout = self.links.settings.enqueue_timeout;
+        let queued = self.clock.waiting(tokio::time::timeout(timeout, writes.send(Write::Close))).await;
+        if !matches!(queued, Ok(Ok(()))) {
             hub.cancel_conn(conn);
         }
         Ok(())
@@ -51,9 +50,8 @@ impl net::Host for BlockCtx {
         let Some(to) = socket_addr(&peer) else {
             return Err(NetError::Io(format!("`{peer}` is not an IP:PORT address")));
         };
-        let started = Instant::now();
-        let sent = tokio::time::timeout(self.links.settings.enqueue_timeout, socket.send_to(&data, to)).await;
-        self.clock.add_wait(started.elapsed());
+        let timeout = self.links.settings.enqueue_timeout;
+        let sent = self.clock.waiting(tokio::time::timeout(timeout, socket.send_to(&data, to))).await;
         match sent {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(NetError::Io(e.to_string())),
@@ -70,9 +68,7 @@ impl net::Host for BlockCtx {
                 )));
             }
         };
-        let started = Instant::now();
-        let connected = hub.connect(&address).await;
-        self.clock.add_wait(started.elapsed());
+        let connected = self.clock.clone().waiting(hub.connect(&address)).await;
         match connected {
             Ok(Some(id)) => Ok(id),
             Ok(None) => Err(NetError::Io("too many connections".to_owned())),

@@ -213,28 +213,38 @@ impl NetHub {
         accept: Option<(String, String)>,
         cancel: CancellationToken,
     ) {
-        if let Some((listener, peer)) = accept
-            && !self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await
-        {
-            return self.forget(id, &cancel);
+        // Once the block has heard of the connection, it hears of its end too, however it ends.
+        let announced = match accept {
+            Some((listener, peer)) => self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await,
+            None => true,
+        };
+        if announced {
+            self.pump(id, &mut read, &cancel).await;
         }
+        self.forget(id, &cancel);
+        if announced {
+            // Fails at once when the block takes no more events.
+            let _ = self.queue.send(Envelope::Closed { conn: id }).await;
+        }
+    }
+
+    /// Queues what arrives on connection `id` until it ends, is cancelled or the block takes no
+    /// more events.
+    async fn pump(&self, id: u64, read: &mut tokio::net::tcp::OwnedReadHalf, cancel: &CancellationToken) {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
             let n = tokio::select! {
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => return,
                 r = read.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 },
             };
             // Waits while the block's queue is full: the host stops reading this socket.
-            if !self.push(Envelope::Data { conn: id, data: buf[..n].to_vec() }, &cancel).await {
-                return self.forget(id, &cancel);
+            if !self.push(Envelope::Data { conn: id, data: buf[..n].to_vec() }, cancel).await {
+                return;
             }
         }
-        self.forget(id, &cancel);
-        // The close is news even when the block itself closed the connection.
-        let _ = self.queue.send(Envelope::Closed { conn: id }).await;
     }
 
     /// Queues `event`; false when the block takes no more events or the connection is cancelled.

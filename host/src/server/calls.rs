@@ -1,7 +1,7 @@
 //! The `server` import: what a block can do with the host's message server.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bag::{self, BagLimits};
 use crate::bindings::bagpipe::block::server::{self, ServerError};
@@ -65,9 +65,8 @@ impl server::Host for BlockCtx {
             return Err(ServerError::NotConnected);
         }
         let timeout = Duration::from_millis(timeout_ms).min(MAX_REQUEST_TIMEOUT);
-        let started = Instant::now();
-        let reply = tokio::time::timeout(timeout, server.link().client().request(subject, text.into())).await;
-        self.clock.add_wait(started.elapsed());
+        let asked = tokio::time::timeout(timeout, server.link().client().request(subject, text.into()));
+        let reply = self.clock.clone().waiting(asked).await;
         Counters::bump(&self.me.counters.published);
         server.link().stats.published.fetch_add(1, Ordering::Relaxed);
         let message = match reply {

@@ -85,7 +85,13 @@ impl ServerLink {
         let subject = enqueue_subject(cluster, responsibility);
         let asked = self.client().request(subject, stamped.into());
         let reply = match tokio::time::timeout(enqueue_timeout + REMOTE_SLACK, asked).await {
-            Err(_) => return Err(EnqueueError::QueueFull),
+            // No answer in time: whether the far host queued the bag is unknown, so this must not
+            // read as "nothing was delivered" (queue-full) and invite a duplicate.
+            Err(_) => {
+                return Err(EnqueueError::Unavailable(format!(
+                    "no answer from the host running `{responsibility}` in time; the bag may or may not have been delivered"
+                )));
+            }
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 return Err(EnqueueError::UnknownTarget(format!(
                     "no block has responsibility `{responsibility}`, here or in cluster `{cluster}`"
@@ -195,11 +201,9 @@ impl BlockServer {
             Counters::bump(&self.status.counters.refused_full);
             return Err(EnqueueError::TooLarge(max_bag_bytes as u64));
         }
-        // Stamped by the sender's host: it must still be one JSON object.
+        // Stamped by the sender's host: it must still be one JSON object within the limits.
         let text = std::str::from_utf8(payload).map_err(|_| EnqueueError::InvalidBag("not UTF-8".into()))?;
-        if !matches!(serde_json::from_str::<serde_json::Value>(text), Ok(serde_json::Value::Object(_))) {
-            return Err(EnqueueError::InvalidBag("not a JSON object".into()));
-        }
+        crate::bag::check_inbound(text, self.limits).map_err(|e| EnqueueError::InvalidBag(e.to_string()))?;
         if !self.status.takes_bags() {
             return Err(EnqueueError::Unavailable(format!("`{}` takes no bags now", self.status.responsibility)));
         }
@@ -241,6 +245,17 @@ impl BlockServer {
         });
     }
 
+    /// Tells the server that the bags still queued or being delivered are being worked on, so
+    /// that it does not deliver them again; forgets those acknowledged or dropped.
+    async fn keep_alive(&self, in_flight: &mut Vec<Acker>) {
+        in_flight.retain(|a| a.held_elsewhere() && a.pending_reply().is_some());
+        for ack in in_flight.iter() {
+            if let Some(reply) = ack.pending_reply() {
+                let _ = self.link.client().publish(reply, bytes::Bytes::from_static(b"+WPI")).await;
+            }
+        }
+    }
+
     async fn consume(
         &self,
         subject: &str,
@@ -266,7 +281,9 @@ impl BlockServer {
                 jetstream::consumer::pull::Config {
                     durable_name: Some(name.clone()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(5),
+                    // Bags waiting their turn are kept with progress acks (`keep_alive`) every third
+                    // of it; the bags of a host that crashed are delivered again this long after.
+                    ack_wait: self.link.durable_ack_wait,
                     max_ack_pending: capacity.max(1) as i64,
                     ..Default::default()
                 },
@@ -275,21 +292,43 @@ impl BlockServer {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(block = %self.status.responsibility, "taking bags from the durable stream `{}`", stream.cached_info().config.name);
+        // Bags taken from the stream and not yet acknowledged.
+        let mut in_flight: Vec<Acker> = Vec::new();
+        let mut progress = tokio::time::interval(self.link.durable_ack_wait / 3);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                _ = progress.tick() => {
+                    self.keep_alive(&mut in_flight).await;
+                    continue;
+                }
                 m = messages.next() => match m {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => return Err(anyhow::anyhow!("{e}")),
                     None => return Ok(()),
                 },
             };
-            let bag = String::from_utf8_lossy(&message.payload).into_owned();
             self.link.stats.received.fetch_add(1, Ordering::Relaxed);
+            let bag = String::from_utf8_lossy(&message.payload).into_owned();
+            if let Err(e) = crate::bag::check_inbound(&bag, self.limits) {
+                // Never going to be a bag: acknowledge it, so it is not delivered again and again.
+                tracing::warn!(block = %self.status.responsibility, "refused a durable bag: {e}");
+                Counters::bump(&self.status.counters.failed);
+                let _ = message.ack().await;
+                continue;
+            }
             let ack = Acker::new(message);
-            let sent = tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                sent = queue.send(Envelope::Durable { bag, ack }) => sent,
+            in_flight.push(ack.clone());
+            let send = queue.send(Envelope::Durable { bag, ack });
+            tokio::pin!(send);
+            // Waits while the block's queue is full, keeping what waits alive.
+            let sent = loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    _ = progress.tick() => self.keep_alive(&mut in_flight).await,
+                    sent = &mut send => break sent,
+                }
             };
             if sent.is_err() {
                 return Ok(());

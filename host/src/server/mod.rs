@@ -30,6 +30,12 @@ use crate::bindings::ServerInfo;
 use crate::router::Envelope;
 use crate::stats::{BlockStatus, Counters};
 
+/// Messages a subscription buffers while its block is slow.
+const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// Reply subjects a block may answer on, at most (the oldest are forgotten first).
+const REPLY_SUBJECTS: usize = 1024;
+
 /// How long start-up waits for the first connection to the server.
 pub const INITIAL_WAIT: Duration = Duration::from_secs(3);
 
@@ -79,6 +85,8 @@ pub struct ServerLink {
     pub url: String,
     /// The cluster this host shares blocks with, if any.
     pub cluster: Option<String>,
+    /// How long the server waits for a durable bag's acknowledgement before delivering it again.
+    pub durable_ack_wait: Duration,
     client: async_nats::Client,
     state: watch::Receiver<ServerState>,
     /// Host-wide counters.
@@ -94,7 +102,7 @@ impl ServerLink {
     /// Starts connecting to `url` in the background, and waits up to [`INITIAL_WAIT`] for the
     /// first connection, so that blocks usually start connected; the host runs on without the
     /// server (and keeps trying) when it is away.
-    pub async fn connect(url: &str, cluster: Option<String>) -> anyhow::Result<Arc<Self>> {
+    pub async fn connect(url: &str, settings: &crate::defaults::Settings) -> anyhow::Result<Arc<Self>> {
         let (tx, state) = watch::channel(ServerState::default());
         let tx = Arc::new(tx);
         let stats = Arc::new(ServerStats::default());
@@ -103,6 +111,10 @@ impl ServerLink {
             .name("bagpipe")
             .retry_on_initial_connect()
             .max_reconnects(None)
+            // What a subscription buffers while its block is slow (past it the server reports a
+            // slow consumer): bounded, unlike the client's default of 65,536 messages.
+            .subscription_capacity(SUBSCRIPTION_BUFFER)
+            .request_timeout(Some(Duration::from_secs(60)))
             .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
                 let events_tx = events_tx.clone();
@@ -113,7 +125,8 @@ impl ServerLink {
         let client = options.connect(url).await.map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
         let link = Arc::new(ServerLink {
             url: url.to_owned(),
-            cluster,
+            cluster: settings.cluster.clone(),
+            durable_ack_wait: settings.durable_ack_wait,
             client: client.clone(),
             state,
             stats: stats.clone(),
@@ -210,6 +223,10 @@ pub struct BlockServer {
     link: Arc<ServerLink>,
     publish: Vec<String>,
     subscribe: Vec<String>,
+    /// What bags from the server must keep to (the block's own limits).
+    limits: crate::bag::BagLimits,
+    /// Reply subjects of bags the block received: the only `_INBOX.` subjects it may publish to.
+    replies: Mutex<std::collections::VecDeque<String>>,
     subscriptions: Mutex<HashMap<String, CancellationToken>>,
     queue: Option<mpsc::Sender<Envelope>>,
     status: Arc<BlockStatus>,
@@ -223,6 +240,7 @@ impl BlockServer {
         link: Arc<ServerLink>,
         publish: Vec<String>,
         subscribe: Vec<String>,
+        limits: crate::bag::BagLimits,
         queue: Option<mpsc::Sender<Envelope>>,
         status: Arc<BlockStatus>,
     ) -> Arc<Self> {
@@ -230,6 +248,8 @@ impl BlockServer {
             link,
             publish,
             subscribe,
+            limits,
+            replies: Mutex::new(std::collections::VecDeque::new()),
             subscriptions: Mutex::new(HashMap::new()),
             queue,
             status,
@@ -260,7 +280,28 @@ impl BlockServer {
     }
 
     fn may_publish(&self, subject: &str) -> bool {
-        subject.starts_with("_INBOX.") || self.publish.iter().any(|g| subject::covers(g, subject))
+        self.publish.iter().any(|g| subject::covers(g, subject)) || self.take_reply(subject)
+    }
+
+    /// Remembers that the block received a bag asking for a reply on `subject`.
+    fn note_reply(&self, subject: &str) {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        if replies.len() == REPLY_SUBJECTS {
+            replies.pop_front();
+        }
+        replies.push_back(subject.to_owned());
+    }
+
+    /// Whether `subject` is a reply the block owes (each may be answered once).
+    fn take_reply(&self, subject: &str) -> bool {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        match replies.iter().position(|r| r == subject) {
+            Some(i) => {
+                replies.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     fn may_subscribe(&self, subject: &str) -> bool {
@@ -311,6 +352,14 @@ impl BlockServer {
             };
             seq += 1;
             let bag = message_bag(&message.payload, message.subject.as_str(), message.reply.as_deref(), seq);
+            if let Err(e) = crate::bag::check_inbound(&bag, self.limits) {
+                tracing::warn!(block = %self.status.responsibility, "refused a message from `{}`: {e}", message.subject);
+                Counters::bump(&self.status.counters.failed);
+                continue;
+            }
+            if let Some(reply) = &message.reply {
+                self.note_reply(reply);
+            }
             Counters::bump(&self.status.counters.from_server);
             self.link.stats.received.fetch_add(1, Ordering::Relaxed);
             // Waits while the block's queue is full: the subscription's own buffer takes up the

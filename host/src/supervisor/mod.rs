@@ -165,6 +165,7 @@ impl Supervisor {
                 link.clone(),
                 spec.publish.clone(),
                 spec.subscribe.clone(),
+                BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth },
                 bag_queue.clone(),
                 status.clone(),
             );

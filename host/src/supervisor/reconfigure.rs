@@ -116,6 +116,15 @@ impl Supervisor {
             let running = self.live().find(|&i| self.slots[i].spec.responsibility == spec.responsibility);
             match running {
                 Some(i) => {
+                    let (kept, grants_changed) = spec.keeping_grants_of(&self.slots[i].spec);
+                    if grants_changed {
+                        tracing::warn!(
+                            block = %spec.responsibility,
+                            "changed grants (listen, connect, publish, subscribe, durable, shared) apply when the \
+                             host restarts; it keeps its current ones"
+                        );
+                    }
+                    let spec = Arc::new(kept);
                     let old = &self.slots[i].spec;
                     let same_version = self.slots[i].status.version() == component.hash.short();
                     if old.name == spec.name

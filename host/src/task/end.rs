@@ -83,12 +83,8 @@ impl BlockTask {
         let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
         self.status.set_state(state);
         self.instance = None;
-        if let Some(net) = self.net.take() {
-            net.shutdown().await;
-        }
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
+        // The queue closes first: socket readers and server feeds waiting to queue an event are
+        // refused at once, so shutting them down below cannot hang.
         // (bag, deliveries so far)
         let mut left: Vec<(Envelope, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
         if let Some(mut queue) = self.queue.take() {
@@ -99,8 +95,21 @@ impl BlockTask {
                 left.push((env, 0));
             }
         }
+        self.settle(left, failed);
+        if let Some(net) = self.net.take() {
+            net.shutdown().await;
+        }
+        // After the dead letters above: acknowledging a durable one needs the server side.
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        outcome
+    }
+
+    /// Accounts for the bags left when the task ends.
+    fn settle(&self, left: Vec<(Envelope, u32)>, failed: Option<String>) {
         if left.is_empty() {
-            return outcome;
+            return;
         }
         match failed {
             Some(error) => {
@@ -110,10 +119,10 @@ impl BlockTask {
                 }
             }
             None => {
+                // Durable ones are not acknowledged: their stream delivers them again.
                 self.status.counters.lost.fetch_add(left.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!("{} queued bags were never delivered", left.len());
             }
         }
-        outcome
     }
 }

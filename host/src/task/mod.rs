@@ -147,6 +147,8 @@ pub struct BlockTask {
     server_state: Option<watch::Receiver<ServerState>>,
     /// What the current instance has been told of the server: (connected, generation).
     told: (bool, u64),
+    /// The block has been told to run (and not reset since): a new instance must run too.
+    wants_run: bool,
 }
 
 enum Next {
@@ -206,6 +208,7 @@ impl BlockTask {
             server_state: mailbox.server.as_ref().map(|s| s.link().state()),
             server: mailbox.server,
             told: (false, 0),
+            wants_run: false,
         }
     }
 
@@ -289,6 +292,7 @@ impl BlockTask {
                 };
                 self.status.set_state(BlockState::Running);
                 self.running = true;
+                self.wants_run = true;
                 let r = instance.run().await;
                 let fault = r.as_ref().err().cloned();
                 let _ = reply.send(r);
@@ -299,6 +303,7 @@ impl BlockTask {
             }
             Command::Reset { reply } => {
                 self.running = false;
+                self.wants_run = false;
                 self.status.set_state(BlockState::Restarting);
                 let r = match self.instance.take() {
                     Some(mut instance) => instance.finish().await,

@@ -47,10 +47,20 @@ impl BlockTask {
             return self.refuse(reply, &version, CallError::Guest(format!("{why}; restart the host to change that")));
         }
         if self.instance.is_none() {
-            // Not running now (restarting, or not initialised yet): the next instance is simply
-            // of the new version.
+            // No instance now (restarting, or not initialised yet): the next one is of the new
+            // version. A block that was running (a swap interrupted its restart backoff) starts
+            // it at once: the new version may be the fix.
             self.adopt(component, spec);
             let _ = reply.send(Ok(()));
+            if self.wants_run {
+                self.start_instance().await?;
+                if let Some(instance) = self.instance.as_mut() {
+                    instance.run().await?;
+                }
+                self.status.set_state(crate::bindings::BlockState::Running);
+                self.running = true;
+                self.sync_server().await?;
+            }
             return Ok(());
         }
         let paused = Instant::now();
@@ -90,14 +100,15 @@ impl BlockTask {
         self.instance = Some(new);
         self.told = (false, 0);
         self.adopt(component, spec);
-        self.sync_server().await?;
         let pause = paused.elapsed();
         Counters::bump(&self.status.counters.swaps);
         self.status.counters.last_swap_pause_us.store(pause.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         self.status.swap_pause.record(pause);
         tracing::info!(version = %version, pause_us = pause.as_micros() as u64, "swapped");
         let _ = reply.send(Ok(()));
-        Ok(())
+        // The new version hears of the server after the swap is done (a trap there is its own
+        // fault, handled as any other).
+        self.sync_server().await
     }
 
     /// The new version failed after the old one finished: run the old version again, restored
