@@ -32,8 +32,10 @@ use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MANIFEST_FILE, Policy, S
 use crate::deps::{DepError, Graph};
 use crate::error::ManifestError;
 use crate::restart::{GiveUp, Restart};
+use settings::{RawHost, settings};
 
 mod listen;
+mod settings;
 
 pub use listen::{Listen, Protocol};
 
@@ -112,17 +114,6 @@ struct RawManifest {
     host: RawHost,
     #[serde(default)]
     block: Vec<Spanned<RawBlock>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    enqueue_timeout_ms: Option<Spanned<u64>>,
-    drain_timeout_ms: Option<Spanned<u64>>,
-    dead_letters: Option<Spanned<String>>,
-    server: Option<Spanned<String>>,
-    cluster: Option<Spanned<String>>,
-    durable_ack_wait_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -260,38 +251,6 @@ impl Manifest {
     pub fn block(&self, responsibility: &str) -> Option<&BlockSpec> {
         self.blocks.iter().find(|b| b.responsibility == responsibility)
     }
-}
-
-fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
-    let mut settings = Settings::default();
-    if let Some(ms) = raw.enqueue_timeout_ms {
-        settings.enqueue_timeout = Duration::from_millis(at.in_range(&ms, "enqueue_timeout_ms", 0, 60_000)?);
-    }
-    if let Some(ms) = raw.drain_timeout_ms {
-        settings.drain_timeout = Duration::from_millis(at.in_range(&ms, "drain_timeout_ms", 0, 600_000)?);
-    }
-    if let Some(ms) = raw.durable_ack_wait_ms {
-        settings.durable_ack_wait = Duration::from_millis(at.in_range(&ms, "durable_ack_wait_ms", 300, 3_600_000)?);
-    }
-    if let Some(url) = raw.server {
-        let text = url.get_ref();
-        if !(text.starts_with("nats://") || text.starts_with("tls://")) || text.len() < 8 {
-            return Err(at.error(url.span(), "server", format!("`{text}` is not a nats://HOST:PORT address")));
-        }
-        settings.server = Some(text.clone());
-    }
-    if let Some(cluster) = raw.cluster {
-        let text = cluster.get_ref();
-        if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(at.error(
-                cluster.span(),
-                "cluster",
-                format!("`{text}` is not a cluster name (letters, digits, - and _)"),
-            ));
-        }
-        settings.cluster = Some(text.clone());
-    }
-    Ok(settings)
 }
 
 fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Result<BlockSpec, ManifestError> {
