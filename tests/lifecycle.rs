@@ -74,6 +74,24 @@ async fn sigint_also_shuts_down_gracefully() {
 }
 
 #[tokio::test]
+async fn a_second_signal_stops_at_once_while_a_finish_hangs() {
+    // `stuck` sleeps for an hour in `finish`, and may: its call timeout is an hour too.
+    let manifest = "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
+                    [[block]]\nname = \"faulty\"\nresponsibility = \"stuck\"\ncall_timeout_ms = 3600000\n\
+                    [block.config]\nfault = \"sleep\"\nin = \"finish\"\n";
+    let dir = BlockDir::new(manifest, &[("probe", artifacts::PROBE), ("faulty", artifacts::FAULTY)]);
+    let mut host = Bagpipe::run(BIN, &dir);
+    host.wait_for(2, |e| e["event"] == "run").await;
+    host.signal(libc::SIGTERM);
+    host.log_line("a second signal stops at once").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    assert!(!out.status.success(), "a forced stop exits non-zero");
+    assert!(out.stderr.contains("a second SIGTERM during shutdown: stopping now"), "{}", out.stderr);
+    assert!(out.events("finish").is_empty(), "nothing finished after the hanging block: {:?}", out.events("finish"));
+}
+
+#[tokio::test]
 async fn timers_fire_in_order_and_a_cancelled_timer_never_fires() {
     let dir = BlockDir::new("[[block]]\nname = \"ticker\"\n", &[("ticker", artifacts::TICKER)]);
     let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;

@@ -146,15 +146,34 @@ async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(dir)?;
     let cache_dir = if options.no_cache { None } else { ComponentCache::default_dir() };
     let host = Host::new(HostConfig { cache_dir, admin: options.admin, watch: options.watch, server: options.server })?;
-    let shutdown = shutdown_signal()?;
-    let run = host.run(&manifest, shutdown);
+    let mut signals = Signals::new()?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = host.run(&manifest, async move {
+        let _ = first_rx.await;
+    });
     tokio::pin!(run);
-    let result = match (&options.build, options.dev) {
-        (Some(guests), true) => tokio::select! {
-            r = &mut run => r,
-            () = bagpipe::guest_build::rebuild_on_change(guests, into) => run.await,
-        },
-        _ => run.await,
+    // The first signal starts the graceful shutdown; a second one stops at once.
+    let forced = async {
+        let name = signals.next().await;
+        tracing::info!("{name} received: finishing every block (a second signal stops at once)");
+        let _ = first_tx.send(());
+        signals.next().await
+    };
+    let graceful = async {
+        match (&options.build, options.dev) {
+            (Some(guests), true) => tokio::select! {
+                r = &mut run => r,
+                () = bagpipe::guest_build::rebuild_on_change(guests, into) => run.await,
+            },
+            _ => run.await,
+        }
+    };
+    let result = tokio::select! {
+        r = graceful => r,
+        name = forced => {
+            eprintln!("error: a second {name} during shutdown: stopping now, without finishing the blocks still running");
+            return Ok(ExitCode::FAILURE);
+        }
     };
     let report_file = options.report;
     let code = match &result {
@@ -328,15 +347,23 @@ fn table(blocks: &[StatsSnapshot]) -> String {
     out
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(async move {
+/// SIGINT and SIGTERM, as they arrive.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and says which it was.
+    async fn next(&mut self) -> &'static str {
         tokio::select! {
-            _ = int.recv() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
         }
-    })
+    }
 }

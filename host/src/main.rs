@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(cli::dispatch(args))
+    let code = runtime.block_on(cli::dispatch(args));
+    // Everything has been joined unless a second signal forced the stop; then nothing is waited for.
+    runtime.shutdown_background();
+    code
 }
 
 /// Blocks may hold thousands of connections: lift the soft limit on open files to the hard one.
