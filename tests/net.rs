@@ -192,3 +192,63 @@ async fn udp_datagrams_that_find_the_queue_full_are_counted_as_dropped() {
     assert_eq!(report.count("echo", "udp_dropped"), 48);
     assert_eq!(report.count("echo", "received"), 2);
 }
+
+#[tokio::test]
+async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
+    let manifest = |grants: &str, config: &str| {
+        format!("[[block]]\nname = \"echo\"\n{grants}\n[block.config]\nquiet = true\n{config}\n")
+    };
+    let dir = BlockDir::new(&manifest("listen = [\"tcp://127.0.0.1:0\"]", ""), &[("echo", artifacts::ECHO)]);
+    let mut host = Bagpipe::run(BIN, &dir);
+    let line = host.log_line("listening on tcp://").await;
+    let tcp = line.split("tcp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    let mut kept = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+    assert_eq!(round_trip(&mut kept, "one\n").await, "one\n");
+
+    // TCP taken away, UDP granted: no swap, the open connection stays.
+    dir.write_as("bagpipe.toml", manifest("listen = [\"udp://127.0.0.1:0\"]", "").as_bytes(), Write::Rename);
+    let line = host.log_line("listening on udp://").await;
+    let udp = line.split("udp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    host.log_line(&format!("no longer granted: stopped listening on tcp://{tcp}")).await;
+    host.log_line("manifest change applied").await;
+    assert!(TcpStream::connect(&tcp).await.is_err(), "nothing listens on {tcp} any more");
+    assert_eq!(round_trip(&mut kept, "two\n").await, "two\n", "the accepted connection is kept");
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    socket.send_to(b"ping", &udp).await.expect("send");
+    let mut buf = [0u8; 16];
+    let (n, _) = socket.recv_from(&mut buf).await.expect("echo");
+    assert_eq!(&buf[..n], b"ping");
+
+    // A connect grant and a config that uses it, in one edit: the new instance finds the grant
+    // in force when it runs.
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let target = server.local_addr().expect("addr").to_string();
+    let granted = manifest(
+        &format!("listen = [\"udp://127.0.0.1:0\"]\nconnect = [\"{target}\"]"),
+        &format!("connect = \"{target}\""),
+    );
+    dir.write_as("bagpipe.toml", granted.as_bytes(), Write::Rename);
+    let (stream, _) = server.accept().await.expect("the swapped block connects");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await.expect("read");
+    assert_eq!(line, "hello\n");
+    assert_eq!(round_trip(&mut kept, "three\n").await, "three\n", "kept across the swap too");
+
+    // A grant that cannot be served refuses the whole edit: the old grants serve on.
+    let taken = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let busy = taken.local_addr().expect("addr");
+    let refused = manifest(&format!("listen = [\"udp://127.0.0.1:0\", \"tcp://{busy}\"]"), "label = \"refused\"");
+    dir.write_as("bagpipe.toml", refused.as_bytes(), Write::Rename);
+    let line = host.log_line("its new grants cannot be served").await;
+    assert!(line.contains(&format!("cannot listen on tcp://{busy}")), "{line}");
+    socket.send_to(b"still", &udp).await.expect("send");
+    let (n, _) = socket.recv_from(&mut buf).await.expect("echo");
+    assert_eq!(&buf[..n], b"still", "the UDP grant in force before the refused edit still serves");
+
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let runs: Vec<_> = out.events("listeners").iter().map(|e| e["listeners"].clone()).collect();
+    assert_eq!(runs.len(), 2, "one start and one swap; the refused edit never reached the block: {runs:?}");
+    assert_eq!(runs[1], serde_json::json!([format!("udp://{udp}")]), "the swapped instance sees the new grants");
+}

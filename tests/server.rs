@@ -1,9 +1,10 @@
 //! The server connector against real NATS servers (each test starts its own `nats-server`, so
 //! it can stop it): connect/disconnect hooks through ten server restarts with in-process bags
 //! unaffected; publish/subscribe and request/reply; grants; two hosts of one cluster sharing work;
-//! a durable block losing nothing when its host is killed, and not getting waiting bags twice.
+//! a durable block losing nothing when its host is killed, and not getting waiting bags twice;
+//! grants changed by a manifest edit while the block runs.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats, artifacts};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, Write, artifacts};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -101,6 +102,50 @@ async fn publish_subscribe_and_request_reply_round_trip_within_grants() {
     assert!(out.stderr.contains("refused: publishing to `cmd.go`"), "refusals are logged");
     let report = dir.report();
     assert_eq!(report.count("talker", "published"), 4, "three bags and one request");
+}
+
+#[tokio::test]
+async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_serves_again() {
+    let nats = Nats::start(false).await;
+    let manifest = |grant: &str, label: &str| {
+        format!(
+            "[[block]]\nname = \"courier\"\nresponsibility = \"listener\"\n{grant}\n\
+             [block.config]\nsubscribe = [\"cmd.*\"]\nreply = true\nlabel = \"{label}\"\n"
+        )
+    };
+    let dir = dir(&manifest("subscribe = [\"cmd.*\"]", "one"));
+    let mut host = start(&dir, &nats);
+    host.wait_for(1, |e| e["event"] == "subscribed").await;
+    let client = async_nats::connect(nats.url()).await.expect("client");
+    let ask = || client.request("cmd.a", "{\"q\":1}".into());
+    let reply: Value = serde_json::from_slice(&ask().await.expect("the block answers").payload).expect("JSON");
+    assert_eq!(reply["echo"]["q"], 1, "{reply}");
+
+    // The grant goes, the config stays (no swap): the subscription ends with the grant.
+    dir.write_as("bagpipe.toml", manifest("", "one").as_bytes(), Write::Rename);
+    host.log_line("no longer granted: unsubscribed from `cmd.*`").await;
+    host.log_line("manifest change applied").await;
+    // The server hears of it a moment later: ask until nobody is there to answer.
+    let mut answered = 0;
+    loop {
+        match ask().await {
+            Ok(_) => answered += 1,
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => break,
+            Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => answered += 1,
+            Err(e) => panic!("request: {e}"),
+        }
+        assert!(answered < 50, "the block still answers on `cmd.a` long after its grant went");
+    }
+
+    // Granted again, with a new config: the new instance subscribes in `init` under the new grant.
+    dir.write_as("bagpipe.toml", manifest("subscribe = [\"cmd.*\"]", "two").as_bytes(), Write::Rename);
+    host.wait_for(1, |e| e["event"] == "subscribed").await;
+    let reply: Value = serde_json::from_slice(&ask().await.expect("answered again").payload).expect("JSON");
+    assert_eq!(reply["echo"]["q"], 1, "{reply}");
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert!(out.events("error").is_empty(), "no call was refused: {:?}", out.events("error"));
 }
 
 #[tokio::test]

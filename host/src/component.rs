@@ -182,6 +182,20 @@ impl Loader {
 }
 
 impl BlockComponent {
+    /// Whether this component can be the block `spec` describes: a block granted sockets must
+    /// export `net-hook`, or their events could never reach it.
+    pub fn fits(&self, spec: &crate::manifest::BlockSpec) -> Result<(), LoadError> {
+        let granted = !spec.listen.is_empty() || !spec.connect.is_empty();
+        if granted && !self.hooks.net {
+            return Err(LoadError::MissingHook {
+                path: spec.component.clone(),
+                hook: names::NET_HOOK.to_owned(),
+                why: "the manifest grants it sockets (listen or connect)".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Instantiates the component once in a throw-away store (running none of its functions) and
     /// loads every export it has, which checks each export's type against the world.
     async fn type_check(&self, engine: &Engine) -> Result<(), LoadError> {

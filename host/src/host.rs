@@ -62,15 +62,7 @@ impl Host {
                     r
                 }
             };
-            let granted = !spec.listen.is_empty() || !spec.connect.is_empty();
-            let result = match result {
-                Ok(c) if granted && !c.hooks.net => Err(Arc::new(LoadError::MissingHook {
-                    path: spec.component.clone(),
-                    hook: crate::bindings::names::NET_HOOK.to_owned(),
-                    why: "the manifest grants it sockets (listen or connect)".to_owned(),
-                })),
-                other => other,
-            };
+            let result = result.and_then(|c| c.fits(spec).map(|()| c).map_err(Arc::new));
             out.push((spec.clone(), result));
         }
         out

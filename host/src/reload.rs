@@ -193,7 +193,7 @@ impl<'a> Reloader<'a> {
         };
         let mut components = Vec::with_capacity(manifest.blocks.len());
         for spec in &manifest.blocks {
-            match self.loader.load(&spec.component).await {
+            match self.loader.load(&spec.component).await.and_then(|c| c.fits(spec).map(|()| c)) {
                 Ok(c) => components.push(c),
                 Err(e) => {
                     tracing::warn!(

@@ -93,16 +93,13 @@ pub struct BlockSpec {
 }
 
 impl BlockSpec {
-    /// This entry with the grants (listen, connect, publish, subscribe, durable, shared) of
-    /// `running`, and whether they differed: grants are bound when a block is added and change
-    /// only when the host restarts.
-    pub fn keeping_grants_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
-        let grants = |s: &BlockSpec| {
-            (s.listen.clone(), s.connect.clone(), s.publish.clone(), s.subscribe.clone(), s.durable, s.shared)
-        };
-        let changed = grants(self) != grants(running);
+    /// This entry with the routing (`durable`, `shared`) of `running`, and whether it differed:
+    /// how bags reach a block is set up when it is added and changes only when the host restarts.
+    /// (Its grants change live: see the supervisor's `reconfigure`.)
+    pub fn keeping_routing_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
+        let changed = (self.durable, self.shared) != (running.durable, running.shared);
         let mut kept = self.clone();
-        (kept.listen, kept.connect, kept.publish, kept.subscribe, kept.durable, kept.shared) = grants(running);
+        (kept.durable, kept.shared) = (running.durable, running.shared);
         (kept, changed)
     }
 }

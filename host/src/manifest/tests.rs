@@ -68,14 +68,19 @@ fn names_file_line_and_key_of_errors() {
 }
 
 #[test]
-fn a_reloaded_entry_keeps_the_grants_the_block_was_started_with() {
-    let running = parse("[[block]]\nname = \"a\"\nconnect = [\"127.0.0.1:9\"]\n").unwrap();
-    let edited = parse("[[block]]\nname = \"a\"\nconnect = [\"127.0.0.1:10\"]\n[block.config]\nx = 2\n").unwrap();
-    let (kept, changed) = edited.blocks[0].keeping_grants_of(&running.blocks[0]);
+fn a_reloaded_entry_keeps_the_routing_the_block_was_started_with() {
+    let host = "[host]\nserver = \"nats://127.0.0.1:4222\"\ncluster = \"c\"\n";
+    let running =
+        parse(&format!("{host}[[block]]\nname = \"a\"\nshared = true\nconnect = [\"127.0.0.1:9\"]\n")).unwrap();
+    let edited =
+        parse(&format!("{host}[[block]]\nname = \"a\"\nconnect = [\"127.0.0.1:10\"]\n[block.config]\nx = 2\n"))
+            .unwrap();
+    let (kept, changed) = edited.blocks[0].keeping_routing_of(&running.blocks[0]);
     assert!(changed);
-    assert_eq!(kept.connect, ["127.0.0.1:9"], "the grant in force stays");
+    assert!(kept.shared, "the routing in force stays");
+    assert_eq!(kept.connect, ["127.0.0.1:10"], "grants are the edit's");
     assert_eq!(kept.config, edited.blocks[0].config, "everything else is the edit");
-    let (same, changed) = running.blocks[0].keeping_grants_of(&running.blocks[0]);
+    let (same, changed) = running.blocks[0].keeping_routing_of(&running.blocks[0]);
     assert!(!changed);
     assert_eq!(same, running.blocks[0]);
 }

@@ -13,6 +13,7 @@
 //! granted.
 
 mod calls;
+mod grants;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,8 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::manifest::{BlockSpec, Listen, Protocol};
+
 use crate::router::Envelope;
 use crate::stats::{BlockStatus, Counters};
+pub use grants::Regrant;
 
 /// Most connections a block may hold at once; more are accepted and closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -42,10 +45,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One bound listener.
 struct Bound {
+    /// The grant it serves.
+    grant: Listen,
     /// As bound, e.g. `tcp://127.0.0.1:40123`.
     url: String,
     /// The UDP socket, for `send-datagram`.
     udp: Option<Arc<UdpSocket>>,
+    /// Stops this listener (not the connections accepted on it).
+    cancel: CancellationToken,
+    /// Its accept loop or datagram receiver, which owns the socket.
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A listener bound for a grant but not yet served.
+struct Opened {
+    grant: Listen,
+    url: String,
+    socket: Socket,
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Udp(Arc<UdpSocket>),
 }
 
 /// A writer's work.
@@ -63,8 +84,8 @@ struct Conn {
 /// Every socket of one block.
 pub struct NetHub {
     responsibility: String,
-    bound: Vec<Bound>,
-    connect_grants: Vec<String>,
+    bound: Mutex<Vec<Bound>>,
+    connect_grants: Mutex<Vec<String>>,
     conns: Mutex<HashMap<u64, Conn>>,
     next_id: AtomicU64,
     queue: mpsc::Sender<Envelope>,
@@ -80,53 +101,44 @@ impl NetHub {
         queue: mpsc::Sender<Envelope>,
         status: Arc<BlockStatus>,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut hub = NetHub {
+        let hub = Arc::new(NetHub {
             responsibility: spec.responsibility.clone(),
-            bound: Vec::new(),
-            connect_grants: spec.connect.clone(),
+            bound: Mutex::new(Vec::new()),
+            connect_grants: Mutex::new(spec.connect.clone()),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             queue,
             status,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
-        };
-        let mut tcp = Vec::new();
-        let mut udp = Vec::new();
-        for grant in &spec.listen {
-            let Listen { protocol, addr } = grant;
-            let url = Listen::url(*protocol, *addr);
-            match protocol {
-                Protocol::Tcp => {
-                    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {url}"))?;
-                    let url = Listen::url(Protocol::Tcp, listener.local_addr()?);
-                    hub.bound.push(Bound { url: url.clone(), udp: None });
-                    tcp.push((listener, url));
-                }
-                Protocol::Udp => {
-                    let socket =
-                        Arc::new(UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on {url}"))?);
-                    let url = Listen::url(Protocol::Udp, socket.local_addr()?);
-                    hub.bound.push(Bound { url: url.clone(), udp: Some(socket.clone()) });
-                    udp.push((socket, url));
-                }
-            }
-        }
-        let hub = Arc::new(hub);
-        for (listener, url) in tcp {
-            tracing::info!(block = %hub.responsibility, "listening on {url}");
-            hub.tasks.spawn(hub.clone().accept_loop(listener, url));
-        }
-        for (socket, url) in udp {
-            tracing::info!(block = %hub.responsibility, "listening on {url}");
-            hub.tasks.spawn(hub.clone().datagram_loop(socket, url));
-        }
+        });
+        let opened = open(&spec.listen).await?;
+        hub.serve(opened);
         Ok(hub)
+    }
+
+    /// Serves listeners bound by [`open`].
+    fn serve(self: &Arc<Self>, opened: Vec<Opened>) {
+        for Opened { grant, url, socket } in opened {
+            tracing::info!(block = %self.responsibility, "listening on {url}");
+            let cancel = self.cancel.child_token();
+            let (udp, task) = match socket {
+                Socket::Tcp(listener) => {
+                    (None, self.tasks.spawn(self.clone().accept_loop(listener, url.clone(), cancel.clone())))
+                }
+                Socket::Udp(socket) => {
+                    let task =
+                        self.tasks.spawn(self.clone().datagram_loop(socket.clone(), url.clone(), cancel.clone()));
+                    (Some(socket), task)
+                }
+            };
+            lock(&self.bound).push(Bound { grant, url, udp, cancel, task });
+        }
     }
 
     /// The listeners as bound.
     pub fn listeners(&self) -> Vec<String> {
-        self.bound.iter().map(|b| b.url.clone()).collect()
+        lock(&self.bound).iter().map(|b| b.url.clone()).collect()
     }
 
     /// Closes every socket and waits for every task of the hub to end.
@@ -135,17 +147,17 @@ impl NetHub {
         self.tasks.close();
         self.tasks.wait().await;
         self.lock().clear();
+        lock(&self.bound).clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
-        // Only plain data is behind the lock.
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.conns)
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener, url: String) {
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, url: String, cancel: CancellationToken) {
         loop {
             tokio::select! {
-                () = self.cancel.cancelled() => return,
+                () = cancel.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let accept = Some((url.clone(), peer.to_string()));
@@ -155,7 +167,7 @@ impl NetHub {
                         // Out of file descriptors, say: back off instead of spinning.
                         tracing::warn!(block = %self.responsibility, "accepting on {url} failed: {e}");
                         tokio::select! {
-                            () = self.cancel.cancelled() => return,
+                            () = cancel.cancelled() => return,
                             () = tokio::time::sleep(Duration::from_millis(100)) => {}
                         }
                     }
@@ -164,11 +176,11 @@ impl NetHub {
         }
     }
 
-    async fn datagram_loop(self: Arc<Self>, socket: Arc<UdpSocket>, url: String) {
+    async fn datagram_loop(self: Arc<Self>, socket: Arc<UdpSocket>, url: String, cancel: CancellationToken) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let received = tokio::select! {
-                () = self.cancel.cancelled() => return,
+                () = cancel.cancelled() => return,
                 r = socket.recv_from(&mut buf) => r,
             };
             match received {
@@ -272,11 +284,11 @@ impl NetHub {
 
     /// Whether `address` is granted by a `connect` grant.
     fn may_connect(&self, address: &str) -> bool {
-        self.connect_grants.iter().any(|g| g == address)
+        lock(&self.connect_grants).iter().any(|g| g == address)
     }
 
     fn udp(&self, listener: &str) -> Option<Arc<UdpSocket>> {
-        self.bound.iter().find(|b| b.url == listener).and_then(|b| b.udp.clone())
+        lock(&self.bound).iter().find(|b| b.url == listener).and_then(|b| b.udp.clone())
     }
 
     async fn connect(self: &Arc<Self>, address: &str) -> std::io::Result<Option<u64>> {
@@ -317,6 +329,34 @@ async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
     }
     // Ends the reader too, which reports the close.
     cancel.cancel();
+}
+
+/// Binds a listener for each of `grants`, serving none yet.
+async fn open(grants: &[Listen]) -> anyhow::Result<Vec<Opened>> {
+    let mut opened = Vec::with_capacity(grants.len());
+    for grant in grants {
+        let Listen { protocol, addr } = grant;
+        let asked = Listen::url(*protocol, *addr);
+        let (socket, local) = match protocol {
+            Protocol::Tcp => {
+                let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {asked}"))?;
+                let local = listener.local_addr()?;
+                (Socket::Tcp(listener), local)
+            }
+            Protocol::Udp => {
+                let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on {asked}"))?;
+                let local = socket.local_addr()?;
+                (Socket::Udp(Arc::new(socket)), local)
+            }
+        };
+        opened.push(Opened { grant: grant.clone(), url: Listen::url(*protocol, local), socket });
+    }
+    Ok(opened)
+}
+
+/// Locks plain data: a panic elsewhere cannot leave it half-changed.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A `SocketAddr` from `ip:port` text.

@@ -221,8 +221,8 @@ fn reconnect_delay(attempts: usize) -> Duration {
 /// What one block may do with the server, and its subscriptions. Lives as long as the block.
 pub struct BlockServer {
     link: Arc<ServerLink>,
-    publish: Vec<String>,
-    subscribe: Vec<String>,
+    /// The `publish` and `subscribe` grants; a manifest edit may change them.
+    grants: Mutex<(Vec<String>, Vec<String>)>,
     /// What bags from the server must keep to (the block's own limits).
     limits: crate::bag::BagLimits,
     /// Reply subjects of bags the block received: the only `_INBOX.` subjects it may publish to.
@@ -246,8 +246,7 @@ impl BlockServer {
     ) -> Arc<Self> {
         Arc::new(Self {
             link,
-            publish,
-            subscribe,
+            grants: Mutex::new((publish, subscribe)),
             limits,
             replies: Mutex::new(std::collections::VecDeque::new()),
             subscriptions: Mutex::new(HashMap::new()),
@@ -279,8 +278,40 @@ impl BlockServer {
         self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn grants(&self) -> std::sync::MutexGuard<'_, (Vec<String>, Vec<String>)> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `publish` and `subscribe` grants to those in force.
+    pub fn widen(&self, publish: &[String], subscribe: &[String]) {
+        let mut grants = self.grants();
+        let add = |to: &mut Vec<String>, from: &[String]| {
+            for g in from {
+                if !to.contains(g) {
+                    to.push(g.clone());
+                }
+            }
+        };
+        add(&mut grants.0, publish);
+        add(&mut grants.1, subscribe);
+    }
+
+    /// Keeps exactly `publish` and `subscribe`; subscriptions they no longer cover end.
+    pub fn restrict(&self, publish: &[String], subscribe: &[String]) {
+        let mut subscriptions = self.lock();
+        subscriptions.retain(|subject, cancel| {
+            let kept = subscribe.iter().any(|g| subject::covers(g, subject));
+            if !kept {
+                cancel.cancel();
+                tracing::info!(block = %self.status.responsibility, "no longer granted: unsubscribed from `{subject}`");
+            }
+            kept
+        });
+        *self.grants() = (publish.to_vec(), subscribe.to_vec());
+    }
+
     fn may_publish(&self, subject: &str) -> bool {
-        self.publish.iter().any(|g| subject::covers(g, subject)) || self.take_reply(subject)
+        self.grants().0.iter().any(|g| subject::covers(g, subject)) || self.take_reply(subject)
     }
 
     /// Remembers that the block received a bag asking for a reply on `subject`.
@@ -305,7 +336,7 @@ impl BlockServer {
     }
 
     fn may_subscribe(&self, subject: &str) -> bool {
-        self.subscribe.iter().any(|g| subject::covers(g, subject))
+        self.grants().1.iter().any(|g| subject::covers(g, subject))
     }
 
     /// Starts delivering `subject`'s messages into the block's queue (once per subject).
@@ -318,7 +349,14 @@ impl BlockServer {
         }
         let subscriber = self.link.client.subscribe(subject.to_owned()).await.map_err(|e| e.to_string())?;
         let cancel = self.cancel.child_token();
-        self.lock().insert(subject.to_owned(), cancel.clone());
+        {
+            let mut subscriptions = self.lock();
+            // The grant may have been taken away while subscribing (same lock order as `regrant`).
+            if !self.may_subscribe(subject) {
+                return Err(format!("subscribing to `{subject}` is no longer granted to this block"));
+            }
+            subscriptions.insert(subject.to_owned(), cancel.clone());
+        }
         let me = self.clone();
         self.tasks.spawn(async move { me.deliver(subscriber, queue, cancel).await });
         Ok(())

@@ -70,6 +70,10 @@ struct Slot {
     inited: bool,
     /// Restarts of every block this block caused (`restart = "all"`).
     all_restarts: Intensity,
+    /// The sockets of a block with `net-hook` (its `listen` and `connect` grants).
+    net: Option<Arc<NetHub>>,
+    /// What it may do on the server (its `publish` and `subscribe` grants).
+    server: Option<Arc<BlockServer>>,
 }
 
 /// Runs one manifest's blocks.
@@ -153,10 +157,9 @@ impl Supervisor {
         } else {
             (None, None)
         };
+        // Every block with `net-hook` has a hub, so that a manifest edit can grant it sockets.
         let net = match &queue_tx {
-            Some(tx) if !spec.listen.is_empty() || !spec.connect.is_empty() => {
-                Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?)
-            }
+            Some(tx) if component.hooks.net => Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?),
             _ => None,
         };
         let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
@@ -185,13 +188,24 @@ impl Supervisor {
             via_server: spec.durable || spec.shared,
         });
         let (control_tx, control) = mpsc::channel(4);
+        let handles = (net.clone(), server.clone());
         let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone(), net, server };
         let task =
             BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);
         self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
         let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
-        self.slots.push(Slot { spec, removed: false, status, control: Some(control_tx), inited: false, all_restarts });
+        let (net, server) = handles;
+        self.slots.push(Slot {
+            spec,
+            removed: false,
+            status,
+            control: Some(control_tx),
+            inited: false,
+            all_restarts,
+            net,
+            server,
+        });
         Ok(index)
     }
 

@@ -57,7 +57,7 @@ impl Supervisor {
                 let mut outcome = SwapOutcome::default();
                 for i in targets {
                     let spec = self.slots[i].spec.clone();
-                    self.swap(i, component.clone(), spec, &mut outcome).await;
+                    let _ = self.swap(i, component.clone(), spec, &mut outcome).await;
                 }
                 let _ = done.send(outcome);
             }
@@ -79,16 +79,87 @@ impl Supervisor {
         component: Arc<BlockComponent>,
         spec: Arc<BlockSpec>,
         outcome: &mut SwapOutcome,
-    ) {
+    ) -> bool {
         let responsibility = self.slots[i].spec.responsibility.clone();
-        let Some(control) = self.slots[i].control.clone() else { return };
+        let Some(control) = self.slots[i].control.clone() else { return false };
         let spec_for_task = spec.clone();
         match command(control, move |reply| Command::Swap { component, spec: spec_for_task, reply }).await {
             Ok(()) => {
                 self.slots[i].spec = spec;
                 outcome.swapped.push(responsibility);
+                true
             }
-            Err(e) => outcome.refused.push((responsibility, e)),
+            Err(e) => {
+                outcome.refused.push((responsibility, e));
+                false
+            }
+        }
+    }
+
+    /// Brings running block `i` to its edited entry `spec`: new grants, and a swap when its
+    /// component, config, policy or limits changed. All of it or none: a block that refuses the
+    /// swap keeps its old grants too.
+    async fn change_block(
+        &mut self,
+        i: usize,
+        spec: &Arc<BlockSpec>,
+        component: Arc<BlockComponent>,
+        outcome: &mut SwapOutcome,
+    ) {
+        let (spec, routing_changed) = spec.keeping_routing_of(&self.slots[i].spec);
+        if routing_changed {
+            tracing::warn!(
+                block = %spec.responsibility,
+                "a changed `durable` or `shared` applies when the host restarts; it keeps its current routing"
+            );
+        }
+        let spec = Arc::new(spec);
+        let old = self.slots[i].spec.clone();
+        let net_changed = old.listen != spec.listen || old.connect != spec.connect;
+        let server_changed = old.publish != spec.publish || old.subscribe != spec.subscribe;
+        let needs_swap = old.name != spec.name
+            || old.config != spec.config
+            || old.policy != spec.policy
+            || old.limits != spec.limits
+            || self.slots[i].status.version() != component.hash.short();
+        if !(net_changed || server_changed || needs_swap) {
+            self.slots[i].spec = spec;
+            return;
+        }
+        // New grants are in force before the new instance's `init`; old ones stay until it took over.
+        let net = self.slots[i].net.clone().filter(|_| net_changed);
+        if let Some(hub) = &net {
+            match hub.prepare(&spec.listen).await {
+                Ok(regrant) => hub.widen(regrant, &spec.connect),
+                Err(e) => {
+                    tracing::warn!(block = %spec.responsibility, "its new grants cannot be served: {e:#}");
+                    outcome.refused.push((spec.responsibility.clone(), CallError::Guest(format!("{e:#}"))));
+                    return;
+                }
+            }
+        }
+        let server = self.slots[i].server.clone().filter(|_| server_changed);
+        if let Some(server) = &server {
+            server.widen(&spec.publish, &spec.subscribe);
+        }
+        let took = if needs_swap {
+            if old.limits.queue != spec.limits.queue {
+                tracing::warn!(block = %spec.responsibility, "a new queue capacity applies when the host restarts");
+            }
+            tracing::info!(block = %spec.responsibility, "its manifest entry changed: swapping");
+            self.swap(i, component, spec.clone(), outcome).await
+        } else {
+            tracing::info!(block = %spec.responsibility, "its grants changed");
+            self.slots[i].spec = spec.clone();
+            outcome.swapped.push(spec.responsibility.clone());
+            true
+        };
+        let keep = if took { &spec } else { &old };
+        if let Some(hub) = &net {
+            hub.restrict(&keep.listen, &keep.connect).await;
+        }
+        if let Some(server) = &server {
+            server.restrict(&keep.publish, &keep.subscribe);
         }
     }
 
@@ -115,33 +186,7 @@ impl Supervisor {
             let spec = Arc::new(spec.clone());
             let running = self.live().find(|&i| self.slots[i].spec.responsibility == spec.responsibility);
             match running {
-                Some(i) => {
-                    let (kept, grants_changed) = spec.keeping_grants_of(&self.slots[i].spec);
-                    if grants_changed {
-                        tracing::warn!(
-                            block = %spec.responsibility,
-                            "changed grants (listen, connect, publish, subscribe, durable, shared) apply when the \
-                             host restarts; it keeps its current ones"
-                        );
-                    }
-                    let spec = Arc::new(kept);
-                    let old = &self.slots[i].spec;
-                    let same_version = self.slots[i].status.version() == component.hash.short();
-                    if old.name == spec.name
-                        && old.config == spec.config
-                        && old.policy == spec.policy
-                        && old.limits == spec.limits
-                        && same_version
-                    {
-                        self.slots[i].spec = spec;
-                        continue;
-                    }
-                    if old.limits.queue != spec.limits.queue {
-                        tracing::warn!(block = %spec.responsibility, "a new queue capacity applies when the host restarts");
-                    }
-                    tracing::info!(block = %spec.responsibility, "its manifest entry changed: swapping");
-                    self.swap(i, component, spec, &mut outcome).await;
-                }
+                Some(i) => self.change_block(i, &spec, component, &mut outcome).await,
                 None => {
                     tracing::info!(block = %spec.responsibility, "new in the manifest: starting it");
                     match self.add_block(spec.clone(), component).await {
