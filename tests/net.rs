@@ -252,3 +252,37 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
     assert_eq!(runs.len(), 2, "one start and one swap; the refused edit never reached the block: {runs:?}");
     assert_eq!(runs[1], serde_json::json!([format!("udp://{udp}")]), "the swapped instance sees the new grants");
 }
+
+#[tokio::test]
+async fn a_fresh_instance_after_a_fault_finds_the_connections_its_clients_kept_open() {
+    let dir = BlockDir::new(
+        "[[block]]\nname = \"echo\"\nmax_attempts = 1\nlisten = [\"tcp://127.0.0.1:0\"]\n\
+         [block.config]\nquiet = true\npanic_on = \"boom\"\n",
+        &[("echo", artifacts::ECHO)],
+    );
+    let mut host = Bagpipe::run(BIN, &dir);
+    let first = host.wait_for(1, |e| e["event"] == "listeners").await;
+    let first = first.last().expect("run").clone();
+    assert_eq!(first["connections"], serde_json::json!([]), "nobody connected yet");
+    let listener = first["listeners"][0].as_str().expect("listener").to_owned();
+    let tcp = listener.trim_start_matches("tcp://").to_owned();
+    let mut a = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+    let mut b = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
+    assert_eq!(round_trip(&mut a, "a\n").await, "a\n");
+    assert_eq!(round_trip(&mut b, "b\n").await, "b\n");
+    let peers = [a.get_ref().local_addr().expect("a").to_string(), b.get_ref().local_addr().expect("b").to_string()];
+
+    a.get_mut().write_all(b"boom\n").await.expect("write");
+    let again = host.wait_for(1, |e| e["event"] == "listeners").await;
+    let open = again.last().expect("run")["connections"].as_array().expect("connections").clone();
+    let seen: Vec<(&str, &str)> =
+        open.iter().map(|c| (c["listener"].as_str().unwrap_or(""), c["peer"].as_str().unwrap_or(""))).collect();
+    assert_eq!(seen, [(listener.as_str(), peers[0].as_str()), (listener.as_str(), peers[1].as_str())]);
+    assert_eq!(round_trip(&mut b, "still b\n").await, "still b\n", "served by the fresh instance");
+    assert_eq!(round_trip(&mut a, "still a\n").await, "still a\n", "the connection outlived the fault it caused");
+
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert!(out.stderr.contains("echo was told to panic"), "the panic is logged");
+}

@@ -20,6 +20,7 @@ fn dir(manifest: &str) -> BlockDir {
             ("http", artifacts::HTTP),
             ("recorder", artifacts::RECORDER),
             ("sender", artifacts::SENDER),
+            ("faulty", artifacts::FAULTY),
         ],
     )
 }
@@ -193,6 +194,49 @@ async fn json_lines_go_in_with_socat_and_come_back_out_to_clients() {
     assert!(!seen.is_empty());
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
+}
+
+/// The next line `reader` gets, as JSON; fails when none comes.
+async fn next_line(reader: &mut BufReader<TcpStream>) -> Value {
+    let mut line = String::new();
+    let read = tokio::time::timeout(bagpipe_test_support::SAFETY, reader.read_line(&mut line)).await;
+    assert!(matches!(read, Ok(Ok(n)) if n > 0), "no line for the reader: {read:?}");
+    serde_json::from_str(&line).expect("JSON line")
+}
+
+#[tokio::test]
+async fn jsonl_clients_keep_getting_lines_after_the_block_restarts() {
+    // `out` writes every bag it gets to its clients; `relay` answers each line that came in on
+    // `out` with a bag for it. A line on `front` goes to `trip`, whose fault restarts every block.
+    let dir = dir(
+        "[[block]]\nname = \"jsonl\"\nresponsibility = \"out\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n[block.config]\nto = \"relay\"\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"relay\"\nafter = []\n[block.config]\nto = \"out\"\nreply_bags = ['{\"reply\":true}']\n\n\
+         [[block]]\nname = \"faulty\"\nresponsibility = \"trip\"\nafter = []\nrestart = \"all\"\nmax_attempts = 1\n[block.config]\nfault = \"panic\"\nin = \"marked\"\n\n\
+         [[block]]\nname = \"jsonl\"\nresponsibility = \"front\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n[block.config]\nto = \"trip\"\n",
+    );
+    let mut host = Bagpipe::run(BIN, &dir);
+    let (mut out, mut front) = (String::new(), String::new());
+    for _ in 0..2 {
+        let line = host.log_line("listening on tcp://").await;
+        let address = line.split("tcp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address");
+        *(if line.contains("block=out") { &mut out } else { &mut front }) = address.to_owned();
+    }
+    host.log_line("all blocks running").await;
+    // The reader never writes: all `out` knows of it is that it connected.
+    let mut reader = BufReader::new(TcpStream::connect(&out).await.expect("connect"));
+    let mut writer = TcpStream::connect(&out).await.expect("connect");
+    writer.write_all(b"{\"n\":1}\n").await.expect("write");
+    assert_eq!(next_line(&mut reader).await, serde_json::json!({"reply": true}));
+
+    TcpStream::connect(&front).await.expect("connect").write_all(b"{\"crash\":true}\n").await.expect("write");
+    host.log_line("restarting every block").await;
+    host.wait_for(2, |e| e["event"] == "run" && e["block"] == "trip").await;
+    writer.write_all(b"{\"n\":2}\n").await.expect("write");
+    assert_eq!(next_line(&mut reader).await, serde_json::json!({"reply": true}), "the fresh `out` knows the reader");
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(out.events("run").len(), 2, "trip ran twice: the whole set restarted once");
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 //! grants changed by a manifest edit while the block runs.
 
 use bagpipe_test_support::{Bagpipe, BlockDir, Nats, Write, artifacts};
+use std::time::Duration;
+
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -117,7 +119,11 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
     let mut host = start(&dir, &nats);
     host.wait_for(1, |e| e["event"] == "subscribed").await;
     let client = async_nats::connect(nats.url()).await.expect("client");
-    let ask = || client.request("cmd.a", "{\"q\":1}".into());
+    // A request caught by the subscription as it ends gets no answer: give up on it soon.
+    let ask = || {
+        let request = async_nats::Request::new().payload("{\"q\":1}".into()).timeout(Some(Duration::from_secs(1)));
+        client.send_request("cmd.a", request)
+    };
     let reply: Value = serde_json::from_slice(&ask().await.expect("the block answers").payload).expect("JSON");
     assert_eq!(reply["echo"]["q"], 1, "{reply}");
 

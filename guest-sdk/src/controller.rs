@@ -9,6 +9,9 @@ use crate::bindings::block::bagpipe::block::server;
 
 pub use crate::bindings::block::bagpipe::block::server::ServerError;
 
+/// An open connection of the block: its id, the listener it came in on (`None` for one the block
+/// opened), and the peer.
+pub use crate::bindings::block::bagpipe::block::net::ConnectionInfo;
 pub use crate::bindings::block::bagpipe::block::net::NetError;
 
 /// A TCP connection the host holds for the block.
@@ -144,6 +147,13 @@ impl Controller {
     /// The block's listeners as bound (`tcp://127.0.0.1:40123` for a `tcp://127.0.0.1:0` grant).
     pub fn listeners(&self) -> Vec<String> {
         net::listeners()
+    }
+
+    /// The open connections this block has been told of (by `on_accept`, or by opening them),
+    /// oldest first. Connections outlive a restart of the block: a fresh instance calls this
+    /// from `run` to pick up the clients its previous instance had.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        net::connections()
     }
 
     /// Publishes `bag` to a message server subject the manifest grants (`publish = [..]`).

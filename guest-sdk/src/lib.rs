@@ -72,8 +72,8 @@ mod export;
 pub use bag::{Bag, BagError};
 pub use block::{Block, Config};
 pub use controller::{
-    BlockInfo, BlockState, Connection, Controller, EnqueueError, INITIATOR, Level, NetError, ServerError, ServerInfo,
-    TimerId,
+    BlockInfo, BlockState, Connection, ConnectionInfo, Controller, EnqueueError, INITIATOR, Level, NetError,
+    ServerError, ServerInfo, TimerId,
 };
 pub use serde_json::{self, Value, json};
 

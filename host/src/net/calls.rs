@@ -79,6 +79,11 @@ impl net::Host for BlockCtx {
     async fn listeners(&mut self) -> Vec<String> {
         self.net.as_ref().map(|hub| hub.listeners()).unwrap_or_default()
     }
+
+    async fn connections(&mut self) -> Vec<net::ConnectionInfo> {
+        let open = self.net.as_ref().map(|hub| hub.connections()).unwrap_or_default();
+        open.into_iter().map(|(conn, listener, peer)| net::ConnectionInfo { conn, listener, peer }).collect()
+    }
 }
 
 impl BlockCtx {

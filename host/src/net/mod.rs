@@ -79,6 +79,11 @@ enum Write {
 struct Conn {
     writes: mpsc::Sender<Write>,
     cancel: CancellationToken,
+    /// The listener it was accepted on; `None` when the block opened it.
+    listener: Option<String>,
+    peer: String,
+    /// The block has been told of it (its `Accept` was delivered, or the block opened it).
+    told: bool,
 }
 
 /// Every socket of one block.
@@ -210,7 +215,11 @@ impl NetHub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = self.cancel.child_token();
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
-        self.lock().insert(id, Conn { writes, cancel: cancel.clone() });
+        let (listener, peer, told) = match &accept {
+            Some((listener, peer)) => (Some(listener.clone()), peer.clone(), false),
+            None => (None, stream.peer_addr().map(|a| a.to_string()).unwrap_or_default(), true),
+        };
+        self.lock().insert(id, Conn { writes, cancel: cancel.clone(), listener, peer, told });
         Counters::bump(&self.status.counters.connections);
         let (read, write) = stream.into_split();
         self.tasks.spawn(self.clone().reader(id, read, accept, cancel.clone()));
@@ -275,6 +284,25 @@ impl NetHub {
     fn forget(&self, id: u64, cancel: &CancellationToken) {
         cancel.cancel();
         self.lock().remove(&id);
+    }
+
+    /// Notes that the block has been told of connection `id` (its `Accept` was delivered).
+    pub fn told(&self, id: u64) {
+        if let Some(conn) = self.lock().get_mut(&id) {
+            conn.told = true;
+        }
+    }
+
+    /// The open connections the block has been told of, oldest first: (id, listener, peer).
+    fn connections(&self) -> Vec<(u64, Option<String>, String)> {
+        let mut open: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.told)
+            .map(|(&id, c)| (id, c.listener.clone(), c.peer.clone()))
+            .collect();
+        open.sort_unstable_by_key(|(id, ..)| *id);
+        open
     }
 
     /// The write queue of connection `id`.

@@ -35,6 +35,8 @@ const SUBSCRIPTION_BUFFER: usize = 1024;
 
 /// Reply subjects a block may answer on, at most (the oldest are forgotten first).
 const REPLY_SUBJECTS: usize = 1024;
+/// The longest [`ServerLink::barrier`] waits for its message to come back.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
 
 /// How long start-up waits for the first connection to the server.
 pub const INITIAL_WAIT: Duration = Duration::from_secs(3);
@@ -99,6 +101,18 @@ pub struct ServerLink {
 }
 
 impl ServerLink {
+    /// Returns once the server has handled everything this host sent before (a message to an
+    /// inbox of the host's own has come back), or after [`BARRIER_WAIT`]; says which.
+    pub async fn barrier(&self) -> bool {
+        use futures_util::StreamExt as _;
+        let inbox = self.client.new_inbox();
+        let Ok(mut echo) = self.client.subscribe(inbox.clone()).await else { return false };
+        if self.client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(BARRIER_WAIT, echo.next()).await, Ok(Some(_)))
+    }
+
     /// Starts connecting to `url` in the background, and waits up to [`INITIAL_WAIT`] for the
     /// first connection, so that blocks usually start connected; the host runs on without the
     /// server (and keeps trying) when it is away.

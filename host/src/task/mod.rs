@@ -405,7 +405,12 @@ impl BlockTask {
         let started = Instant::now();
         let result = match &env {
             Envelope::Bag(bag) | Envelope::Durable { bag, .. } => instance.on_enqueue(bag).await,
-            Envelope::Accept { conn, listener, peer } => instance.on_accept(*conn, listener, peer).await,
+            Envelope::Accept { conn, listener, peer } => {
+                if let Some(hub) = &self.net {
+                    hub.told(*conn);
+                }
+                instance.on_accept(*conn, listener, peer).await
+            }
             Envelope::Data { conn, data } => instance.on_data(*conn, data).await,
             Envelope::Closed { conn } => instance.on_close(*conn).await,
             Envelope::Datagram { listener, peer, data } => instance.on_datagram(listener, peer, data).await,

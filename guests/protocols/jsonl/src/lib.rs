@@ -85,6 +85,14 @@ impl Block for Jsonl {
         Ok(Jsonl { to: config.str_or("to", "sink"), max_line, clients: HashMap::new(), refused: 0 })
     }
 
+    /// Clients stay connected when the block restarts after a fault: a fresh instance picks them
+    /// up here (after a swap, `restore` has already brought them with their unfinished lines).
+    fn run(&mut self, ctl: &Controller) {
+        for open in ctl.connections() {
+            self.clients.entry(open.conn).or_default();
+        }
+    }
+
     fn finish(&mut self, ctl: &Controller) -> Result<(), String> {
         if self.refused > 0 {
             ctl.info(&format!("{} lines refused", self.refused));
