@@ -2,7 +2,7 @@
 //! default), connections kept across a swap, 1,000 concurrent connections, a client that stops
 //! reading.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Write, artifacts, run_to_end, variant};
+use bagpipe_test_support::{Bagpipe, BlockDir, SAFETY, Write, artifacts, run_to_end, variant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -32,8 +32,13 @@ async fn echo(extra: &str) -> (Bagpipe, BlockDir, String, String) {
 async fn round_trip(stream: &mut BufReader<TcpStream>, line: &str) -> String {
     stream.get_mut().write_all(line.as_bytes()).await.expect("write");
     let mut back = String::new();
-    stream.read_line(&mut back).await.expect("read");
+    within(stream.read_line(&mut back)).await.expect("read");
     back
+}
+
+/// `f`'s outcome; fails the test when it takes longer than the harness's safety limit.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(SAFETY, f).await.expect("no answer in time")
 }
 
 #[tokio::test]
@@ -214,10 +219,13 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
     assert!(TcpStream::connect(&tcp).await.is_err(), "nothing listens on {tcp} any more");
     assert_eq!(round_trip(&mut kept, "two\n").await, "two\n", "the accepted connection is kept");
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
-    socket.send_to(b"ping", &udp).await.expect("send");
     let mut buf = [0u8; 16];
-    let (n, _) = socket.recv_from(&mut buf).await.expect("echo");
-    assert_eq!(&buf[..n], b"ping");
+    let mut udp_round_trip = async |text: &[u8]| {
+        socket.send_to(text, &udp).await.expect("send");
+        let (n, _) = within(socket.recv_from(&mut buf)).await.expect("echo");
+        buf[..n].to_vec()
+    };
+    assert_eq!(udp_round_trip(b"ping").await, b"ping");
 
     // A connect grant and a config that uses it, in one edit: the new instance finds the grant
     // in force when it runs.
@@ -228,9 +236,9 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
         &format!("connect = \"{target}\""),
     );
     dir.write_as("bagpipe.toml", granted.as_bytes(), Write::Rename);
-    let (stream, _) = server.accept().await.expect("the swapped block connects");
+    let (stream, _) = within(server.accept()).await.expect("the swapped block connects");
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).await.expect("read");
+    within(BufReader::new(stream).read_line(&mut line)).await.expect("read");
     assert_eq!(line, "hello\n");
     assert_eq!(round_trip(&mut kept, "three\n").await, "three\n", "kept across the swap too");
 
@@ -241,15 +249,27 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
     dir.write_as("bagpipe.toml", refused.as_bytes(), Write::Rename);
     let line = host.log_line("its new grants cannot be served").await;
     assert!(line.contains(&format!("cannot listen on tcp://{busy}")), "{line}");
-    socket.send_to(b"still", &udp).await.expect("send");
-    let (n, _) = socket.recv_from(&mut buf).await.expect("echo");
-    assert_eq!(&buf[..n], b"still", "the UDP grant in force before the refused edit still serves");
+    assert_eq!(udp_round_trip(b"still").await, b"still", "the grants in force before the edit serve on");
+
+    // A block that refuses its swap keeps its old grants: the listener bound for the edit closes.
+    let failing = manifest(
+        &format!("listen = [\"udp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\nconnect = [\"{target}\"]"),
+        &format!("connect = \"{target}\"\nfail_init = \"not today\""),
+    );
+    dir.write_as("bagpipe.toml", failing.as_bytes(), Write::Rename);
+    let line = host.log_line("listening on tcp://").await;
+    let added = line.split("tcp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    host.log_line(&format!("no longer granted: stopped listening on tcp://{added}")).await;
+    let refusal = host.log_line("refused by the block").await;
+    assert!(refusal.contains("not today"), "{refusal}");
+    assert!(TcpStream::connect(&added).await.is_err(), "the listener of the refused edit is closed");
+    assert_eq!(udp_round_trip(b"kept").await, b"kept");
 
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     out.assert_success();
     let runs: Vec<_> = out.events("listeners").iter().map(|e| e["listeners"].clone()).collect();
-    assert_eq!(runs.len(), 2, "one start and one swap; the refused edit never reached the block: {runs:?}");
+    assert_eq!(runs.len(), 2, "one start and one swap; the refused edits never ran: {runs:?}");
     assert_eq!(runs[1], serde_json::json!([format!("udp://{udp}")]), "the swapped instance sees the new grants");
 }
 

@@ -222,15 +222,16 @@ async fn jsonl_clients_keep_getting_lines_after_the_block_restarts() {
         *(if line.contains("block=out") { &mut out } else { &mut front }) = address.to_owned();
     }
     host.log_line("all blocks running").await;
-    // The reader never writes: all `out` knows of it is that it connected.
+    // The reader writes once, before the restart; after it, `out` can only know of it from the
+    // connections the host kept.
     let mut reader = BufReader::new(TcpStream::connect(&out).await.expect("connect"));
-    let mut writer = TcpStream::connect(&out).await.expect("connect");
-    writer.write_all(b"{\"n\":1}\n").await.expect("write");
+    reader.get_mut().write_all(b"{\"n\":1}\n").await.expect("write");
     assert_eq!(next_line(&mut reader).await, serde_json::json!({"reply": true}));
 
     TcpStream::connect(&front).await.expect("connect").write_all(b"{\"crash\":true}\n").await.expect("write");
     host.log_line("restarting every block").await;
     host.wait_for(2, |e| e["event"] == "run" && e["block"] == "trip").await;
+    let mut writer = TcpStream::connect(&out).await.expect("connect");
     writer.write_all(b"{\"n\":2}\n").await.expect("write");
     assert_eq!(next_line(&mut reader).await, serde_json::json!({"reply": true}), "the fresh `out` knows the reader");
     host.signal(libc::SIGTERM);

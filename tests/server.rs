@@ -4,7 +4,7 @@
 //! a durable block losing nothing when its host is killed, and not getting waiting bags twice;
 //! grants changed by a manifest edit while the block runs.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats, Write, artifacts};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, Write, artifacts};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -119,12 +119,11 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
     let mut host = start(&dir, &nats);
     host.wait_for(1, |e| e["event"] == "subscribed").await;
     let client = async_nats::connect(nats.url()).await.expect("client");
-    // A request caught by the subscription as it ends gets no answer: give up on it soon.
-    let ask = || {
-        let request = async_nats::Request::new().payload("{\"q\":1}".into()).timeout(Some(Duration::from_secs(1)));
+    let ask = |timeout: Duration| {
+        let request = async_nats::Request::new().payload("{\"q\":1}".into()).timeout(Some(timeout));
         client.send_request("cmd.a", request)
     };
-    let reply: Value = serde_json::from_slice(&ask().await.expect("the block answers").payload).expect("JSON");
+    let reply: Value = serde_json::from_slice(&ask(SAFETY).await.expect("the block answers").payload).expect("JSON");
     assert_eq!(reply["echo"]["q"], 1, "{reply}");
 
     // The grant goes, the config stays (no swap): the subscription ends with the grant.
@@ -134,7 +133,8 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
     // The server hears of it a moment later: ask until nobody is there to answer.
     let mut answered = 0;
     loop {
-        match ask().await {
+        // A request caught by the subscription as it ends gets no answer: give up on it soon.
+        match ask(Duration::from_secs(1)).await {
             Ok(_) => answered += 1,
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => break,
             Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => answered += 1,
@@ -146,7 +146,7 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
     // Granted again, with a new config: the new instance subscribes in `init` under the new grant.
     dir.write_as("bagpipe.toml", manifest("subscribe = [\"cmd.*\"]", "two").as_bytes(), Write::Rename);
     host.wait_for(1, |e| e["event"] == "subscribed").await;
-    let reply: Value = serde_json::from_slice(&ask().await.expect("answered again").payload).expect("JSON");
+    let reply: Value = serde_json::from_slice(&ask(SAFETY).await.expect("answered again").payload).expect("JSON");
     assert_eq!(reply["echo"]["q"], 1, "{reply}");
     host.signal(libc::SIGTERM);
     let out = host.finish().await;

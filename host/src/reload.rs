@@ -213,10 +213,17 @@ impl<'a> Reloader<'a> {
         }
         let Ok(outcome) = outcome.await else { return };
         log_outcome("manifest", &outcome);
-        tracing::info!("manifest change applied");
         self.manifest = manifest;
         self.versions = versions;
-        self.manifest_hash = hash;
+        if outcome.refused.is_empty() {
+            tracing::info!("manifest change applied");
+            self.manifest_hash = hash;
+        } else {
+            // Saving the same file again tries the refused blocks again (an address in use may
+            // have been freed); what was applied is not applied twice.
+            tracing::info!("manifest change applied, except to the blocks that refused it");
+            self.manifest_hash = None;
+        }
     }
 
     fn count_refused(&self, name: &str) {

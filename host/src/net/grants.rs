@@ -1,12 +1,13 @@
 //! `listen` and `connect` grants changed by a manifest edit while the block runs.
 //!
-//! The supervisor widens first and narrows once it knows whether the block took the change:
-//! [`NetHub::prepare`] binds the listeners that are new (and fails when one cannot be bound,
-//! before anything changed); [`NetHub::widen`] serves them and adds the new `connect` grants to
-//! the old ones, so a new instance finds its grants in force from `init` on; [`NetHub::restrict`]
-//! then keeps exactly the grants that stay (the new ones, or the old ones when the block refused
-//! the change). Connections already accepted or opened stay open throughout: a grant decides what
-//! the block may start, not what it already holds.
+//! In steps, so that a block refusing the change keeps what it had: [`NetHub::prepare`] binds the
+//! listeners that are new (and fails when one cannot be bound, before anything changed);
+//! [`NetHub::open`] serves them; [`NetHub::grant`] makes a set of grants the one in force (the
+//! new one before the swap, so the new instance's `init` sees exactly it; the old one again if
+//! the block refused); [`NetHub::close_ungranted`] then closes the listeners outside it. Until
+//! then a listener on its way out still accepts, and what it accepted goes to the block.
+//! Connections already accepted or opened stay open throughout: a grant decides what the block
+//! may start, not what it already holds.
 
 use std::sync::Arc;
 
@@ -28,24 +29,25 @@ impl NetHub {
         Ok(Regrant { opened: open(&new).await? })
     }
 
-    /// Serves the listeners of `regrant` and grants `connect` on top of what is granted.
-    pub fn widen(self: &Arc<Self>, regrant: Regrant, connect: &[String]) {
+    /// Serves the listeners of `regrant`.
+    pub fn open(self: &Arc<Self>, regrant: Regrant) {
         self.serve(regrant.opened);
-        let mut grants = lock(&self.connect_grants);
-        for address in connect {
-            if !grants.contains(address) {
-                grants.push(address.clone());
-            }
+    }
+
+    /// Makes `listen` and `connect` the grants in force: `listeners` and `send-datagram` see
+    /// only the listeners of `listen`, `connect` reaches only `connect`.
+    pub fn grant(&self, listen: &[Listen], connect: &[String]) {
+        *lock(&self.connect_grants) = connect.to_vec();
+        for b in lock(&self.bound).iter_mut() {
+            b.granted = listen.contains(&b.grant);
         }
     }
 
-    /// Keeps exactly `listen` and `connect`: listeners for other grants stop, and are closed
-    /// when this returns.
-    pub async fn restrict(&self, listen: &[Listen], connect: &[String]) {
-        *lock(&self.connect_grants) = connect.to_vec();
+    /// Closes the listeners outside the grants in force; they are closed when this returns.
+    pub async fn close_ungranted(&self) {
         let stopped: Vec<Bound> = {
             let mut bound = lock(&self.bound);
-            let (kept, stopped) = std::mem::take(&mut *bound).into_iter().partition(|b| listen.contains(&b.grant));
+            let (kept, stopped) = std::mem::take(&mut *bound).into_iter().partition(|b| b.granted);
             *bound = kept;
             stopped
         };

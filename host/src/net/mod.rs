@@ -55,6 +55,8 @@ struct Bound {
     cancel: CancellationToken,
     /// Its accept loop or datagram receiver, which owns the socket.
     task: tokio::task::JoinHandle<()>,
+    /// Among the grants in force (false: on its way out, see `grants.rs`).
+    granted: bool,
 }
 
 /// A listener bound for a grant but not yet served.
@@ -122,8 +124,13 @@ impl NetHub {
         Ok(hub)
     }
 
-    /// Serves listeners bound by [`open`].
+    /// Serves listeners bound by [`open`] (closes them when the hub has shut down).
     fn serve(self: &Arc<Self>, opened: Vec<Opened>) {
+        // Checked under the lock that `shutdown` clears the listeners with, after cancelling.
+        let mut bound = lock(&self.bound);
+        if self.cancel.is_cancelled() {
+            return;
+        }
         for Opened { grant, url, socket } in opened {
             tracing::info!(block = %self.responsibility, "listening on {url}");
             let cancel = self.cancel.child_token();
@@ -137,13 +144,13 @@ impl NetHub {
                     (Some(socket), task)
                 }
             };
-            lock(&self.bound).push(Bound { grant, url, udp, cancel, task });
+            bound.push(Bound { grant, url, udp, cancel, task, granted: true });
         }
     }
 
     /// The listeners as bound.
     pub fn listeners(&self) -> Vec<String> {
-        lock(&self.bound).iter().map(|b| b.url.clone()).collect()
+        lock(&self.bound).iter().filter(|b| b.granted).map(|b| b.url.clone()).collect()
     }
 
     /// Closes every socket and waits for every task of the hub to end.
@@ -316,7 +323,7 @@ impl NetHub {
     }
 
     fn udp(&self, listener: &str) -> Option<Arc<UdpSocket>> {
-        lock(&self.bound).iter().find(|b| b.url == listener).and_then(|b| b.udp.clone())
+        lock(&self.bound).iter().find(|b| b.granted && b.url == listener).and_then(|b| b.udp.clone())
     }
 
     async fn connect(self: &Arc<Self>, address: &str) -> std::io::Result<Option<u64>> {

@@ -43,10 +43,10 @@ impl server::Host for BlockCtx {
                 "subscribing to `{subject}` is not granted to this block; grant it with subscribe = [\"{subject}\"]"
             )));
         }
-        server.subscribe_to(&subject).await.map_err(ServerError::Io)?;
+        let new = server.subscribe_to(&subject).await.map_err(ServerError::Io)?;
         // So that what anyone publishes once this returns reaches the block.
         let link = server.link().clone();
-        if !self.clock.clone().waiting(async move { link.barrier().await }).await {
+        if new && !self.clock.clone().waiting(async move { link.barrier().await }).await {
             tracing::debug!("subscribed to `{subject}`; the server did not confirm it in time");
         }
         Ok(())

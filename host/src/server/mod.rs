@@ -36,7 +36,7 @@ const SUBSCRIPTION_BUFFER: usize = 1024;
 /// Reply subjects a block may answer on, at most (the oldest are forgotten first).
 const REPLY_SUBJECTS: usize = 1024;
 /// The longest [`ServerLink::barrier`] waits for its message to come back.
-const BARRIER_WAIT: Duration = Duration::from_secs(2);
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
 
 /// How long start-up waits for the first connection to the server.
 pub const INITIAL_WAIT: Duration = Duration::from_secs(3);
@@ -105,6 +105,10 @@ impl ServerLink {
     /// inbox of the host's own has come back), or after [`BARRIER_WAIT`]; says which.
     pub async fn barrier(&self) -> bool {
         use futures_util::StreamExt as _;
+        if !self.connected() {
+            // The client subscribes again when it reconnects: nothing to wait for now.
+            return false;
+        }
         let inbox = self.client.new_inbox();
         let Ok(mut echo) = self.client.subscribe(inbox.clone()).await else { return false };
         if self.client.publish(inbox, bytes::Bytes::new()).await.is_err() {
@@ -296,32 +300,24 @@ impl BlockServer {
         self.grants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds `publish` and `subscribe` grants to those in force.
-    pub fn widen(&self, publish: &[String], subscribe: &[String]) {
-        let mut grants = self.grants();
-        let add = |to: &mut Vec<String>, from: &[String]| {
-            for g in from {
-                if !to.contains(g) {
-                    to.push(g.clone());
-                }
-            }
-        };
-        add(&mut grants.0, publish);
-        add(&mut grants.1, subscribe);
+    /// Makes `publish` and `subscribe` the grants in force. Subscriptions they no longer cover
+    /// go on until [`BlockServer::end_ungranted`] (so a block refusing a change keeps them).
+    pub fn grant(&self, publish: &[String], subscribe: &[String]) {
+        *self.grants() = (publish.to_vec(), subscribe.to_vec());
     }
 
-    /// Keeps exactly `publish` and `subscribe`; subscriptions they no longer cover end.
-    pub fn restrict(&self, publish: &[String], subscribe: &[String]) {
+    /// Ends the subscriptions the grants in force do not cover.
+    pub fn end_ungranted(&self) {
         let mut subscriptions = self.lock();
+        let grants = self.grants();
         subscriptions.retain(|subject, cancel| {
-            let kept = subscribe.iter().any(|g| subject::covers(g, subject));
+            let kept = grants.1.iter().any(|g| subject::covers(g, subject));
             if !kept {
                 cancel.cancel();
                 tracing::info!(block = %self.status.responsibility, "no longer granted: unsubscribed from `{subject}`");
             }
             kept
         });
-        *self.grants() = (publish.to_vec(), subscribe.to_vec());
     }
 
     fn may_publish(&self, subject: &str) -> bool {
@@ -353,19 +349,20 @@ impl BlockServer {
         self.grants().1.iter().any(|g| subject::covers(g, subject))
     }
 
-    /// Starts delivering `subject`'s messages into the block's queue (once per subject).
-    async fn subscribe_to(self: &Arc<Self>, subject: &str) -> Result<(), String> {
+    /// Starts delivering `subject`'s messages into the block's queue (once per subject); says
+    /// whether the subscription is new.
+    async fn subscribe_to(self: &Arc<Self>, subject: &str) -> Result<bool, String> {
         let Some(queue) = self.queue.clone() else {
             return Err("the block does not export enqueue-hook, so messages could never reach it".to_owned());
         };
         if self.lock().contains_key(subject) {
-            return Ok(());
+            return Ok(false);
         }
         let subscriber = self.link.client.subscribe(subject.to_owned()).await.map_err(|e| e.to_string())?;
         let cancel = self.cancel.child_token();
         {
             let mut subscriptions = self.lock();
-            // The grant may have been taken away while subscribing (same lock order as `regrant`).
+            // The grant may have been taken away while subscribing (same lock order as `end_ungranted`).
             if !self.may_subscribe(subject) {
                 return Err(format!("subscribing to `{subject}` is no longer granted to this block"));
             }
@@ -373,7 +370,7 @@ impl BlockServer {
         }
         let me = self.clone();
         self.tasks.spawn(async move { me.deliver(subscriber, queue, cancel).await });
-        Ok(())
+        Ok(true)
     }
 
     fn unsubscribe_from(&self, subject: &str) -> bool {

@@ -126,21 +126,23 @@ impl Supervisor {
             self.slots[i].spec = spec;
             return;
         }
-        // New grants are in force before the new instance's `init`; old ones stay until it took over.
+        // The new grants are the ones in force from the new instance's `init` on; listeners and
+        // subscriptions they drop end once the block took the change.
         let net = self.slots[i].net.clone().filter(|_| net_changed);
         if let Some(hub) = &net {
             match hub.prepare(&spec.listen).await {
-                Ok(regrant) => hub.widen(regrant, &spec.connect),
+                Ok(regrant) => hub.open(regrant),
                 Err(e) => {
                     tracing::warn!(block = %spec.responsibility, "its new grants cannot be served: {e:#}");
                     outcome.refused.push((spec.responsibility.clone(), CallError::Guest(format!("{e:#}"))));
                     return;
                 }
             }
+            hub.grant(&spec.listen, &spec.connect);
         }
         let server = self.slots[i].server.clone().filter(|_| server_changed);
         if let Some(server) = &server {
-            server.widen(&spec.publish, &spec.subscribe);
+            server.grant(&spec.publish, &spec.subscribe);
         }
         let took = if needs_swap {
             if old.limits.queue != spec.limits.queue {
@@ -151,15 +153,21 @@ impl Supervisor {
         } else {
             tracing::info!(block = %spec.responsibility, "its grants changed");
             self.slots[i].spec = spec.clone();
-            outcome.swapped.push(spec.responsibility.clone());
             true
         };
-        let keep = if took { &spec } else { &old };
+        if !took {
+            if let Some(hub) = &net {
+                hub.grant(&old.listen, &old.connect);
+            }
+            if let Some(server) = &server {
+                server.grant(&old.publish, &old.subscribe);
+            }
+        }
         if let Some(hub) = &net {
-            hub.restrict(&keep.listen, &keep.connect).await;
+            hub.close_ungranted().await;
         }
         if let Some(server) = &server {
-            server.restrict(&keep.publish, &keep.subscribe);
+            server.end_ungranted();
         }
     }
 

@@ -10,8 +10,8 @@
 //! Out: every bag sent to this block is written to every connected client as one JSON line,
 //! without the host's `__` keys. A client whose send fails (it stopped reading, say) misses
 //! that bag; after 3 failures in a row it is closed. A hot swap carries the clients and their
-//! unfinished lines over to the new version (`state` hook); after a restart, a client connected
-//! before is known, and written to, from the first line it sends.
+//! unfinished lines over to the new version (`state` hook); after a restart, the fresh instance
+//! picks up the clients still connected from `ctl.connections()` (an unfinished line is lost).
 //!
 //! Config: `to` (where lines go, default `"sink"`), `max_line` (the longest line in bytes,
 //! default 1048576; a longer one is discarded up to its newline).
