@@ -169,8 +169,14 @@ async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
          [[block]]\nname = \"sender\"\nresponsibility = \"to-nowhere\"\nafter = [\"to-work\"]\n[block.config]\nto = \"nowhere\"\ncount = 1\n"
     ));
     let mut far_host = start(&far, &nats);
-    far_host.log_line("serving the cluster on `bagpipe.test.to.work`").await;
-    far_host.log_line("all blocks running").await;
+    // Both blocks take bags from the cluster (the server has their subscriptions) and run.
+    far_host
+        .log_lines(&[
+            "serving the cluster on `bagpipe.test.to.far`",
+            "serving the cluster on `bagpipe.test.to.work`",
+            "all blocks running",
+        ])
+        .await;
     // The senders send everything from one `run` call (hundreds of round trips to the server):
     // their call timeout is raised so that a slow, loaded machine cannot time them out and make
     // them run, and send, again.

@@ -159,8 +159,8 @@ impl BlockServer {
             let mut subscriber = loop {
                 match me.link.client().queue_subscribe(subject.clone(), subject.clone()).await {
                     Ok(s) => {
-                        // Once the server has the subscription, bags for the block can come.
-                        let _ = me.link.client().flush().await;
+                        // Said once the server has the subscription: then bags for the block can come.
+                        me.link.barrier().await;
                         tracing::info!(block = %me.status.responsibility, "serving the cluster on `{subject}`");
                         break s;
                     }

@@ -151,6 +151,15 @@ impl Bagpipe {
         }
     }
 
+    /// Waits until a log line containing each of `needles` has come, in any order.
+    pub async fn log_lines(&mut self, needles: &[&str]) {
+        let mut missing: Vec<&str> = needles.to_vec();
+        while !missing.is_empty() {
+            let line = self.log_line("").await;
+            missing.retain(|n| !line.contains(n));
+        }
+    }
+
     /// The last lines the host logged so far.
     fn log_tail(&mut self) -> String {
         while let Ok(line) = self.stderr.try_recv() {
