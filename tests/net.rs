@@ -2,7 +2,7 @@
 //! default), connections kept across a swap, 1,000 concurrent connections, a client that stops
 //! reading.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, SAFETY, Write, artifacts, run_to_end, variant};
+use bagpipe_test_support::{Bagpipe, BlockDir, Write, artifacts, run_to_end, variant, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -34,11 +34,6 @@ async fn round_trip(stream: &mut BufReader<TcpStream>, line: &str) -> String {
     let mut back = String::new();
     within(stream.read_line(&mut back)).await.expect("read");
     back
-}
-
-/// `f`'s outcome; fails the test when it takes longer than the harness's safety limit.
-async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(SAFETY, f).await.expect("no answer in time")
 }
 
 #[tokio::test]

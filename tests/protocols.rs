@@ -4,7 +4,7 @@
 
 use std::process::Stdio;
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Write, artifacts};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Write, artifacts, within};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -199,8 +199,8 @@ async fn json_lines_go_in_with_socat_and_come_back_out_to_clients() {
 /// The next line `reader` gets, as JSON; fails when none comes.
 async fn next_line(reader: &mut BufReader<TcpStream>) -> Value {
     let mut line = String::new();
-    let read = tokio::time::timeout(bagpipe_test_support::SAFETY, reader.read_line(&mut line)).await;
-    assert!(matches!(read, Ok(Ok(n)) if n > 0), "no line for the reader: {read:?}");
+    let read = within(reader.read_line(&mut line)).await;
+    assert!(matches!(read, Ok(n) if n > 0), "no line for the reader: {read:?}");
     serde_json::from_str(&line).expect("JSON line")
 }
 

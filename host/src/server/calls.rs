@@ -1,11 +1,12 @@
 //! The `server` import: what a block can do with the host's message server.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::bag::{self, BagLimits};
 use crate::bindings::bagpipe::block::server::{self, ServerError};
-use crate::server::subject;
+use crate::server::{BlockServer, subject};
 use crate::state::BlockCtx;
 use crate::stats::Counters;
 
@@ -14,19 +15,7 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl server::Host for BlockCtx {
     async fn publish(&mut self, subject: String, bag: String) -> Result<(), ServerError> {
-        let server = self.server.clone().ok_or(ServerError::NoServer)?;
-        if !subject::valid_publish(&subject) {
-            return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to publish to")));
-        }
-        if !server.may_publish(&subject) {
-            return Err(self.server_refusal(format!(
-                "publishing to `{subject}` is not granted to this block; grant it with publish = [\"{subject}\"]"
-            )));
-        }
-        let text = self.server_bag(&bag)?;
-        if !server.link().connected() {
-            return Err(ServerError::NotConnected);
-        }
+        let (server, text) = self.outgoing(&subject, &bag, "publish to", || format!("publishing to `{subject}` is"))?;
         server.link().client().publish(subject, text.into()).await.map_err(|e| ServerError::Io(e.to_string()))?;
         Counters::bump(&self.me.counters.published);
         server.link().stats.published.fetch_add(1, Ordering::Relaxed);
@@ -57,19 +46,7 @@ impl server::Host for BlockCtx {
     }
 
     async fn request(&mut self, subject: String, bag: String, timeout_ms: u64) -> Result<String, ServerError> {
-        let server = self.server.clone().ok_or(ServerError::NoServer)?;
-        if !subject::valid_publish(&subject) {
-            return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to send to")));
-        }
-        if !server.may_publish(&subject) {
-            return Err(self.server_refusal(format!(
-                "requests to `{subject}` are not granted to this block; grant it with publish = [\"{subject}\"]"
-            )));
-        }
-        let text = self.server_bag(&bag)?;
-        if !server.link().connected() {
-            return Err(ServerError::NotConnected);
-        }
+        let (server, text) = self.outgoing(&subject, &bag, "send to", || format!("requests to `{subject}` are"))?;
         let timeout = Duration::from_millis(timeout_ms).min(MAX_REQUEST_TIMEOUT);
         let asked = tokio::time::timeout(timeout, server.link().client().request(subject, text.into()));
         let reply = self.clock.clone().waiting(asked).await;
@@ -91,6 +68,31 @@ impl server::Host for BlockCtx {
 }
 
 impl BlockCtx {
+    /// What `publish` and `request` check, in this order: a server, a subject to `send` to, a
+    /// grant for it (`refused` starts the refusal: "publishing to `x` is"), the bag (stamped),
+    /// a connection.
+    fn outgoing(
+        &self,
+        subject: &str,
+        bag: &str,
+        send: &str,
+        refused: impl FnOnce() -> String,
+    ) -> Result<(Arc<BlockServer>, String), ServerError> {
+        let server = self.server.clone().ok_or(ServerError::NoServer)?;
+        if !subject::valid_publish(subject) {
+            return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to {send}")));
+        }
+        if !server.may_publish(subject) {
+            let why = format!("{} not granted to this block; grant it with publish = [\"{subject}\"]", refused());
+            return Err(self.server_refusal(why));
+        }
+        let text = self.server_bag(bag)?;
+        if !server.link().connected() {
+            return Err(ServerError::NotConnected);
+        }
+        Ok((server, text))
+    }
+
     /// The bag a block publishes, checked like any bag it sends and stamped with `__from` and
     /// `__seq`.
     fn server_bag(&self, bag: &str) -> Result<String, ServerError> {

@@ -188,14 +188,18 @@ impl Supervisor {
             via_server: spec.durable || spec.shared,
         });
         let (control_tx, control) = mpsc::channel(4);
-        let handles = (net.clone(), server.clone());
-        let mailbox = Mailbox { control, queue: queue_rx, events: self.event_tx.clone(), net, server };
+        let mailbox = Mailbox {
+            control,
+            queue: queue_rx,
+            events: self.event_tx.clone(),
+            net: net.clone(),
+            server: server.clone(),
+        };
         let task =
             BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);
         self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
         let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
-        let (net, server) = handles;
         self.slots.push(Slot {
             spec,
             removed: false,

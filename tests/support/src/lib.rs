@@ -22,6 +22,11 @@ pub mod artifacts {
 /// The longest any single wait may take before the test fails.
 pub const SAFETY: Duration = Duration::from_secs(60);
 
+/// `f`'s outcome; fails the test when it takes longer than [`SAFETY`].
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(SAFETY, f).await.expect("no answer in time")
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
