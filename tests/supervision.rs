@@ -187,14 +187,14 @@ async fn the_admin_endpoint_serves_stats_metrics_and_dead_letters() {
     assert_eq!(letters["total"], 1);
     assert_eq!(letters["kept"][0]["bag"]["crash"], true);
 
-    let metrics = bagpipe::admin::get(&addr, "/metrics").await.expect("metrics");
+    let metrics = bagpipe::admin_get(&addr, "/metrics").await.expect("metrics");
     assert!(metrics.contains("# TYPE bagpipe_block_processed_total counter"), "{metrics}");
     assert!(
         metrics.lines().any(|l| l.starts_with("bagpipe_block_processed_total{block=\"recorder\"") && l.ends_with(" 5")),
         "{metrics}"
     );
     assert!(metrics.contains("bagpipe_dead_letters_total 1"), "{metrics}");
-    let missing = bagpipe::admin::get(&addr, "/nope").await;
+    let missing = bagpipe::admin_get(&addr, "/nope").await;
     assert!(missing.is_err());
 
     host.signal(libc::SIGTERM);

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bagpipe::cache::ComponentCache;
-use bagpipe::stats::StatsSnapshot;
+use bagpipe::ComponentCache;
+use bagpipe::StatsSnapshot;
 use bagpipe::{Host, HostConfig, Manifest, RunReport};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -21,6 +21,12 @@ pub struct Cli {
     /// overrides it.
     #[arg(long, global = true, default_value = "info,async_nats=warn")]
     pub log: String,
+
+    /// How log lines look: `text` for people, `json` for one JSON object per line (with the
+    /// block's span and an `event` field on the lines tools wait for); `BAGPIPE_LOG_FORMAT`
+    /// overrides it.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -81,18 +87,31 @@ enum Command {
     },
 }
 
+/// How log lines look.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Logs go to stderr; stdout belongs to the blocks.
-pub fn init_logging(default: &str) {
+pub fn init_logging(default: &str, format: LogFormat) {
     use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_env("BAGPIPE_LOG")
         .or_else(|_| EnvFilter::try_new(default))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let format = match std::env::var("BAGPIPE_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        _ => format,
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 /// Runs the chosen subcommand.
@@ -141,7 +160,7 @@ async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     let into = if dir.is_dir() { dir } else { dir.parent().unwrap_or(Path::new(".")) };
     if let Some(guests) = &options.build {
         let names = Manifest::component_names(dir)?;
-        bagpipe::guest_build::build_into(guests, into, &names).await?;
+        bagpipe::build_into(guests, into, &names).await?;
     }
     let manifest = Manifest::load(dir)?;
     let cache_dir = if options.no_cache { None } else { ComponentCache::default_dir() };
@@ -155,7 +174,11 @@ async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     // The first signal starts the graceful shutdown; a second one stops at once.
     let forced = async {
         let name = signals.next().await;
-        tracing::info!("{name} received: finishing every block (a second signal stops at once)");
+        tracing::info!(
+            event = "shutdown",
+            signal = name,
+            "{name} received: finishing every block (a second signal stops at once)"
+        );
         let _ = first_tx.send(());
         signals.next().await
     };
@@ -163,7 +186,7 @@ async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
         match (&options.build, options.dev) {
             (Some(guests), true) => tokio::select! {
                 r = &mut run => r,
-                () = bagpipe::guest_build::rebuild_on_change(guests, into) => run.await,
+                () = bagpipe::rebuild_on_change(guests, into) => run.await,
             },
             _ => run.await,
         }
@@ -221,6 +244,7 @@ fn log_report(report: &RunReport) {
             dead_letters = s.dead_letters,
             swaps = s.swaps,
             swaps_failed = s.swaps_failed,
+            event = "final_stats",
             "final stats"
         );
     }
@@ -279,10 +303,10 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
 
 async fn status(admin: &str, dead_letters: bool) -> anyhow::Result<ExitCode> {
     if dead_letters {
-        println!("{}", bagpipe::admin::get(admin, "/dead-letters").await?);
+        println!("{}", bagpipe::admin_get(admin, "/dead-letters").await?);
         return Ok(ExitCode::SUCCESS);
     }
-    let body = bagpipe::admin::get(admin, "/blocks").await?;
+    let body = bagpipe::admin_get(admin, "/blocks").await?;
     let blocks: Vec<StatsSnapshot> = serde_json::from_str(&body)?;
     print!("{}", table(&blocks));
     Ok(ExitCode::SUCCESS)

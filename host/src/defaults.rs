@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::restart::{Backoff, GiveUp, Restart};
+use crate::supervision::restart::{Backoff, GiveUp, Restart};
 
 /// How often the engine's epoch advances. Call deadlines are measured in these ticks, so this is
 /// also the precision of a deadline.
@@ -36,6 +36,9 @@ pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
 /// Most host-side resources (pollables, streams, ...) one block instance may hold at once.
 pub const MAX_RESOURCES: usize = 10_000;
 
+/// Most elements a guest's table may grow to.
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
 /// How much longer than its remaining budget a call may run before the wall-clock guard stops
 /// it. The epoch deadline stops a computing guest within a tick; the guard is for a guest blocked
 /// inside a host call (a WASI sleep), where epochs are never checked.
@@ -51,6 +54,21 @@ pub const CALL_WAIT_BUDGET: Duration = Duration::from_secs(30);
 
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
+
+/// The longest a block's server `request` may wait for its answer.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a sender waits for a remote host's answer beyond the enqueue timeout itself.
+pub const REMOTE_SLACK: Duration = Duration::from_secs(2);
+
+/// How long the host asks the server whether a durable responsibility's stream exists.
+pub const STREAM_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Between attempts to serve a block to the cluster when subscribing failed.
+pub const SERVE_RETRY: Duration = Duration::from_secs(1);
+
+/// Between attempts to consume a durable block's stream when it failed.
+pub const DURABLE_RETRY: Duration = Duration::from_millis(500);
 
 /// Limits of one block instance.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use wasmtime::Engine;
 
-use crate::admin::{Admin, AdminView};
-use crate::cache::ComponentCache;
-use crate::component::{BlockComponent, Loader};
-use crate::engine::{EpochTicker, new_engine};
 use crate::error::{LoadError, RunError};
+use crate::io::server::ServerLink;
 use crate::manifest::{BlockSpec, Manifest};
-use crate::reload::Reloader;
-use crate::server::ServerLink;
-use crate::supervisor::{RunReport, Supervisor};
+use crate::ops::admin::{Admin, AdminView};
+use crate::runtime::cache::ComponentCache;
+use crate::runtime::component::{BlockComponent, Loader};
+use crate::runtime::engine::{EpochTicker, new_engine};
+use crate::supervision::reload::Reloader;
+use crate::supervision::supervisor::{RunReport, Supervisor};
 
 /// How to build a [`Host`].
 #[derive(Clone, Debug, Default)]
@@ -91,7 +91,7 @@ impl Host {
                 }
             }
         }
-        let router = Arc::new(crate::router::Router::new());
+        let router = Arc::new(crate::routing::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         let server = match self.config.server.as_ref().or(manifest.settings.server.as_ref()) {
             Some(url) => Some(ServerLink::connect(url, &manifest.settings).await?),

@@ -9,43 +9,37 @@
 //! Each block instance has its own store, its own instance, its own task and its own queue:
 //! nothing a guest can poison is shared with another block.
 //!
-//! - [`manifest`]: reading and checking `bagpipe.toml`.
-//! - [`host`]: the embedding API, [`Host`].
-//! - [`component`]: loading a component and checking it against the world.
-//! - [`supervisor`], [`task`], [`instance`]: running blocks.
-//! - [`router`], [`bag`], [`controller`]: bags and how they travel.
+//! The crate's layers, bottom up (ARCHITECTURE.md has the code map):
+//! - `runtime`: the engine, compiled components, a block's store and instances, guest calls;
+//! - `routing`: bags, the block queue, the router, dead letters, the `controller` import;
+//! - `io`: the sockets (`net`) and the message server (`server`) the host holds for blocks;
+//! - `supervision`: the supervisor, one task per block, restarts, dependencies, live reload;
+//! - `ops`: stats, the admin endpoint, guest builds.
+//!
+//! What embedders use is re-exported here: [`Host`] and [`HostConfig`], the [`manifest`], the
+//! errors, and what a run reports.
 #![deny(missing_docs)]
 
-pub mod admin;
-pub mod bag;
 #[allow(missing_docs)]
-pub mod bindings;
-pub mod cache;
-pub mod component;
-pub mod controller;
-pub mod deadletter;
-pub mod defaults;
-pub mod deps;
-pub mod engine;
-pub mod error;
-pub mod guest_build;
-pub mod guest_io;
-pub mod histogram;
-pub mod host;
-pub mod instance;
+mod bindings;
+mod defaults;
+mod error;
+mod host;
+pub(crate) mod io;
 pub mod manifest;
-pub mod net;
-pub mod reload;
-pub mod restart;
-pub mod router;
-pub mod server;
-pub mod state;
-pub mod stats;
-pub mod supervisor;
-pub mod task;
-pub mod timers;
+mod ops;
+pub(crate) mod routing;
+pub(crate) mod runtime;
+pub(crate) mod supervision;
 
 pub use error::{CallError, LoadError, ManifestError, RunError};
 pub use host::{Host, HostConfig};
+pub use io::server::ServerSnapshot;
 pub use manifest::Manifest;
-pub use supervisor::RunReport;
+pub use ops::admin::get as admin_get;
+pub use ops::guest_build::{build_into, rebuild_on_change};
+pub use ops::stats::StatsSnapshot;
+pub use routing::deadletter::DeadLetter;
+pub use runtime::cache::ComponentCache;
+pub use runtime::component::BlockComponent;
+pub use supervision::supervisor::RunReport;

@@ -29,9 +29,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MANIFEST_FILE, Policy, Settings};
-use crate::deps::{DepError, Graph};
 use crate::error::ManifestError;
-use crate::restart::{GiveUp, Restart};
+use crate::supervision::deps::{DepError, Graph};
+use crate::supervision::restart::{GiveUp, Restart};
 use settings::{RawHost, settings};
 
 mod listen;
@@ -351,7 +351,7 @@ fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Resul
     let grants = |key: &str, raw: &Option<Spanned<Vec<String>>>| -> Result<Vec<String>, ManifestError> {
         let Some(list) = raw else { return Ok(Vec::new()) };
         for subject in list.get_ref() {
-            if !crate::server::subject::valid_subscribe(subject) {
+            if !crate::io::server::subject::valid_subscribe(subject) {
                 return Err(at.error(
                     list.span(),
                     key,

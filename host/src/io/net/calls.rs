@@ -1,0 +1,112 @@
+//! The `net` import: what a block can do with the sockets the host holds for it, and
+//! [`NetCtx`], the part of a block's store it works on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+
+use super::{NetHub, Write, socket_addr};
+use crate::bindings::bagpipe::block::net::{self, NetError};
+use crate::runtime::clock::CallClock;
+
+/// The `net` capability's part of a block's store.
+pub struct NetCtx {
+    /// The block's sockets; `None` for a block without `net-hook`.
+    net: Option<Arc<NetHub>>,
+    clock: Arc<CallClock>,
+    /// How long a call may wait for a full write queue (the enqueue timeout).
+    timeout: Duration,
+}
+
+impl NetCtx {
+    /// The `net` capability of an instance of the block whose sockets `net` holds.
+    pub fn new(net: Option<Arc<NetHub>>, clock: Arc<CallClock>, timeout: Duration) -> Self {
+        Self { net, clock, timeout }
+    }
+}
+
+impl net::Host for NetCtx {
+    async fn send(&mut self, conn: u64, data: Vec<u8>) -> Result<(), NetError> {
+        let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
+        let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
+        match writes.try_send(Write::Data(data)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
+            Err(TrySendError::Full(_)) if self.clock.waited_in_vain() => Err(NetError::WouldBlock),
+            Err(TrySendError::Full(op)) => {
+                let waited = self.clock.waiting(writes.send_timeout(op, self.timeout)).await;
+                match waited {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        // Like a full queue: later sends in this call do not wait again.
+                        self.clock.note_wait_in_vain();
+                        Err(NetError::WouldBlock)
+                    }
+                    Err(SendTimeoutError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self, conn: u64) -> Result<(), NetError> {
+        let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
+        let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
+        // After what is queued; when the queue stays full past the enqueue timeout, at once.
+        let queued = self.clock.waiting(tokio::time::timeout(self.timeout, writes.send(Write::Close))).await;
+        if !matches!(queued, Ok(Ok(()))) {
+            hub.cancel_conn(conn);
+        }
+        Ok(())
+    }
+
+    async fn send_datagram(&mut self, listener: String, peer: String, data: Vec<u8>) -> Result<(), NetError> {
+        let socket = self.net.as_ref().and_then(|hub| hub.udp(&listener));
+        let Some(socket) = socket else {
+            return Err(self.refuse(format!("no UDP listener `{listener}` is granted to this block")));
+        };
+        let Some(to) = socket_addr(&peer) else {
+            return Err(NetError::Io(format!("`{peer}` is not an IP:PORT address")));
+        };
+        let sent = self.clock.waiting(tokio::time::timeout(self.timeout, socket.send_to(&data, to))).await;
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NetError::Io(e.to_string())),
+            Err(_) => Err(NetError::WouldBlock),
+        }
+    }
+
+    async fn connect(&mut self, address: String) -> Result<u64, NetError> {
+        let hub = match &self.net {
+            Some(hub) if hub.may_connect(&address) => hub.clone(),
+            _ => {
+                return Err(self.refuse(format!(
+                    "connecting to `{address}` is not granted to this block; grant it with connect = [\"{address}\"]"
+                )));
+            }
+        };
+        let connected = self.clock.waiting(hub.connect(&address)).await;
+        match connected {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(NetError::Io("too many connections".to_owned())),
+            Err(e) => Err(NetError::Io(e.to_string())),
+        }
+    }
+
+    async fn listeners(&mut self) -> Vec<String> {
+        self.net.as_ref().map(|hub| hub.listeners()).unwrap_or_default()
+    }
+
+    async fn connections(&mut self) -> Vec<net::ConnectionInfo> {
+        let open = self.net.as_ref().map(|hub| hub.connections()).unwrap_or_default();
+        open.into_iter().map(|(conn, listener, peer)| net::ConnectionInfo { conn, listener, peer }).collect()
+    }
+}
+
+impl NetCtx {
+    /// A refusal of something not granted: logged, and returned to the guest.
+    fn refuse(&self, why: String) -> NetError {
+        tracing::warn!(event = "not_granted", "refused: {why}");
+        NetError::NotGranted(why)
+    }
+}

@@ -1,0 +1,390 @@
+//! Sockets the host owns for a block: its listeners (from `listen` grants), the TCP connections
+//! accepted on them or opened with `connect`, and its UDP sockets.
+//!
+//! A [`NetHub`] lives as long as the block, not as long as an instance: a swap or a restart of
+//! the block keeps every socket open, and the next instance gets the next bytes. Socket events
+//! go into the block's own queue, in order with its bags: a TCP reader waits while the queue is
+//! full, so the host stops reading and TCP flow control slows the peer; a UDP datagram that
+//! finds the queue full is counted as dropped.
+//!
+//! Invariants: every task (accept loops, UDP receivers, one reader and one writer per connection)
+//! is tracked by the hub and stopped and joined by [`NetHub::shutdown`]; nothing a guest sends
+//! can make the host wait longer than the enqueue timeout; a block reaches only what it was
+//! granted.
+
+mod calls;
+mod grants;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::manifest::{BlockSpec, Listen, Protocol};
+
+use crate::ops::stats::{BlockStatus, Counters};
+use crate::routing::queue::{BlockQueue, Envelope};
+pub use calls::NetCtx;
+
+/// Most connections a block may hold at once; more are accepted and closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Writes a connection may have waiting before `send` waits, then fails with `would-block`.
+const WRITE_QUEUE: usize = 64;
+/// The most bytes one read hands to the block.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long `connect` may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One bound listener.
+struct Bound {
+    /// The grant it serves.
+    grant: Listen,
+    /// As bound, e.g. `tcp://127.0.0.1:40123`.
+    url: String,
+    /// The UDP socket, for `send-datagram`.
+    udp: Option<Arc<UdpSocket>>,
+    /// Stops this listener (not the connections accepted on it).
+    cancel: CancellationToken,
+    /// Its accept loop or datagram receiver, which owns the socket.
+    task: tokio::task::JoinHandle<()>,
+    /// Among the grants in force (false: on its way out, see `grants.rs`).
+    granted: bool,
+}
+
+/// A listener bound for a grant but not yet served.
+struct Opened {
+    grant: Listen,
+    url: String,
+    socket: Socket,
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Udp(Arc<UdpSocket>),
+}
+
+/// A writer's work.
+enum Write {
+    Data(Vec<u8>),
+    Close,
+}
+
+/// One open connection.
+struct Conn {
+    writes: mpsc::Sender<Write>,
+    cancel: CancellationToken,
+    /// The listener it was accepted on; `None` when the block opened it.
+    listener: Option<String>,
+    peer: String,
+    /// The block has been told of it (its `Accept` was delivered, or the block opened it).
+    told: bool,
+}
+
+/// Every socket of one block.
+pub struct NetHub {
+    responsibility: String,
+    bound: Mutex<Vec<Bound>>,
+    connect_grants: Mutex<Vec<String>>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    next_id: AtomicU64,
+    queue: BlockQueue,
+    status: Arc<BlockStatus>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl NetHub {
+    /// Binds every `listen` grant of `spec` and starts serving them into `queue`.
+    pub async fn bind(spec: &BlockSpec, queue: BlockQueue, status: Arc<BlockStatus>) -> anyhow::Result<Arc<Self>> {
+        let hub = Arc::new(NetHub {
+            responsibility: spec.responsibility.clone(),
+            bound: Mutex::new(Vec::new()),
+            connect_grants: Mutex::new(spec.connect.clone()),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            queue,
+            status,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        let opened = open(&spec.listen).await?;
+        hub.serve(opened);
+        Ok(hub)
+    }
+
+    /// Serves listeners bound by [`open`] (closes them when the hub has shut down).
+    fn serve(self: &Arc<Self>, opened: Vec<Opened>) {
+        // Checked under the lock that `shutdown` clears the listeners with, after cancelling.
+        let mut bound = lock(&self.bound);
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        for Opened { grant, url, socket } in opened {
+            tracing::info!(event = "listening", block = %self.responsibility, url = %url, "listening on {url}");
+            let cancel = self.cancel.child_token();
+            let (udp, task) = match socket {
+                Socket::Tcp(listener) => {
+                    (None, self.tasks.spawn(self.clone().accept_loop(listener, url.clone(), cancel.clone())))
+                }
+                Socket::Udp(socket) => {
+                    let task =
+                        self.tasks.spawn(self.clone().datagram_loop(socket.clone(), url.clone(), cancel.clone()));
+                    (Some(socket), task)
+                }
+            };
+            bound.push(Bound { grant, url, udp, cancel, task, granted: true });
+        }
+    }
+
+    /// The listeners as bound.
+    pub fn listeners(&self) -> Vec<String> {
+        lock(&self.bound).iter().filter(|b| b.granted).map(|b| b.url.clone()).collect()
+    }
+
+    /// Closes every socket and waits for every task of the hub to end.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.lock().clear();
+        lock(&self.bound).clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        lock(&self.conns)
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, url: String, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let accept = Some((url.clone(), peer.to_string()));
+                        self.adopt(stream, accept);
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(block = %self.responsibility, "accepting on {url} failed: {e}");
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn datagram_loop(self: Arc<Self>, socket: Arc<UdpSocket>, url: String, cancel: CancellationToken) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let received = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = socket.recv_from(&mut buf) => r,
+            };
+            match received {
+                Ok((n, peer)) => {
+                    let event =
+                        Envelope::Datagram { listener: url.clone(), peer: peer.to_string(), data: buf[..n].to_vec() };
+                    // A full queue drops the datagram (counted by the queue).
+                    if let Err((crate::routing::queue::Refusal::Closed, _)) = self.queue.try_push(event) {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(block = %self.responsibility, "receiving on {url}: {e}"),
+            }
+        }
+    }
+
+    /// Takes over a connected stream: registers it and starts its reader and writer. `accept`
+    /// is the listener and peer when it was accepted (an `Accept` event goes first).
+    fn adopt(self: &Arc<Self>, stream: TcpStream, accept: Option<(String, String)>) -> Option<u64> {
+        if self.lock().len() >= MAX_CONNECTIONS {
+            Counters::bump(&self.status.counters.refused_connections);
+            tracing::warn!(block = %self.responsibility, "too many connections ({MAX_CONNECTIONS}); closing a new one");
+            return None;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.cancel.child_token();
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
+        let (listener, peer, told) = match &accept {
+            Some((listener, peer)) => (Some(listener.clone()), peer.clone(), false),
+            None => (None, stream.peer_addr().map(|a| a.to_string()).unwrap_or_default(), true),
+        };
+        self.lock().insert(id, Conn { writes, cancel: cancel.clone(), listener, peer, told });
+        Counters::bump(&self.status.counters.connections);
+        let (read, write) = stream.into_split();
+        self.tasks.spawn(self.clone().reader(id, read, accept, cancel.clone()));
+        self.tasks.spawn(writer(write, rx, cancel));
+        Some(id)
+    }
+
+    async fn reader(
+        self: Arc<Self>,
+        id: u64,
+        mut read: tokio::net::tcp::OwnedReadHalf,
+        accept: Option<(String, String)>,
+        cancel: CancellationToken,
+    ) {
+        // Once the block has heard of the connection, it hears of its end too, however it ends.
+        let announced = match accept {
+            Some((listener, peer)) => self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await,
+            None => true,
+        };
+        if announced {
+            self.pump(id, &mut read, &cancel).await;
+        }
+        self.forget(id, &cancel);
+        if announced {
+            // Fails at once when the block takes no more events.
+            let _ = self.queue.push(Envelope::Closed { conn: id }).await;
+        }
+    }
+
+    /// Queues what arrives on connection `id` until it ends, is cancelled or the block takes no
+    /// more events.
+    async fn pump(&self, id: u64, read: &mut tokio::net::tcp::OwnedReadHalf, cancel: &CancellationToken) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = read.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+            };
+            // Waits while the block's queue is full: the host stops reading this socket.
+            if !self.push(Envelope::Data { conn: id, data: buf[..n].to_vec() }, cancel).await {
+                return;
+            }
+        }
+    }
+
+    /// Queues `event`; false when the block takes no more events or the connection is cancelled.
+    async fn push(&self, event: Envelope, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            sent = self.queue.push(event) => sent.is_ok(),
+        }
+    }
+
+    fn forget(&self, id: u64, cancel: &CancellationToken) {
+        cancel.cancel();
+        self.lock().remove(&id);
+    }
+
+    /// Notes that the block has been told of connection `id` (its `Accept` was delivered).
+    pub fn told(&self, id: u64) {
+        if let Some(conn) = self.lock().get_mut(&id) {
+            conn.told = true;
+        }
+    }
+
+    /// The open connections the block has been told of, oldest first: (id, listener, peer).
+    fn connections(&self) -> Vec<(u64, Option<String>, String)> {
+        let mut open: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.told)
+            .map(|(&id, c)| (id, c.listener.clone(), c.peer.clone()))
+            .collect();
+        open.sort_unstable_by_key(|(id, ..)| *id);
+        open
+    }
+
+    /// The write queue of connection `id`.
+    fn writes(&self, id: u64) -> Option<mpsc::Sender<Write>> {
+        self.lock().get(&id).map(|c| c.writes.clone())
+    }
+
+    /// Whether `address` is granted by a `connect` grant.
+    fn may_connect(&self, address: &str) -> bool {
+        lock(&self.connect_grants).iter().any(|g| g == address)
+    }
+
+    fn udp(&self, listener: &str) -> Option<Arc<UdpSocket>> {
+        lock(&self.bound).iter().find(|b| b.granted && b.url == listener).and_then(|b| b.udp.clone())
+    }
+
+    async fn connect(self: &Arc<Self>, address: &str) -> std::io::Result<Option<u64>> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
+        Ok(self.adopt(stream, None))
+    }
+
+    fn cancel_conn(&self, id: u64) {
+        if let Some(conn) = self.lock().get(&id) {
+            conn.cancel.cancel();
+        }
+    }
+}
+
+async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Write>, cancel: CancellationToken) {
+    loop {
+        let op = tokio::select! {
+            () = cancel.cancelled() => break,
+            op = rx.recv() => op,
+        };
+        match op {
+            Some(Write::Data(data)) => {
+                let written = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    r = write.write_all(&data) => r,
+                };
+                if written.is_err() {
+                    break;
+                }
+            }
+            Some(Write::Close) | None => {
+                let _ = write.shutdown().await;
+                break;
+            }
+        }
+    }
+    // Ends the reader too, which reports the close.
+    cancel.cancel();
+}
+
+/// Binds a listener for each of `grants`, serving none yet.
+async fn open(grants: &[Listen]) -> anyhow::Result<Vec<Opened>> {
+    let mut opened = Vec::with_capacity(grants.len());
+    for grant in grants {
+        let Listen { protocol, addr } = grant;
+        let asked = Listen::url(*protocol, *addr);
+        let (socket, local) = match protocol {
+            Protocol::Tcp => {
+                let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {asked}"))?;
+                let local = listener.local_addr()?;
+                (Socket::Tcp(listener), local)
+            }
+            Protocol::Udp => {
+                let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on {asked}"))?;
+                let local = socket.local_addr()?;
+                (Socket::Udp(Arc::new(socket)), local)
+            }
+        };
+        opened.push(Opened { grant: grant.clone(), url: Listen::url(*protocol, local), socket });
+    }
+    Ok(opened)
+}
+
+/// Locks plain data: a panic elsewhere cannot leave it half-changed.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A `SocketAddr` from `ip:port` text.
+fn socket_addr(text: &str) -> Option<SocketAddr> {
+    text.parse().ok()
+}

@@ -1,0 +1,464 @@
+//! The server connector: the host's connection to its message server (NATS), which drives the
+//! blocks' `on-server-connect`/`on-server-disconnect`, carries their publish/subscribe/request
+//! calls, and joins hosts of one cluster.
+//!
+//! [`ServerLink`] is the host's one connection: it connects in the background with retries and
+//! backoff, and publishes every transition on a watch channel ([`ServerState`], with a generation
+//! count so that no transition is ever missed, even when two come at once). Each block that may
+//! use the server gets a [`BlockServer`] (its grants and its subscriptions), which lives as long
+//! as the block, not an instance.
+//!
+//! Invariants: nothing is buffered while disconnected: calls fail with `not-connected` (a
+//! subscription is kept and resumes on reconnection); every task (subscription readers, cluster
+//! servers, durable consumers) is tracked and joined on shutdown.
+
+mod calls;
+pub mod cluster;
+pub mod subject;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bindings::ServerInfo;
+use crate::ops::stats::{BlockStatus, Counters};
+use crate::routing::queue::{BlockQueue, Envelope};
+pub use calls::ServerCtx;
+
+/// Messages a subscription buffers while its block is slow.
+const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// Reply subjects a block may answer on, at most (the oldest are forgotten first).
+const REPLY_SUBJECTS: usize = 1024;
+/// The longest [`ServerLink::barrier`] waits for its message to come back.
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
+/// How long start-up waits for the first connection to the server.
+pub const INITIAL_WAIT: Duration = Duration::from_secs(3);
+
+/// Where the host is with its server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerState {
+    /// Connected now.
+    pub connected: bool,
+    /// How many times it has connected so far: a block told of connection `n` that sees `n + 2`
+    /// missed a disconnection and a connection, and hears both.
+    pub generation: u64,
+    /// The server it is connected to (the last one, when disconnected).
+    pub info: Option<ServerInfo>,
+}
+
+/// The host-wide counters of the server connection.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections made after the first.
+    pub reconnects: AtomicU64,
+    /// Messages published by blocks.
+    pub published: AtomicU64,
+    /// Messages received for blocks (subscriptions, the cluster, durable streams).
+    pub received: AtomicU64,
+}
+
+/// The server stats at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ServerSnapshot {
+    /// The server's address.
+    pub url: String,
+    /// `connected` or `disconnected`.
+    pub state: String,
+    /// See [`ServerStats::reconnects`].
+    pub reconnects: u64,
+    /// See [`ServerStats::published`].
+    pub published: u64,
+    /// See [`ServerStats::received`].
+    pub received: u64,
+    /// The cluster this host is in, if any.
+    pub cluster: Option<String>,
+}
+
+/// The host's connection to its message server.
+pub struct ServerLink {
+    /// The server's address.
+    pub url: String,
+    /// The cluster this host shares blocks with, if any.
+    pub cluster: Option<String>,
+    /// How long the server waits for a durable bag's acknowledgement before delivering it again.
+    pub durable_ack_wait: Duration,
+    client: async_nats::Client,
+    state: watch::Receiver<ServerState>,
+    /// Host-wide counters.
+    pub stats: Arc<ServerStats>,
+    /// Whether a stream exists for a durable responsibility (cached: asking costs a round trip).
+    durable_streams: Mutex<HashMap<String, bool>>,
+    /// The watcher of connection events.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl ServerLink {
+    /// Returns once the server has handled everything this host sent before (a message to an
+    /// inbox of the host's own has come back), or after [`BARRIER_WAIT`]; says which.
+    pub async fn barrier(&self) -> bool {
+        use futures_util::StreamExt as _;
+        if !self.connected() {
+            // The client subscribes again when it reconnects: nothing to wait for now.
+            return false;
+        }
+        let inbox = self.client.new_inbox();
+        let Ok(mut echo) = self.client.subscribe(inbox.clone()).await else { return false };
+        if self.client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(BARRIER_WAIT, echo.next()).await, Ok(Some(_)))
+    }
+
+    /// Starts connecting to `url` in the background, and waits up to [`INITIAL_WAIT`] for the
+    /// first connection, so that blocks usually start connected; the host runs on without the
+    /// server (and keeps trying) when it is away.
+    pub async fn connect(url: &str, settings: &crate::defaults::Settings) -> anyhow::Result<Arc<Self>> {
+        let (tx, state) = watch::channel(ServerState::default());
+        let tx = Arc::new(tx);
+        let stats = Arc::new(ServerStats::default());
+        let (events_tx, mut events) = mpsc::unbounded_channel::<async_nats::Event>();
+        let options = async_nats::ConnectOptions::new()
+            .name("bagpipe")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // What a subscription buffers while its block is slow (past it the server reports a
+            // slow consumer): bounded, unlike the client's default of 65,536 messages.
+            .subscription_capacity(SUBSCRIPTION_BUFFER)
+            .request_timeout(Some(Duration::from_secs(60)))
+            .reconnect_delay_callback(reconnect_delay)
+            .event_callback(move |event| {
+                let events_tx = events_tx.clone();
+                async move {
+                    let _ = events_tx.send(event);
+                }
+            });
+        let client = options.connect(url).await.map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+        let link = Arc::new(ServerLink {
+            url: url.to_owned(),
+            cluster: settings.cluster.clone(),
+            durable_ack_wait: settings.durable_ack_wait,
+            client: client.clone(),
+            state,
+            stats: stats.clone(),
+            durable_streams: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        // The watcher of connection events, owned by the link and ended by `close`.
+        let url = url.to_owned();
+        let cancel = link.cancel.clone();
+        link.tasks.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                };
+                match event {
+                    async_nats::Event::Connected => {
+                        let info = client.server_info();
+                        tx.send_modify(|s| {
+                            if s.generation > 0 {
+                                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                            }
+                            s.connected = true;
+                            s.generation += 1;
+                            s.info = Some(ServerInfo { url: url.clone(), server_id: info.server_id.clone() });
+                        });
+                        tracing::info!(event = "server_connected", url = %url, "connected to the server {url} ({})", info.server_id);
+                    }
+                    async_nats::Event::Disconnected => {
+                        tx.send_modify(|s| s.connected = false);
+                        tracing::warn!("disconnected from the server {url}; reconnecting");
+                    }
+                    other => tracing::debug!("server: {other}"),
+                }
+            }
+        });
+        let mut state = link.state();
+        let connected = tokio::time::timeout(INITIAL_WAIT, state.wait_for(|s| s.connected)).await;
+        if !matches!(connected, Ok(Ok(_))) {
+            tracing::warn!("not connected to the server {} yet; starting without it, and trying on", link.url);
+        }
+        Ok(link)
+    }
+
+    /// The connection state, to watch.
+    pub fn state(&self) -> watch::Receiver<ServerState> {
+        self.state.clone()
+    }
+
+    /// Whether the host is connected now.
+    pub fn connected(&self) -> bool {
+        self.state.borrow().connected
+    }
+
+    /// The stats now.
+    pub fn snapshot(&self) -> ServerSnapshot {
+        ServerSnapshot {
+            url: self.url.clone(),
+            state: if self.connected() { "connected" } else { "disconnected" }.to_owned(),
+            reconnects: self.stats.reconnects.load(Ordering::Relaxed),
+            published: self.stats.published.load(Ordering::Relaxed),
+            received: self.stats.received.load(Ordering::Relaxed),
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// The client, for the cluster and durable code.
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Flushes what was published, closes the connection and ends the link's task.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+        let _ = self.client.drain().await;
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Between reconnection attempts: 50 ms, doubling to 1 s.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let exp = attempts.min(5) as u32;
+    Duration::from_millis(50u64 << exp).min(Duration::from_secs(1))
+}
+
+/// What one block may do with the server, and its subscriptions. Lives as long as the block.
+pub struct BlockServer {
+    link: Arc<ServerLink>,
+    /// The `publish` and `subscribe` grants; a manifest edit may change them.
+    grants: Mutex<(Vec<String>, Vec<String>)>,
+    /// Reply subjects of bags the block received: the only `_INBOX.` subjects it may publish to.
+    replies: Mutex<std::collections::VecDeque<String>>,
+    subscriptions: Mutex<HashMap<String, CancellationToken>>,
+    /// The block's queue (which knows what bags it accepts); `None` when it takes no bags.
+    queue: Option<BlockQueue>,
+    status: Arc<BlockStatus>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl BlockServer {
+    /// The server side of a block: its grants, and where its subscriptions deliver.
+    pub fn new(
+        link: Arc<ServerLink>,
+        publish: Vec<String>,
+        subscribe: Vec<String>,
+        queue: Option<BlockQueue>,
+        status: Arc<BlockStatus>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            link,
+            grants: Mutex::new((publish, subscribe)),
+            replies: Mutex::new(std::collections::VecDeque::new()),
+            subscriptions: Mutex::new(HashMap::new()),
+            queue,
+            status,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// The host's link.
+    pub fn link(&self) -> &Arc<ServerLink> {
+        &self.link
+    }
+
+    /// Ends every subscription and waits for their tasks.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn grants(&self) -> std::sync::MutexGuard<'_, (Vec<String>, Vec<String>)> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `publish` and `subscribe` the grants in force. Subscriptions they no longer cover
+    /// go on until [`BlockServer::end_ungranted`] (so a block refusing a change keeps them).
+    pub fn grant(&self, publish: &[String], subscribe: &[String]) {
+        *self.grants() = (publish.to_vec(), subscribe.to_vec());
+    }
+
+    /// Ends the subscriptions the grants in force do not cover.
+    pub fn end_ungranted(&self) {
+        let mut subscriptions = self.lock();
+        let grants = self.grants();
+        subscriptions.retain(|subject, cancel| {
+            let kept = grants.1.iter().any(|g| subject::covers(g, subject));
+            if !kept {
+                cancel.cancel();
+                tracing::info!(event = "unsubscribed", block = %self.status.responsibility, subject = %subject, "no longer granted: unsubscribed from `{subject}`");
+            }
+            kept
+        });
+    }
+
+    fn may_publish(&self, subject: &str) -> bool {
+        self.grants().0.iter().any(|g| subject::covers(g, subject)) || self.take_reply(subject)
+    }
+
+    /// Remembers that the block received a bag asking for a reply on `subject`.
+    fn note_reply(&self, subject: &str) {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        if replies.len() == REPLY_SUBJECTS {
+            replies.pop_front();
+        }
+        replies.push_back(subject.to_owned());
+    }
+
+    /// Whether `subject` is a reply the block owes (each may be answered once).
+    fn take_reply(&self, subject: &str) -> bool {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        match replies.iter().position(|r| r == subject) {
+            Some(i) => {
+                replies.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn may_subscribe(&self, subject: &str) -> bool {
+        self.grants().1.iter().any(|g| subject::covers(g, subject))
+    }
+
+    /// Starts delivering `subject`'s messages into the block's queue (once per subject); says
+    /// whether the subscription is new.
+    async fn subscribe_to(self: &Arc<Self>, subject: &str) -> Result<bool, String> {
+        let Some(queue) = self.queue.clone() else {
+            return Err("the block does not export enqueue-hook, so messages could never reach it".to_owned());
+        };
+        if self.lock().contains_key(subject) {
+            return Ok(false);
+        }
+        let subscriber = self.link.client.subscribe(subject.to_owned()).await.map_err(|e| e.to_string())?;
+        let cancel = self.cancel.child_token();
+        {
+            let mut subscriptions = self.lock();
+            // The grant may have been taken away while subscribing (same lock order as `end_ungranted`).
+            if !self.may_subscribe(subject) {
+                return Err(format!("subscribing to `{subject}` is no longer granted to this block"));
+            }
+            subscriptions.insert(subject.to_owned(), cancel.clone());
+        }
+        let me = self.clone();
+        self.tasks.spawn(async move { me.deliver(subscriber, queue, cancel).await });
+        Ok(true)
+    }
+
+    fn unsubscribe_from(&self, subject: &str) -> bool {
+        match self.lock().remove(subject) {
+            Some(cancel) => {
+                cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        mut subscriber: async_nats::Subscriber,
+        queue: BlockQueue,
+        cancel: CancellationToken,
+    ) {
+        use futures_util::StreamExt as _;
+        let mut seq = 0u64;
+        loop {
+            let message = tokio::select! {
+                () = cancel.cancelled() => break,
+                m = subscriber.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            seq += 1;
+            let bag = message_bag(&message.payload, message.subject.as_str(), message.reply.as_deref(), seq);
+            if let Err(e) = queue.check(&bag) {
+                tracing::warn!(block = %self.status.responsibility, "refused a message from `{}`: {e}", message.subject);
+                continue;
+            }
+            if let Some(reply) = &message.reply {
+                self.note_reply(reply);
+            }
+            Counters::bump(&self.status.counters.from_server);
+            self.link.stats.received.fetch_add(1, Ordering::Relaxed);
+            // Waits while the block's queue is full: the subscription's own buffer takes up the
+            // slack, and the server reports a slow consumer past that.
+            let sent = tokio::select! {
+                () = cancel.cancelled() => break,
+                sent = queue.push(Envelope::Bag(bag)) => sent,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        let _ = subscriber.unsubscribe().await;
+    }
+}
+
+/// A message from the server as a bag: its JSON object payload (or `{"raw": text}` when it is
+/// not one), with the host's keys: `__from` ("server"), `__seq` (per subscription),
+/// `__subject`, and `__reply` when there is one. Host keys in the payload are dropped.
+pub fn message_bag(payload: &[u8], subject: &str, reply: Option<&str>, seq: u64) -> String {
+    let mut map = match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            let mut map = serde_json::Map::new();
+            map.insert("raw".into(), String::from_utf8_lossy(payload).into_owned().into());
+            map
+        }
+    };
+    map.retain(|k, _| !k.starts_with(crate::routing::bag::HOST_KEY_PREFIX));
+    map.insert("__from".into(), "server".into());
+    map.insert("__seq".into(), seq.into());
+    map.insert("__subject".into(), subject.into());
+    if let Some(reply) = reply {
+        map.insert("__reply".into(), reply.into());
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_become_bags_with_the_host_keys() {
+        let bag: serde_json::Value =
+            serde_json::from_str(&message_bag(br#"{"a":1,"__from":"forged"}"#, "cmd.x", Some("_INBOX.1"), 3)).unwrap();
+        assert_eq!(
+            bag,
+            serde_json::json!({"a": 1, "__from": "server", "__seq": 3, "__subject": "cmd.x", "__reply": "_INBOX.1"})
+        );
+        let raw: serde_json::Value = serde_json::from_str(&message_bag(b"plain text", "t", None, 1)).unwrap();
+        assert_eq!(raw["raw"], "plain text");
+        assert!(raw.get("__reply").is_none());
+    }
+
+    #[test]
+    fn reconnect_delays_grow_to_a_second() {
+        let delays: Vec<u64> = (0..8).map(|n| reconnect_delay(n).as_millis() as u64).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
+    }
+}

@@ -1,0 +1,289 @@
+//! The admin endpoint (`bagpipe run --admin ADDR`): per-block stats as JSON (`/blocks`), as
+//! Prometheus text (`/metrics`), the dead letters (`/dead-letters`), and `/health`. Read-only.
+//!
+//! Invariants: the server reads shared atomics and never waits on a block; every connection is a
+//! task owned by the server, and the server is owned by [`Admin`], which stops it (and joins every
+//! task) when dropped or shut down.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::stats::StatsSnapshot;
+use crate::routing::deadletter::DeadLetters;
+use crate::routing::router::Router;
+
+/// Longest request head the server reads.
+const MAX_REQUEST: usize = 8 * 1024;
+/// How long a client may take to send its whole request (and read the answer).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 32;
+
+/// What the admin endpoint shows.
+#[derive(Clone)]
+pub struct AdminView {
+    /// Every block's status.
+    pub router: Arc<Router>,
+    /// The dead letters.
+    pub dead_letters: Arc<DeadLetters>,
+    /// The message server connection, if any.
+    pub server: Option<Arc<crate::io::server::ServerLink>>,
+}
+
+impl AdminView {
+    /// Every block's stats, built-in blocks left out, in start order.
+    pub fn blocks(&self) -> Vec<StatsSnapshot> {
+        self.router.routes().iter().filter(|r| !r.status.builtin).map(|r| r.status.snapshot(r.queue_depth())).collect()
+    }
+}
+
+/// A running admin server.
+pub struct Admin {
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Admin {
+    /// Binds `addr` (port 0 picks a free port) and serves `view` until shut down.
+    pub async fn start(addr: SocketAddr, view: AdminView) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the admin address {addr}"))?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, view, cancel.clone()));
+        tracing::info!(event = "admin", addr = %addr, "admin endpoint on http://{addr} (/blocks, /metrics, /dead-letters, /server)");
+        Ok(Self { cancel, task: Some(task) })
+    }
+
+    /// Stops serving and waits for every connection task to end.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, view: AdminView, cancel: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
+                Ok((stream, _)) => {
+                    let view = view.clone();
+                    connections.spawn(async move {
+                        match tokio::time::timeout(READ_TIMEOUT, handle(stream, &view)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!("admin connection: {e:#}"),
+                            Err(_) => tracing::debug!("admin connection too slow, dropped"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            },
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn handle(mut stream: TcpStream, view: &AdminView) -> anyhow::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let path = loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                if request.method != Some("GET") {
+                    return respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET\n").await;
+                }
+                break request.path.unwrap_or("/").to_owned();
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => continue,
+            Ok(httparse::Status::Partial) => {
+                return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "too large\n").await;
+            }
+            Err(e) => return respond(&mut stream, "400 Bad Request", "text/plain", &format!("{e}\n")).await,
+        }
+    };
+    let path = path.split('?').next().unwrap_or("/");
+    match path {
+        "/blocks" => {
+            let body = serde_json::to_string_pretty(&view.blocks())?;
+            respond(&mut stream, "200 OK", "application/json", &body).await
+        }
+        "/dead-letters" => {
+            let body = serde_json::to_string_pretty(&serde_json::json!({
+                "total": view.dead_letters.total(),
+                "kept": view.dead_letters.list(),
+            }))?;
+            respond(&mut stream, "200 OK", "application/json", &body).await
+        }
+        "/metrics" => {
+            let mut text = prometheus(&view.blocks(), &view.dead_letters);
+            if let Some(server) = &view.server {
+                text.push_str(&server_metrics(&server.snapshot()));
+            }
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &text).await
+        }
+        "/server" => {
+            let body = serde_json::to_string_pretty(&view.server.as_ref().map(|s| s.snapshot()))?;
+            respond(&mut stream, "200 OK", "application/json", &body).await
+        }
+        "/health" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /blocks, /metrics or /dead-letters\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> anyhow::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+/// A metric: its name, its help text, and how to read it from a block's stats.
+type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+
+/// The stats in Prometheus' text format.
+pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
+    let mut out = String::new();
+    let counters: [Metric; 12] = [
+        ("received", "Bags put into the block's queue.", |s| s.received),
+        ("processed", "Bags on-enqueue accepted.", |s| s.processed),
+        ("failed", "Bags on-enqueue returned an error for.", |s| s.failed),
+        ("refused_full", "Senders told queue-full by this block's queue.", |s| s.refused_full),
+        ("refused_too_large", "Bags refused for being larger than the block accepts.", |s| s.refused_too_large),
+        ("refused_invalid", "Bags refused for not being bags the block accepts.", |s| s.refused_invalid),
+        ("lost", "Bags still queued when the block ended.", |s| s.lost),
+        ("sent", "Bags the block sent.", |s| s.sent),
+        ("timers_fired", "Timers that fired.", |s| s.timers_fired),
+        ("faults", "Traps, deadlines and limit breaches.", |s| s.faults),
+        ("restarts", "Fresh instances started after a fault.", |s| s.restarts),
+        ("dead_letters", "Bags given up on after faulting.", |s| s.dead_letters),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP bagpipe_block_{name}_total {help}\n# TYPE bagpipe_block_{name}_total counter");
+        for s in blocks {
+            let _ = writeln!(out, "bagpipe_block_{name}_total{} {}", labels(s), get(s));
+        }
+    }
+    let gauges: [Metric; 2] = [
+        ("queue_depth", "Bags in the queue now.", |s| s.queue_depth),
+        ("queue_high_water", "Most bags the queue has held.", |s| s.queue_high_water),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP bagpipe_block_{name} {help}\n# TYPE bagpipe_block_{name} gauge");
+        for s in blocks {
+            let _ = writeln!(out, "bagpipe_block_{name}{} {}", labels(s), get(s));
+        }
+    }
+    let _ = writeln!(out, "# HELP bagpipe_block_up 1 when the block is running.\n# TYPE bagpipe_block_up gauge");
+    for s in blocks {
+        let _ = writeln!(out, "bagpipe_block_up{} {}", labels(s), u8::from(s.state == "running"));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP bagpipe_block_processing_seconds on-enqueue time.\n# TYPE bagpipe_block_processing_seconds summary"
+    );
+    for s in blocks {
+        for (q, v) in [("0.5", s.processing_p50_us), ("0.99", s.processing_p99_us)] {
+            if let Some(us) = v {
+                let l = labels(s);
+                let l = format!("{},quantile=\"{q}\"}}", &l[..l.len() - 1]);
+                let _ = writeln!(out, "bagpipe_block_processing_seconds{l} {}", us / 1e6);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP bagpipe_dead_letters_total Dead letters of this run.\n# TYPE bagpipe_dead_letters_total counter\nbagpipe_dead_letters_total {}",
+        dead_letters.total()
+    );
+    out
+}
+
+fn server_metrics(s: &crate::io::server::ServerSnapshot) -> String {
+    format!(
+        "# HELP bagpipe_server_up 1 when connected to the message server.\n# TYPE bagpipe_server_up gauge\n\
+         bagpipe_server_up{{url=\"{url}\"}} {up}\n\
+         # HELP bagpipe_server_reconnects_total Connections made after the first.\n# TYPE bagpipe_server_reconnects_total counter\n\
+         bagpipe_server_reconnects_total {}\n\
+         # HELP bagpipe_server_published_total Messages published by blocks.\n# TYPE bagpipe_server_published_total counter\n\
+         bagpipe_server_published_total {}\n\
+         # HELP bagpipe_server_received_total Messages received for blocks.\n# TYPE bagpipe_server_received_total counter\n\
+         bagpipe_server_received_total {}\n",
+        s.reconnects,
+        s.published,
+        s.received,
+        url = s.url.replace('"', "\\\""),
+        up = u8::from(s.state == "connected"),
+    )
+}
+
+fn labels(s: &StatsSnapshot) -> String {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "{{block=\"{}\",component=\"{}\",state=\"{}\",version=\"{}\"}}",
+        esc(&s.responsibility),
+        esc(&s.name),
+        s.state,
+        s.version
+    )
+}
+
+/// `GET path` from an admin endpoint at `addr`; the response body.
+pub async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .context("connecting timed out")?
+        .with_context(|| {
+            format!("connecting to the admin endpoint at {addr}; is `bagpipe run --admin {addr}` running?")
+        })?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(READ_TIMEOUT, stream.read_to_end(&mut buf)).await.context("reading timed out")??;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(at) = response.parse(&buf)? else {
+        anyhow::bail!("incomplete response from {addr}");
+    };
+    if response.code != Some(200) {
+        anyhow::bail!("{addr}{path} answered {:?} {:?}", response.code, response.reason);
+    }
+    Ok(String::from_utf8_lossy(&buf[at..]).into_owned())
+}

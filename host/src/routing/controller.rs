@@ -1,0 +1,264 @@
+//! The `controller` import: what a block can ask of the host (send bags, look blocks up, finish
+//! a block, log, set timers), and [`ControllerCtx`], the part of a block's store it works on.
+//!
+//! Invariant: nothing a guest passes here can panic the host or make it wait without bound. An
+//! `enqueue` to a full queue waits at most the enqueue timeout (and not at all for the caller's
+//! own queue, which cannot drain while the caller is inside a call, nor again in a call whose
+//! earlier wait ran out).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::bindings::bagpipe::block::{controller, types};
+use crate::bindings::{BlockInfo, EnqueueError, Level};
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, LOG_MESSAGE_BYTES, Limits, Settings};
+use crate::ops::stats::{BlockStatus, Counters};
+use crate::routing::bag::{self, BagLimits};
+use crate::routing::deadletter::DeadLetters;
+use crate::routing::queue::{Envelope, Refusal};
+use crate::routing::router::Router;
+use crate::runtime::clock::CallClock;
+use crate::runtime::hooks::Hooks;
+use crate::runtime::timers::Timers;
+
+/// A request from a block to the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Finish the block `responsibility`.
+    Finish {
+        /// What to finish.
+        responsibility: String,
+        /// Who asked.
+        by: String,
+    },
+}
+
+/// Where bags go that this host does not take itself: the hosts of its cluster.
+pub trait Cluster: Send + Sync {
+    /// Sends a stamped bag to `responsibility` elsewhere in the cluster; the answer is what
+    /// `enqueue` said on the host that took it.
+    fn enqueue<'a>(
+        &'a self,
+        responsibility: &'a str,
+        stamped: String,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, EnqueueError>> + Send + 'a>>;
+}
+
+/// What every block's controller links to: the rest of the host.
+#[derive(Clone)]
+pub struct Links {
+    /// Cancelled when a block finishes `initiator` (or `finisher`): the host shuts down. A token,
+    /// not a request, so that the request can never be lost.
+    pub shutdown: CancellationToken,
+    /// Where bags go.
+    pub router: Arc<Router>,
+    /// Requests to the supervisor.
+    pub requests: mpsc::Sender<Request>,
+    /// Host-wide settings.
+    pub settings: Arc<Settings>,
+    /// Where bags that cannot be processed end up.
+    pub dead_letters: Arc<DeadLetters>,
+    /// The cluster, when the host is in one.
+    pub cluster: Option<Arc<dyn Cluster>>,
+}
+
+impl Links {
+    /// Links to nothing: for checking a component, which runs no guest function.
+    pub fn detached() -> Self {
+        let (requests, _) = mpsc::channel(1);
+        Self {
+            shutdown: CancellationToken::new(),
+            router: Arc::new(Router::new()),
+            requests,
+            settings: Arc::new(Settings::default()),
+            dead_letters: Arc::new(DeadLetters::new(None)),
+            cluster: None,
+        }
+    }
+}
+
+/// The controller's part of a block's store.
+pub struct ControllerCtx {
+    /// Who this block is; its state and counters.
+    pub me: Arc<BlockStatus>,
+    links: Links,
+    /// Whether it exports `timer-hook` (a timer of a block without it could never fire).
+    takes_timers: bool,
+    /// Its pending timers (polled by its task).
+    pub timers: Timers,
+    /// What the bags it sends must keep to when no queue's limits apply (remote targets,
+    /// blocks that take no bags).
+    limits: BagLimits,
+    clock: Arc<CallClock>,
+}
+
+impl ControllerCtx {
+    /// The controller of a new instance of the block `me`.
+    pub fn new(me: Arc<BlockStatus>, links: Links, hooks: Hooks, limits: &Limits, clock: Arc<CallClock>) -> Self {
+        Self {
+            me,
+            links,
+            takes_timers: hooks.timer,
+            timers: Timers::new(limits.max_timers),
+            limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },
+            clock,
+        }
+    }
+}
+
+impl types::Host for ControllerCtx {}
+
+impl controller::Host for ControllerCtx {
+    async fn name(&mut self) -> String {
+        self.me.name.clone()
+    }
+
+    async fn responsibility(&mut self) -> String {
+        self.me.responsibility.clone()
+    }
+
+    async fn enqueue(&mut self, target: String, bag: String) -> Result<bool, EnqueueError> {
+        let route = self.links.router.resolve(&target);
+        // Not here, or shared with the cluster / durable: through the cluster, when there is one.
+        if let Some(cluster) = self.links.cluster.clone()
+            && route.as_ref().is_none_or(|r| r.via_server)
+        {
+            return self.enqueue_remote(cluster.as_ref(), &target, &bag).await;
+        }
+        let Some(route) = route else {
+            return Err(EnqueueError::UnknownTarget(format!("no block has responsibility `{target}`")));
+        };
+        let Some(queue) = &route.queue else {
+            // The target exists but takes no bags: say so, deliver nothing. The bag is still
+            // checked, so a bad bag is reported wherever it was going.
+            bag::stamp(&bag, &self.me.responsibility, self.next_seq(), self.limits)
+                .map_err(|e| refusal(&target, e.into()))?;
+            return Ok(false);
+        };
+        if !route.status.takes_bags() {
+            return Err(EnqueueError::Unavailable(format!(
+                "`{target}` is {} and takes no bags",
+                crate::ops::stats::state_name(route.status.state())
+            )));
+        }
+        let seq = self.next_seq();
+        let stamped = queue.stamp(&bag, &self.me.responsibility, seq).map_err(|r| refusal(&target, r))?;
+        let sent = match queue.offer(Envelope::Bag(stamped)) {
+            Ok(()) => Ok(()),
+            // The caller's own queue only drains after this call returns: waiting cannot help.
+            // Nor does waiting again in a call that already waited in vain.
+            Err((Refusal::Full, _)) if route.status.responsibility == self.me.responsibility => {
+                Err(queue.refuse(Refusal::Full))
+            }
+            Err((Refusal::Full, _)) if self.clock.waited_in_vain() => Err(queue.refuse(Refusal::Full)),
+            Err((Refusal::Full, envelope)) => {
+                let timeout = self.links.settings.enqueue_timeout;
+                let waited = self.clock.waiting(queue.push_within(envelope, timeout)).await;
+                if waited == Err(Refusal::Full) {
+                    self.clock.note_wait_in_vain();
+                }
+                waited
+            }
+            Err((other, _)) => Err(other),
+        };
+        sent.map_err(|r| refusal(&target, r))?;
+        self.me.seq.store(seq, Ordering::Relaxed);
+        Counters::bump(&self.me.counters.sent);
+        Ok(true)
+    }
+    async fn lookup(&mut self, responsibility: String) -> Option<BlockInfo> {
+        self.links.router.resolve(&responsibility).map(|r| r.status.info())
+    }
+
+    async fn list_blocks(&mut self) -> Vec<BlockInfo> {
+        self.links.router.routes().iter().map(|r| r.status.info()).collect()
+    }
+
+    async fn finish(&mut self, responsibility: String) -> Result<(), String> {
+        if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
+            tracing::info!("asked the host to shut down (finished `{responsibility}`)");
+            self.links.shutdown.cancel();
+            return Ok(());
+        }
+        if self.links.router.resolve(&responsibility).is_none() {
+            return Err(format!("no block has responsibility `{responsibility}`"));
+        }
+        let request = Request::Finish { responsibility, by: self.me.responsibility.clone() };
+        match self.links.requests.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                Err("the host is busy finishing other blocks; nothing was done, try again later".to_owned())
+            }
+            Err(TrySendError::Closed(_)) => Err("the host is shutting down".to_owned()),
+        }
+    }
+
+    async fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > LOG_MESSAGE_BYTES {
+            let mut cut = LOG_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        match level {
+            Level::Trace => tracing::trace!(target: "bagpipe::guest", "{message}"),
+            Level::Debug => tracing::debug!(target: "bagpipe::guest", "{message}"),
+            Level::Info => tracing::info!(target: "bagpipe::guest", "{message}"),
+            Level::Warn => tracing::warn!(target: "bagpipe::guest", "{message}"),
+            Level::Error => tracing::error!(target: "bagpipe::guest", "{message}"),
+        }
+    }
+
+    async fn set_timer(&mut self, delay_ms: u64, tag: String) -> Result<u64, String> {
+        if !self.takes_timers {
+            return Err("this block does not export timer-hook, so a timer could never fire".to_owned());
+        }
+        self.timers.set(Duration::from_millis(delay_ms), tag)
+    }
+
+    async fn cancel_timer(&mut self, id: u64) -> bool {
+        self.timers.cancel(id)
+    }
+}
+
+impl ControllerCtx {
+    /// `enqueue` through the cluster: checked and stamped here, answered by the host that takes it.
+    async fn enqueue_remote(&mut self, cluster: &dyn Cluster, target: &str, bag: &str) -> Result<bool, EnqueueError> {
+        let seq = self.next_seq();
+        let stamped =
+            bag::stamp(bag, &self.me.responsibility, seq, self.limits).map_err(|e| refusal(target, e.into()))?;
+        let timeout = self.links.settings.enqueue_timeout;
+        let answer = self.clock.waiting(cluster.enqueue(target, stamped, timeout)).await;
+        if answer.is_ok() {
+            self.me.seq.store(seq, Ordering::Relaxed);
+            Counters::bump(&self.me.counters.sent);
+        }
+        answer
+    }
+
+    /// The sequence number the next bag this block sends gets.
+    fn next_seq(&self) -> u64 {
+        self.me.seq.load(Ordering::Relaxed) + 1
+    }
+}
+
+/// What a sender is told when its bag was not queued.
+pub fn refusal(target: &str, refusal: Refusal) -> EnqueueError {
+    match refusal {
+        Refusal::Full => EnqueueError::QueueFull,
+        Refusal::TooLarge { limit } => EnqueueError::TooLarge(limit as u64),
+        Refusal::Invalid(why) => EnqueueError::InvalidBag(why),
+        Refusal::Closed => EnqueueError::Unavailable(format!("`{target}` has stopped taking bags")),
+    }
+}

@@ -1,0 +1,339 @@
+//! A block's queue: what travels in it ([`Envelope`]) and the one way into it ([`BlockQueue`]).
+//!
+//! Everything a block is given goes through its one bounded queue, in the order it arrived:
+//! bags from other blocks (the controller's `enqueue`), dead letters, bags from other hosts and
+//! from the server, and the events of the block's sockets.
+//!
+//! Architecture invariant: [`BlockQueue`] is the only sender into a block's queue, and the only
+//! place that counts what was queued (`received`), what was refused and why (`refused_full`,
+//! `refused_too_large`, `refused_invalid`, `udp_dropped`) and the high-water mark. No I/O: a
+//! durable bag carries a [`Receipt`], and the server side that took it from its stream
+//! acknowledges it once the receipt is done.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ops::stats::{BlockStatus, Counters};
+use crate::routing::bag::{self, BagError, BagLimits};
+
+/// What travels through a block's queue: bags, and the events of the sockets the host holds
+/// for the block, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// A checked and stamped bag, as JSON text.
+    Bag(String),
+    /// A bag from the block's durable stream; its receipt is done once the block is done with it.
+    Durable {
+        /// The bag, as JSON text.
+        bag: String,
+        /// Tells the stream's consumer that the bag may be acknowledged.
+        receipt: Receipt,
+    },
+    /// A client connected to one of the block's listeners.
+    Accept {
+        /// The connection's id.
+        conn: u64,
+        /// The listener, as bound.
+        listener: String,
+        /// The client's `ip:port`.
+        peer: String,
+    },
+    /// Bytes arrived on a connection.
+    Data {
+        /// The connection's id.
+        conn: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A connection closed.
+    Closed {
+        /// The connection's id.
+        conn: u64,
+    },
+    /// A datagram arrived.
+    Datagram {
+        /// The UDP listener, as bound.
+        listener: String,
+        /// The sender's `ip:port`.
+        peer: String,
+        /// The datagram.
+        data: Vec<u8>,
+    },
+}
+
+impl Envelope {
+    /// A JSON description, for dead letters and logs (a bag is itself).
+    pub fn describe(&self) -> serde_json::Value {
+        let text = |d: &[u8]| String::from_utf8_lossy(&d[..d.len().min(1024)]).into_owned();
+        match self {
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => {
+                serde_json::from_str(bag).unwrap_or_else(|_| serde_json::Value::String(bag.clone()))
+            }
+            Envelope::Accept { conn, listener, peer } => {
+                serde_json::json!({"net": "accept", "conn": conn, "listener": listener, "peer": peer})
+            }
+            Envelope::Data { conn, data } => {
+                serde_json::json!({"net": "data", "conn": conn, "bytes": data.len(), "text": text(data)})
+            }
+            Envelope::Closed { conn } => serde_json::json!({"net": "close", "conn": conn}),
+            Envelope::Datagram { listener, peer, data } => serde_json::json!({
+                "net": "datagram", "listener": listener, "peer": peer, "bytes": data.len(), "text": text(data)
+            }),
+        }
+    }
+
+    /// Marks a durable bag as done with (processed, refused by the block, or a dead letter), so
+    /// that its stream does not deliver it again. Other envelopes need nothing.
+    pub fn done(&self) {
+        if let Envelope::Durable { receipt, .. } = self {
+            receipt.done();
+        }
+    }
+}
+
+/// The block is done with a durable bag. Clones share one receipt; it is done at most once, and
+/// when every clone is dropped without being done, the consumer learns that too (the bag was
+/// never finished with here, so its stream delivers it again).
+#[derive(Clone)]
+pub struct Receipt(Arc<Mutex<Option<oneshot::Sender<()>>>>);
+
+impl Receipt {
+    /// A receipt, and what its consumer waits on: `Ok` once done, an error once dropped undone.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Says the block is done with the bag (only the first call does anything).
+    pub fn done(&self) {
+        if let Some(tx) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+impl PartialEq for Receipt {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Receipt {}
+
+/// Why something was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The queue stayed full.
+    #[error("the queue is full")]
+    Full,
+    /// The bag is larger than the block accepts.
+    #[error("the bag is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The block's limit, in bytes.
+        limit: usize,
+    },
+    /// The bag is not a bag the block accepts (not one JSON object, too deep, host keys).
+    #[error("{0}")]
+    Invalid(String),
+    /// The block takes nothing any more (its task ended).
+    #[error("the block has stopped taking bags")]
+    Closed,
+}
+
+impl From<BagError> for Refusal {
+    fn from(e: BagError) -> Self {
+        match e {
+            BagError::TooLarge { limit, .. } => Refusal::TooLarge { limit },
+            other => Refusal::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// The sending side of one block's queue, the only way into it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BlockQueue {
+    tx: mpsc::Sender<Envelope>,
+    status: Arc<BlockStatus>,
+    limits: BagLimits,
+}
+
+impl BlockQueue {
+    /// A queue of `capacity` envelopes for the block `status`, whose bags keep to `limits`; the
+    /// receiver is the block task's.
+    pub fn new(capacity: usize, status: Arc<BlockStatus>, limits: BagLimits) -> (Self, mpsc::Receiver<Envelope>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx, status, limits }, rx)
+    }
+
+    /// What bags for this block must keep to.
+    pub fn limits(&self) -> BagLimits {
+        self.limits
+    }
+
+    /// Envelopes waiting now.
+    pub fn depth(&self) -> u64 {
+        (self.tx.max_capacity() - self.tx.capacity()) as u64
+    }
+
+    /// How many envelopes the queue holds at most.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
+    /// Checks a block's bag against this block's limits and stamps the host's keys on it (a
+    /// refusal is counted).
+    pub fn stamp(&self, bag: &str, from: &str, seq: u64) -> Result<String, Refusal> {
+        bag::stamp(bag, from, seq, self.limits).map_err(|e| self.refused(e.into(), false))
+    }
+
+    /// Checks a bag stamped elsewhere (by another host, or from a server message) against this
+    /// block's limits (a refusal is counted).
+    pub fn check(&self, bag: &str) -> Result<(), Refusal> {
+        bag::check_inbound(bag, self.limits).map_err(|e| self.refused(e.into(), false))
+    }
+
+    /// Counts a bag refused before it was checked (e.g. one too large to read).
+    pub fn refuse(&self, refusal: Refusal) -> Refusal {
+        self.refused(refusal, false)
+    }
+
+    /// Queues `envelope` if there is room now; a full queue refuses it (counted) and hands it back.
+    pub fn try_push(&self, envelope: Envelope) -> Result<(), (Refusal, Envelope)> {
+        self.offer(envelope).map_err(|(refusal, envelope)| {
+            let datagram = matches!(envelope, Envelope::Datagram { .. });
+            (self.refused(refusal, datagram), envelope)
+        })
+    }
+
+    /// Queues `envelope` if there is room now. A full queue hands it back uncounted: the caller
+    /// then waits for room with [`BlockQueue::push_within`] or gives up with [`BlockQueue::refuse`].
+    pub fn offer(&self, envelope: Envelope) -> Result<(), (Refusal, Envelope)> {
+        match self.tx.try_send(envelope) {
+            Ok(()) => {
+                self.accepted();
+                Ok(())
+            }
+            Err(TrySendError::Full(envelope)) => Err((Refusal::Full, envelope)),
+            Err(TrySendError::Closed(envelope)) => Err((Refusal::Closed, envelope)),
+        }
+    }
+
+    /// Queues `envelope`, waiting up to `timeout` for room.
+    pub async fn push_within(&self, envelope: Envelope, timeout: Duration) -> Result<(), Refusal> {
+        match self.tx.send_timeout(envelope, timeout).await {
+            Ok(()) => {
+                self.accepted();
+                Ok(())
+            }
+            Err(SendTimeoutError::Timeout(_)) => Err(self.refused(Refusal::Full, false)),
+            Err(SendTimeoutError::Closed(_)) => Err(Refusal::Closed),
+        }
+    }
+
+    /// Queues `envelope`, waiting as long as the queue is full (flow control: the caller stops
+    /// reading its source meanwhile). Fails only when the block takes nothing any more.
+    pub async fn push(&self, envelope: Envelope) -> Result<(), Refusal> {
+        match self.tx.send(envelope).await {
+            Ok(()) => {
+                self.accepted();
+                Ok(())
+            }
+            Err(_) => Err(Refusal::Closed),
+        }
+    }
+
+    fn accepted(&self) {
+        let counters = &self.status.counters;
+        Counters::bump(&counters.received);
+        counters.queue_high_water.fetch_max(self.depth(), Ordering::Relaxed);
+    }
+
+    /// Counts `refusal` (a full queue drops a datagram: counted as such, nobody was told).
+    fn refused(&self, refusal: Refusal, datagram: bool) -> Refusal {
+        let counters = &self.status.counters;
+        match &refusal {
+            Refusal::Full if datagram => Counters::bump(&counters.udp_dropped),
+            Refusal::Full => Counters::bump(&counters.refused_full),
+            Refusal::TooLarge { .. } => Counters::bump(&counters.refused_too_large),
+            Refusal::Invalid(_) => Counters::bump(&counters.refused_invalid),
+            Refusal::Closed => {}
+        }
+        refusal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize) -> (BlockQueue, mpsc::Receiver<Envelope>, Arc<BlockStatus>) {
+        let status = Arc::new(BlockStatus::new("b", "b", true));
+        let (q, rx) = BlockQueue::new(capacity, status.clone(), BagLimits { max_bytes: 64, max_depth: 2 });
+        (q, rx, status)
+    }
+
+    fn count(status: &BlockStatus) -> [u64; 6] {
+        let c = &status.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        [
+            get(&c.received),
+            get(&c.refused_full),
+            get(&c.refused_too_large),
+            get(&c.refused_invalid),
+            get(&c.udp_dropped),
+            get(&c.queue_high_water),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_way_in_counts_in_one_place() {
+        let (q, mut rx, status) = queue(2);
+        let bag = q.stamp(r#"{"a":1}"#, "src", 1).unwrap();
+        q.try_push(Envelope::Bag(bag)).unwrap();
+        q.push(Envelope::Closed { conn: 1 }).await.unwrap();
+        assert_eq!(count(&status), [2, 0, 0, 0, 0, 2]);
+        let (refusal, _) = q.try_push(Envelope::Bag("{}".into())).unwrap_err();
+        assert_eq!(refusal, Refusal::Full);
+        let (refusal, envelope) = q.offer(Envelope::Bag("{}".into())).unwrap_err();
+        assert_eq!(refusal, Refusal::Full, "an offer is refused uncounted");
+        assert_eq!(q.refuse(refusal), Refusal::Full, "until the caller gives up");
+        drop(envelope);
+        let datagram = Envelope::Datagram { listener: "udp://x".into(), peer: "p".into(), data: vec![] };
+        assert_eq!(q.try_push(datagram).unwrap_err().0, Refusal::Full);
+        assert_eq!(q.push_within(Envelope::Bag("{}".into()), Duration::from_millis(1)).await, Err(Refusal::Full));
+        assert_eq!(
+            q.stamp(&format!(r#"{{"a":"{}"}}"#, "x".repeat(100)), "src", 2),
+            Err(Refusal::TooLarge { limit: 64 })
+        );
+        assert!(matches!(q.check("[1]"), Err(Refusal::Invalid(_))));
+        assert!(matches!(q.check(r#"{"a":{"b":{"c":1}}}"#), Err(Refusal::Invalid(_))));
+        assert_eq!(count(&status), [2, 3, 1, 2, 1, 2]);
+        rx.close();
+        while rx.recv().await.is_some() {}
+        assert_eq!(q.push(Envelope::Bag("{}".into())).await, Err(Refusal::Closed));
+        assert_eq!(count(&status), [2, 3, 1, 2, 1, 2], "a closed queue refuses without counting");
+    }
+
+    #[test]
+    fn a_receipt_is_done_once_and_its_drop_is_seen() {
+        let (receipt, mut rx) = Receipt::new();
+        let envelope = Envelope::Durable { bag: "{}".into(), receipt: receipt.clone() };
+        envelope.done();
+        envelope.done();
+        assert_eq!(rx.try_recv(), Ok(()));
+        let (receipt, mut rx) = Receipt::new();
+        drop(receipt);
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Loading a component file as a block: compile (through the cache), link, and check it against
+//! the world before anything runs.
+//!
+//! Architecture invariant: a [`BlockComponent`] that exists is a valid block: it exports
+//! `lifecycle` with the right types, every optional hook it exports has the right types, and the
+//! host provides everything it imports. Which hooks it has is read from its exports, never
+//! learned by calling it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmtime::component::{InstancePre, Linker};
+use wasmtime::{Engine, Store};
+
+use crate::error::LoadError;
+use crate::ops::stats::BlockStatus;
+use crate::routing::controller::Links;
+use crate::runtime::cache::{ComponentCache, ContentHash};
+use crate::runtime::ctx::{BlockCtx, BlockParts};
+use crate::runtime::hooks::{Hooks, Indices, LIFECYCLE, interface};
+
+/// A compiled, checked block component, ready to instantiate any number of times.
+pub struct BlockComponent {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// The SHA-256 of the file: the block's version.
+    pub hash: ContentHash,
+    /// The hooks it exports.
+    pub hooks: Hooks,
+    pub(crate) pre: InstancePre<BlockCtx>,
+    pub(crate) indices: Indices,
+}
+
+impl std::fmt::Debug for BlockComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockComponent")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads components for one engine.
+pub struct Loader {
+    engine: Engine,
+    linker: Linker<BlockCtx>,
+    cache: Arc<ComponentCache>,
+}
+
+impl Loader {
+    /// A loader whose linker offers WASI and every capability.
+    pub fn new(engine: &Engine, cache: ComponentCache) -> anyhow::Result<Self> {
+        let linker = crate::runtime::ctx::linker(engine)?;
+        Ok(Self { engine: engine.clone(), linker, cache: Arc::new(cache) })
+    }
+
+    /// Reads, compiles (or takes from the cache) and checks the component at `path`.
+    pub async fn load(&self, path: &Path) -> Result<Arc<BlockComponent>, LoadError> {
+        let bytes =
+            tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        self.load_bytes(path, bytes).await
+    }
+
+    /// Compiles (or takes from the cache) and checks `bytes`, read from `path`.
+    pub async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Arc<BlockComponent>, LoadError> {
+        let hash = ContentHash::of(&bytes);
+        let cache = self.cache.clone();
+        let invalid = |reason: String| LoadError::Invalid { path: path.to_path_buf(), reason };
+        // Compiling is CPU work of up to a second: keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || cache.get(hash, &bytes))
+            .await
+            .map_err(|e| invalid(format!("compiler task failed: {e}")))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        self.check(path, hash, &component).await.map(Arc::new)
+    }
+
+    async fn check(
+        &self,
+        path: &Path,
+        hash: ContentHash,
+        component: &wasmtime::component::Component,
+    ) -> Result<BlockComponent, LoadError> {
+        let path_buf = path.to_path_buf();
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Import { path: path_buf.clone(), reason: format!("{e:#}") })?;
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        if !exports.iter().any(|e| e == LIFECYCLE) {
+            let exports = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
+            return Err(LoadError::MissingExport { path: path_buf, missing: LIFECYCLE.to_owned(), exports });
+        }
+        let indices = Indices::new(&pre, &exports).map_err(|(export, e)| LoadError::WrongExport {
+            path: path_buf.clone(),
+            export: export.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        let hooks = indices.hooks();
+        let block = BlockComponent { path: path_buf, hash, hooks, pre, indices };
+        block.type_check(&self.engine).await?;
+        Ok(block)
+    }
+}
+
+impl BlockComponent {
+    /// Whether this component can be the block `spec` describes: a block granted sockets must
+    /// export `net-hook`, or their events could never reach it.
+    pub fn fits(&self, spec: &crate::manifest::BlockSpec) -> Result<(), LoadError> {
+        let granted = !spec.listen.is_empty() || !spec.connect.is_empty();
+        if granted && !self.hooks.net {
+            return Err(LoadError::MissingHook {
+                path: spec.component.clone(),
+                hook: interface::net.to_owned(),
+                why: "the manifest grants it sockets (listen or connect)".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Instantiates the component once in a throw-away store (running none of its functions) and
+    /// loads every export it has, which checks each export's type against the world.
+    async fn type_check(&self, engine: &Engine) -> Result<(), LoadError> {
+        let parts = BlockParts {
+            status: Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue)),
+            links: Links::detached(),
+            net: None,
+            server: None,
+        };
+        let mut store = BlockCtx::new(&parts, self.hooks, &crate::defaults::Limits::default()).into_store(engine);
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| LoadError::Invalid {
+            path: self.path.clone(),
+            reason: format!("cannot instantiate: {e:#}"),
+        })?;
+        self.indices.load(&mut store, &instance).map_err(|(export, e)| LoadError::WrongExport {
+            path: self.path.clone(),
+            export: export.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        drop(Store::into_data(store));
+        Ok(())
+    }
+}

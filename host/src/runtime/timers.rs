@@ -1,0 +1,95 @@
+//! A block's pending timers (`controller.set-timer`). Owned by the block's store and polled by
+//! the block's task between calls, so timers need no task of their own.
+
+use std::collections::HashMap;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio_util::time::DelayQueue;
+use tokio_util::time::delay_queue::Key;
+
+/// The longest delay a timer may have (tokio's timer wheel tops out near two years).
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// One block's timers.
+pub struct Timers {
+    queue: DelayQueue<(u64, String)>,
+    keys: HashMap<u64, Key>,
+    next_id: u64,
+    max: usize,
+}
+
+impl Timers {
+    /// No timers; at most `max` pending at once.
+    pub fn new(max: usize) -> Self {
+        Self { queue: DelayQueue::new(), keys: HashMap::new(), next_id: 1, max }
+    }
+
+    /// Sets a timer; returns its id.
+    pub fn set(&mut self, delay: Duration, tag: String) -> Result<u64, String> {
+        if self.keys.len() >= self.max {
+            return Err(format!("too many pending timers (limit {})", self.max));
+        }
+        if delay > MAX_DELAY {
+            return Err(format!("delay {delay:?} is longer than the limit of {MAX_DELAY:?}"));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = self.queue.insert((id, tag), delay);
+        self.keys.insert(id, key);
+        Ok(id)
+    }
+
+    /// Cancels timer `id`; returns whether it was pending.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        match self.keys.remove(&id) {
+            Some(key) => self.queue.try_remove(&key).is_some(),
+            None => false,
+        }
+    }
+
+    /// The next due timer's tag; `Ready(None)` when none is pending.
+    pub fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        self.queue.poll_expired(cx).map(|expired| {
+            expired.map(|e| {
+                let (id, tag) = e.into_inner();
+                self.keys.remove(&id);
+                tag
+            })
+        })
+    }
+
+    /// Whether no timer is pending.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Drops every pending timer.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.keys.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    #[tokio::test(start_paused = true)]
+    async fn fire_in_order_and_cancel() {
+        let mut t = Timers::new(3);
+        t.set(Duration::from_millis(30), "late".into()).unwrap();
+        let early = t.set(Duration::from_millis(10), "early".into()).unwrap();
+        t.set(Duration::from_millis(20), "middle".into()).unwrap();
+        assert!(t.set(Duration::from_millis(1), "one too many".into()).is_err());
+        assert!(t.cancel(early));
+        assert!(!t.cancel(early));
+        assert_eq!(poll_fn(|cx| t.poll_due(cx)).await.as_deref(), Some("middle"));
+        assert_eq!(poll_fn(|cx| t.poll_due(cx)).await.as_deref(), Some("late"));
+        assert!(t.is_empty());
+        assert_eq!(poll_fn(|cx| t.poll_due(cx)).await, None);
+        assert!(t.set(MAX_DELAY + Duration::from_secs(1), "never".into()).is_err());
+    }
+}

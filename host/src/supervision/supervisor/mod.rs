@@ -1,0 +1,506 @@
+//! The supervisor: starts the blocks in dependency order (independent ones in parallel), runs
+//! them, applies their restart policies, and finishes them in reverse dependency order. It owns
+//! every block task.
+//!
+//! Invariants: every task is in the supervisor's `JoinSet` and is joined before `run` returns (no
+//! detached tasks); `run` is called only after every required `init` succeeded; `finish` is called
+//! at most once per block instance and only on instances whose `init` succeeded; a shutdown signal
+//! during start-up stops further starts, lets the `init`s in progress end, then finishes what was
+//! initialised.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use wasmtime::Engine;
+
+use crate::bindings::BlockState;
+use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF};
+use crate::error::{CallError, RunError};
+use crate::io::net::NetHub;
+use crate::io::server::{BlockServer, ServerLink};
+use crate::manifest::{BlockSpec, Manifest};
+use crate::ops::stats::{BlockStatus, StatsSnapshot};
+use crate::routing::bag::BagLimits;
+use crate::routing::controller::{Cluster, Links, Request};
+use crate::routing::deadletter::DeadLetters;
+use crate::routing::queue::BlockQueue;
+use crate::routing::router::{Route, Router};
+use crate::runtime::component::BlockComponent;
+use crate::supervision::deps::Graph;
+use crate::supervision::restart::{GiveUp, Intensity, Restart, jitter};
+use crate::supervision::task::{BlockTask, Command, Event, Mailbox, Outcome};
+
+mod reconfigure;
+mod stop;
+
+pub use reconfigure::{Reload, SwapOutcome};
+
+/// How a run ended, when it ended without a start-up error.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Blocks whose `finish` returned an error or trapped.
+    pub finish_errors: Vec<(String, CallError)>,
+    /// Blocks that failed for good (including optional blocks the host ran without).
+    pub failed: Vec<(String, CallError)>,
+    /// Every block's stats at the end.
+    pub stats: Vec<StatsSnapshot>,
+    /// Every dead letter (the last ones, see [`crate::routing::deadletter::KEPT`]).
+    pub dead_letters: Vec<crate::routing::deadletter::DeadLetter>,
+    /// The block whose fault shut the host down (`restart = "escalate"` or
+    /// `on_give_up = "escalate"`), and the fault. Every block was still finished.
+    pub escalated: Option<(String, CallError)>,
+    /// The message server connection's stats, when the host had one.
+    pub server: Option<crate::io::server::ServerSnapshot>,
+}
+
+/// One block, as the supervisor tracks it. Slots are never removed (a task's index must stay
+/// valid); a block taken out of the manifest leaves a `removed` slot.
+struct Slot {
+    spec: Arc<BlockSpec>,
+    /// Taken out of the manifest while running.
+    removed: bool,
+    status: Arc<BlockStatus>,
+    /// `None` once the task has ended or been told to finish.
+    control: Option<mpsc::Sender<Command>>,
+    /// The current instance's `init` succeeded, so its `finish` is owed.
+    inited: bool,
+    /// Restarts of every block this block caused (`restart = "all"`).
+    all_restarts: Intensity,
+    /// The sockets of a block with `net-hook` (its `listen` and `connect` grants).
+    net: Option<Arc<NetHub>>,
+    /// What it may do on the server (its `publish` and `subscribe` grants).
+    server: Option<Arc<BlockServer>>,
+}
+
+/// Runs one manifest's blocks.
+pub struct Supervisor {
+    engine: Engine,
+    links: Links,
+    event_tx: mpsc::Sender<Event>,
+    /// New versions and manifests from the reloader.
+    reloads: mpsc::Receiver<Reload>,
+    slots: Vec<Slot>,
+    graph: Graph,
+    tasks: JoinSet<(usize, Outcome)>,
+    requests: mpsc::Receiver<Request>,
+    events: mpsc::Receiver<Event>,
+    router: Arc<Router>,
+    dead_letters: Arc<DeadLetters>,
+    /// The host's message server, if it has one.
+    server: Option<Arc<ServerLink>>,
+    /// Cancelled by a block that finishes `initiator`.
+    shutdown: CancellationToken,
+    report: RunReport,
+}
+
+impl Supervisor {
+    /// Routes every block and spawns its task; no guest code runs yet. New versions and
+    /// manifests arrive on `reloads`.
+    pub async fn start(
+        engine: &Engine,
+        manifest: &Manifest,
+        components: &[Arc<BlockComponent>],
+        router: Arc<Router>,
+        reloads: mpsc::Receiver<Reload>,
+        server: Option<Arc<ServerLink>>,
+    ) -> Result<Self, RunError> {
+        let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
+        // Room for one event per block and then some: a task never waits to send one (it uses
+        // `try_send`; a full channel means a restart of everything is pending anyway).
+        let (event_tx, events) = mpsc::channel(2 * manifest.blocks.len().max(1) + 16);
+        let dead_letters = Arc::new(DeadLetters::new(manifest.settings.dead_letters.clone()));
+        let shutdown = CancellationToken::new();
+        let links = Links {
+            shutdown: shutdown.clone(),
+            router: router.clone(),
+            requests: request_tx,
+            settings: Arc::new(manifest.settings.clone()),
+            dead_letters: dead_letters.clone(),
+            cluster: server.clone().filter(|link| link.cluster.is_some()).map(|link| link as Arc<dyn Cluster>),
+        };
+        let mut sup = Supervisor {
+            engine: engine.clone(),
+            links,
+            event_tx,
+            reloads,
+            slots: Vec::new(),
+            graph: manifest.graph.clone(),
+            tasks: JoinSet::new(),
+            requests,
+            events,
+            router,
+            dead_letters,
+            server,
+            shutdown,
+            report: RunReport::default(),
+        };
+        for (spec, component) in manifest.blocks.iter().zip(components) {
+            let responsibility = spec.responsibility.clone();
+            if let Err(e) = sup.add_block(Arc::new(spec.clone()), component.clone()).await {
+                sup.stop_all().await;
+                return Err(RunError::Init { responsibility, error: CallError::Guest(format!("{e:#}")) });
+            }
+        }
+        Ok(sup)
+    }
+
+    /// Routes a block, binds its sockets and spawns its task; returns its slot index.
+    async fn add_block(&mut self, spec: Arc<BlockSpec>, component: Arc<BlockComponent>) -> anyhow::Result<usize> {
+        let index = self.slots.len();
+        let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
+        status.set_version(component.hash.short());
+        // One queue for bags and socket events; only a block with `on-enqueue` is routed bags.
+        let (queue_tx, queue_rx) = if component.hooks.enqueue || component.hooks.net {
+            let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
+            let (tx, rx) = BlockQueue::new(spec.limits.queue, status.clone(), limits);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        // Every block with `net-hook` has a hub, so that a manifest edit can grant it sockets.
+        let net = match &queue_tx {
+            Some(tx) if component.hooks.net => Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?),
+            _ => None,
+        };
+        let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
+        let server = self.server.clone().map(|link| {
+            let server = BlockServer::new(
+                link.clone(),
+                spec.publish.clone(),
+                spec.subscribe.clone(),
+                bag_queue.clone(),
+                status.clone(),
+            );
+            if let Some(cluster) = &link.cluster {
+                if spec.durable {
+                    server.serve_durable(cluster, spec.limits.queue);
+                } else {
+                    server.serve_cluster(cluster, self.links.settings.enqueue_timeout);
+                }
+            }
+            server
+        });
+        self.router.insert(Route { status: status.clone(), queue: bag_queue, via_server: spec.durable || spec.shared });
+        let (control_tx, control) = mpsc::channel(4);
+        let mailbox = Mailbox {
+            control,
+            queue: queue_rx,
+            events: self.event_tx.clone(),
+            net: net.clone(),
+            server: server.clone(),
+        };
+        let task =
+            BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
+        let span = tracing::info_span!("block", responsibility = %spec.responsibility);
+        self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
+        let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+        self.slots.push(Slot {
+            spec,
+            removed: false,
+            status,
+            control: Some(control_tx),
+            inited: false,
+            all_restarts,
+            net,
+            server,
+        });
+        Ok(index)
+    }
+
+    /// Starts every block, runs them all, and serves until `shutdown` resolves or a block
+    /// finishes `initiator`; then finishes every block in reverse dependency order.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunReport, RunError> {
+        let mut signal = Signal { future: Box::pin(shutdown), fired: false };
+        let all: Vec<usize> = (0..self.slots.len()).collect();
+        if let Err(e) = self.start_blocks(&all, &mut signal).await {
+            self.stop_all().await;
+            return Err(e);
+        }
+        if signal.fired || self.shutdown.is_cancelled() {
+            tracing::info!("shutdown requested during start-up");
+            self.stop_all().await;
+            return Ok(self.into_report());
+        }
+        self.run_blocks(&all).await;
+        tracing::info!(event = "running", blocks = self.slots.len(), "all blocks running");
+        let escalated = self.serve(&mut signal).await;
+        // No restart of everything can be wanted any more.
+        self.events.close();
+        self.stop_all().await;
+        self.report.escalated = escalated;
+        Ok(self.into_report())
+    }
+
+    /// Initialises the blocks `which` as their dependencies allow (the others count as started),
+    /// independent ones in parallel, retrying failed `init`s as each block allows. An optional
+    /// block that still fails is left out; a required one stops start-up (after the `init`s in
+    /// progress end).
+    async fn start_blocks<F: Future<Output = ()>>(
+        &mut self,
+        which: &[usize],
+        signal: &mut Signal<F>,
+    ) -> Result<(), RunError> {
+        let n = self.slots.len();
+        let mut started: Vec<bool> = (0..n).map(|i| !which.contains(&i)).collect();
+        let mut ready = started.clone();
+        let mut starting: JoinSet<(usize, Result<(), CallError>)> = JoinSet::new();
+        let cancel = CancellationToken::new();
+        let mut failure = None;
+        loop {
+            // Blocks that are gone count as ready at once, which can make more blocks startable:
+            // ask again until nothing new can start.
+            let mut more = failure.is_none() && !signal.fired && !self.shutdown.is_cancelled();
+            while more {
+                more = false;
+                for i in self.graph.startable(&started, &ready) {
+                    started[i] = true;
+                    let slot = &self.slots[i];
+                    let Some(control) = slot.control.clone() else {
+                        ready[i] = true;
+                        more = true;
+                        continue;
+                    };
+                    slot.status.set_state(BlockState::Starting);
+                    let retries = slot.spec.init_retries;
+                    let cancel = cancel.clone();
+                    let span = tracing::info_span!("block", responsibility = %slot.spec.responsibility);
+                    starting
+                        .spawn(async move { (i, init_with_retries(control, retries, cancel).await) }.instrument(span));
+                }
+            }
+            if starting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(joined) = starting.join_next() => {
+                    let Ok((i, result)) = joined else {
+                        return Err(RunError::Host(anyhow::anyhow!("a start-up task failed")));
+                    };
+                    ready[i] = true;
+                    match result {
+                        Ok(()) => self.slots[i].inited = true,
+                        Err(error) => {
+                            let slot = &mut self.slots[i];
+                            let responsibility = slot.spec.responsibility.clone();
+                            if slot.spec.required {
+                                tracing::error!(block = %responsibility, "init failed: {error}; stopping start-up");
+                                cancel.cancel();
+                                failure.get_or_insert(RunError::Init { responsibility, error });
+                            } else {
+                                tracing::warn!(event = "left_out", block = %responsibility, "optional block failed to initialise, running without it: {error}");
+                                slot.status.set_state(BlockState::Failed);
+                                slot.control = None;
+                                self.report.failed.push((responsibility, error));
+                            }
+                        }
+                    }
+                }
+                () = signal.wait(), if !signal.fired => cancel.cancel(),
+                () = self.shutdown.cancelled(), if !cancel.is_cancelled() => cancel.cancel(),
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Calls `run` on the blocks `which` that initialised; each runs in its own task, so a
+    /// block's first bags wait in the queues of blocks whose `run` has not happened yet.
+    async fn run_blocks(&mut self, which: &[usize]) {
+        let mut replies = Vec::new();
+        for slot in which.iter().filter_map(|&i| self.slots.get(i)) {
+            let (reply, rx) = oneshot::channel();
+            if slot.inited
+                && let Some(control) = &slot.control
+                && control.send(Command::Run { reply }).await.is_ok()
+            {
+                replies.push((slot.spec.responsibility.clone(), rx));
+            }
+        }
+        for (responsibility, rx) in replies {
+            if let Ok(Err(e)) = rx.await {
+                tracing::error!(block = %responsibility, "run failed: {e}");
+            }
+        }
+    }
+
+    /// Serves requests and events until it is time to shut down; returns the fault to escalate,
+    /// if one must be.
+    async fn serve<F: Future<Output = ()>>(&mut self, signal: &mut Signal<F>) -> Option<(String, CallError)> {
+        loop {
+            if self.slots.iter().all(|s| s.control.is_none()) {
+                tracing::info!("every block has ended");
+                return None;
+            }
+            tokio::select! {
+                () = signal.wait() => {
+                    tracing::info!("shutdown requested");
+                    return None;
+                }
+                () = self.shutdown.cancelled() => {
+                    tracing::info!("a block finished `initiator`: shutting down");
+                    return None;
+                }
+                Some(request) = self.requests.recv() => {
+                    let Request::Finish { responsibility, by } = request;
+                    if let Some(i) = self.slots.iter().position(|s| s.spec.responsibility == responsibility) {
+                        tracing::info!("`{by}` asked to finish `{responsibility}`");
+                        self.finish_one(i).await;
+                    }
+                }
+                Some(reload) = self.reloads.recv() => self.reload(reload, signal).await,
+                Some(Event::RestartAll { index, error }) = self.events.recv() => {
+                    if let Some(escalate) = self.restart_all(index, error, signal).await {
+                        return Some(escalate);
+                    }
+                }
+                Some(joined) = self.tasks.join_next() => {
+                    if let Some(escalate) = self.reap(joined) {
+                        return Some(escalate);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a task that ended on its own; returns the fault to escalate, if its policy says so.
+    fn reap(&mut self, joined: Result<(usize, Outcome), tokio::task::JoinError>) -> Option<(String, CallError)> {
+        let (i, outcome) = match joined {
+            Ok(ended) => ended,
+            // A panic in a task is a host bug; the block is gone, the host carries on.
+            Err(e) => {
+                tracing::error!("a block task ended abnormally: {e}");
+                return None;
+            }
+        };
+        let slot = &mut self.slots[i];
+        slot.control = None;
+        slot.inited = false;
+        let Outcome::Failed { error, gave_up } = outcome else { return None };
+        let responsibility = slot.spec.responsibility.clone();
+        self.report.failed.push((responsibility.clone(), error.clone()));
+        let escalate = if gave_up {
+            slot.spec.policy.on_give_up == GiveUp::Escalate
+        } else {
+            slot.spec.policy.restart == Restart::Escalate
+        };
+        if escalate {
+            tracing::error!(event = "escalated", block = %responsibility, "escalating: shutting the host down");
+            return Some((responsibility, error));
+        }
+        tracing::warn!(block = %responsibility, "block stays failed; bags sent to it are refused");
+        None
+    }
+
+    /// `restart = "all"`: finishes every block in reverse order and starts them all again.
+    async fn restart_all<F: Future<Output = ()>>(
+        &mut self,
+        index: usize,
+        error: CallError,
+        signal: &mut Signal<F>,
+    ) -> Option<(String, CallError)> {
+        // One restart of everything answers every fault reported so far.
+        while self.events.try_recv().is_ok() {}
+        let responsibility = self.slots[index].spec.responsibility.clone();
+        let slot = &mut self.slots[index];
+        if !slot.all_restarts.allow(Instant::now()) {
+            tracing::error!(event = "gave_up", block = %responsibility, "restarted every block too often: giving up");
+            if let Some(control) = slot.control.take() {
+                drop(control);
+            }
+            slot.inited = false;
+            slot.status.set_state(BlockState::Failed);
+            self.report.failed.push((responsibility.clone(), error.clone()));
+            return (slot.spec.policy.on_give_up == GiveUp::Escalate).then_some((responsibility, error));
+        }
+        let delay = slot.spec.policy.backoff.delay(slot.all_restarts.recent() as u32, jitter());
+        tracing::warn!(event = "restart_all", block = %responsibility, delay_ms = delay.as_millis() as u64, "restarting every block: {error}");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = signal.wait() => return None,
+        }
+        self.in_reverse_order(false).await;
+        let all: Vec<usize> = (0..self.slots.len()).filter(|&i| !self.slots[i].removed).collect();
+        if let Err(e) = self.start_blocks(&all, signal).await {
+            tracing::error!("restarting every block failed: {e}");
+            let RunError::Init { responsibility, error } = e else { return None };
+            return Some((responsibility, error));
+        }
+        if signal.fired || self.shutdown.is_cancelled() {
+            return None;
+        }
+        self.run_blocks(&all).await;
+        None
+    }
+
+    /// The dead letters of this run.
+    pub fn dead_letters(&self) -> Arc<DeadLetters> {
+        self.dead_letters.clone()
+    }
+
+    fn into_report(mut self) -> RunReport {
+        self.report.stats = self
+            .router
+            .routes()
+            .iter()
+            .filter(|r| !r.status.builtin)
+            .map(|r| r.status.snapshot(r.queue_depth()))
+            .collect();
+        self.report.dead_letters = self.dead_letters.list();
+        self.report
+    }
+}
+
+/// Sends `Init` until it succeeds, at most `1 + retries` times, with exponential backoff in
+/// between; stops retrying when `cancel` fires.
+async fn init_with_retries(
+    control: mpsc::Sender<Command>,
+    retries: u32,
+    cancel: CancellationToken,
+) -> Result<(), CallError> {
+    let mut attempt = 0;
+    loop {
+        let error = match command(control.clone(), |reply| Command::Init { reply }).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if attempt >= retries || cancel.is_cancelled() {
+            return Err(error);
+        }
+        attempt += 1;
+        let delay = INIT_RETRY_BACKOFF.delay(attempt + 1, jitter());
+        tracing::warn!(delay_ms = delay.as_millis() as u64, "init failed ({error}); retry {attempt} of {retries}");
+        tokio::select! {
+            () = cancel.cancelled() => return Err(error),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Sends a command and waits for its answer.
+async fn command(
+    control: mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<(), CallError>>) -> Command,
+) -> Result<(), CallError> {
+    let (reply, rx) = oneshot::channel();
+    control.send(make(reply)).await.map_err(|_| CallError::Gone)?;
+    rx.await.unwrap_or(Err(CallError::Gone))
+}
+
+/// The shutdown signal, awaitable any number of times: once it fired, it stays fired.
+struct Signal<F> {
+    future: std::pin::Pin<Box<F>>,
+    fired: bool,
+}
+
+impl<F: Future<Output = ()>> Signal<F> {
+    async fn wait(&mut self) {
+        if !self.fired {
+            self.future.as_mut().await;
+            self.fired = true;
+        }
+    }
+}

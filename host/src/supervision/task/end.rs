@@ -1,0 +1,133 @@
+//! How a block's task ends: finishing (drain the queue within the drain timeout, call `finish`)
+//! and settling what is left (dead letters after a fault, lost bags otherwise), then its sockets
+//! and server subscriptions.
+
+use super::{BlockTask, Fault, Life, Outcome, Reply};
+use crate::bindings::BlockState;
+use crate::error::CallError;
+use crate::ops::stats::Counters;
+use crate::routing::queue::Envelope;
+
+impl BlockTask {
+    pub(super) async fn finish(mut self, reply: Reply) -> Outcome {
+        self.parts.status.set_state(BlockState::Finishing);
+        if let Some(queue) = self.queue.as_mut() {
+            queue.close();
+        }
+        if self.life.instance().is_none() {
+            let _ = reply.send(Err(CallError::Gone));
+            return self.end(Outcome::Abandoned).await;
+        }
+        if self.life.is_running() {
+            let deadline = tokio::time::Instant::now() + self.parts.links.settings.drain_timeout;
+            if let Err(fault) = self.redeliver().await {
+                return self.end_finish_with_fault(reply, fault).await;
+            }
+            while tokio::time::Instant::now() < deadline
+                && let Some(queue) = self.queue.as_mut()
+            {
+                let Ok(Some(env)) = tokio::time::timeout_at(deadline, queue.recv()).await else { break };
+                if let Err(fault) = self.deliver(env).await {
+                    return self.end_finish_with_fault(reply, fault).await;
+                }
+            }
+        }
+        let r = match self.life.instance() {
+            Some(instance) => {
+                instance.ctx().controller.timers.clear();
+                instance.finish().await
+            }
+            None => Err(CallError::Gone),
+        };
+        if let Err(e) = &r {
+            tracing::warn!("finish failed: {e}");
+        }
+        let fault = r.as_ref().err().filter(|e| e.is_fault()).cloned();
+        let _ = reply.send(r);
+        match fault {
+            Some(error) => {
+                Counters::bump(&self.parts.status.counters.faults);
+                self.end(Outcome::Failed { error, gave_up: false }).await
+            }
+            None => self.end(Outcome::Finished).await,
+        }
+    }
+
+    async fn end_finish_with_fault(mut self, reply: Reply, fault: Fault) -> Outcome {
+        Counters::bump(&self.parts.status.counters.faults);
+        tracing::error!("faulted while finishing: {}", fault.error);
+        if let Some(bag) = fault.bag {
+            // No instance will come to deliver it again.
+            self.account(*bag, &fault.error, true);
+        }
+        let _ = reply.send(Err(fault.error.clone()));
+        self.end(Outcome::Failed { error: fault.error, gave_up: false }).await
+    }
+
+    /// Settles the block's state and accounts for every bag still queued: after a fault that
+    /// ended the block they become dead letters (no instance will ever take them); otherwise
+    /// (shutdown, drain timeout) they are counted as lost. Either way they are logged.
+    pub(super) async fn end(mut self, outcome: Outcome) -> Outcome {
+        let failed = match &outcome {
+            Outcome::Failed { error, gave_up } => {
+                tracing::error!(event = "failed", gave_up, "block ended by a fault: {error}");
+                Some(error.to_string())
+            }
+            // The supervisor gave up on this block (an optional block that never initialised, or
+            // one that restarted everything too often) and marked it failed before letting go.
+            Outcome::Abandoned if self.parts.status.state() == BlockState::Failed => {
+                Some("the host gave up on the block".to_owned())
+            }
+            Outcome::Finished | Outcome::Abandoned => None,
+        };
+        let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
+        self.parts.status.set_state(state);
+        self.life = Life::Down;
+        // The queue closes first: socket readers and server feeds waiting to queue an event are
+        // refused at once, so shutting them down below cannot hang.
+        // (bag, deliveries so far)
+        let mut left: Vec<(Envelope, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
+        if let Some(mut queue) = self.queue.take() {
+            // After `close`, `recv` ends once the queue is empty and no sender is midway through
+            // a send, so a bag a sender was told was delivered is never missed.
+            queue.close();
+            while let Some(env) = queue.recv().await {
+                left.push((env, 0));
+            }
+        }
+        self.settle(left, failed);
+        if let Some(net) = self.parts.net.take() {
+            net.shutdown().await;
+        }
+        // After the dead letters above: acknowledging a durable one needs the server side.
+        if let Some(server) = self.parts.server.take() {
+            server.shutdown().await;
+        }
+        outcome
+    }
+
+    /// Accounts for the bags left when the task ends.
+    fn settle(&self, left: Vec<(Envelope, u32)>, failed: Option<String>) {
+        if left.is_empty() {
+            return;
+        }
+        match failed {
+            Some(error) => {
+                tracing::warn!(
+                    event = "left_dead",
+                    bags = left.len(),
+                    "{} queued bags become dead letters",
+                    left.len()
+                );
+                for (bag, attempts) in left {
+                    self.dead_letter(bag, format!("the block failed: {error}"), attempts);
+                }
+            }
+            None => {
+                // Durable ones are not acknowledged: their stream delivers them again.
+                self.parts.status.counters.lost.fetch_add(left.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(event = "lost", bags = left.len(), "{} queued bags were never delivered", left.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! A block's task: the one owner of a block's instance and queue. It takes lifecycle commands
+//! from the supervisor, bags from the block's queue and the block's due timers, makes every call
+//! into the guest, one at a time, and restarts the instance after a fault when the block's policy
+//! says so.
+//!
+//! The block's life is one [`Life`]: no instance (`Down`), initialised (`Ready`), `Running`, or
+//! brought down by a fault while it should run (`Faulted`). Every way to a running instance (the
+//! supervisor's `Run`, a restart, a swap during a restart, going back to the old version after a
+//! failed swap) goes through [`BlockTask::start_running`].
+//!
+//! Invariants: only this task touches the instance; lifecycle commands go before bags and timers;
+//! bags are delivered only while the block runs, in queue order; the queue outlives every
+//! instance, so a restart loses no queued bag; the bag being processed when a fault hit is
+//! delivered again (up to `max_attempts` in all) and then becomes a dead letter; when the task
+//! ends every bag left in the queue is counted as lost and logged, never dropped silently.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use wasmtime::Engine;
+
+use crate::bindings::BlockState;
+use crate::defaults::QUEUE_BATCH;
+use crate::error::CallError;
+use crate::io::net::NetHub;
+use crate::io::server::{BlockServer, ServerState};
+use crate::manifest::BlockSpec;
+use crate::ops::stats::Counters;
+use crate::routing::queue::Envelope;
+use crate::runtime::component::BlockComponent;
+use crate::runtime::ctx::{BlockCtx, BlockParts};
+use crate::runtime::instance::BlockInstance;
+use crate::supervision::restart::Intensity;
+
+mod end;
+mod recover;
+mod swap;
+
+type Reply = oneshot::Sender<Result<(), CallError>>;
+
+/// A lifecycle command from the supervisor; each is answered on its `reply`.
+#[derive(Debug)]
+pub enum Command {
+    /// Start a fresh instance and call `init(config)`.
+    Init {
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// Call `run()` and start delivering bags and timers.
+    Run {
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// Stop taking bags, deliver the ones queued (within the drain timeout), call `finish()`.
+    /// The task ends.
+    Finish {
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// For a restart of every block: call `finish()` on the instance if it is alive, drop it,
+    /// and keep the queue for the next instance. The task waits for `Init`.
+    Reset {
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// Hot swap to a new version of the component, or a new config: see [`swap`](self::swap).
+    Swap {
+        /// The new version.
+        component: Arc<BlockComponent>,
+        /// The block's spec (config, limits, policy) from now on.
+        spec: Arc<BlockSpec>,
+        /// Where the outcome goes: an error means the old version carries on.
+        reply: Reply,
+    },
+}
+
+/// What a task tells the supervisor without being asked.
+#[derive(Debug)]
+pub enum Event {
+    /// The block faulted and its policy is `restart = "all"`.
+    RestartAll {
+        /// The block's index in the manifest.
+        index: usize,
+        /// The fault.
+        error: CallError,
+    },
+}
+
+/// How a block's task ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `finish` was called (its error, if any, went to the supervisor with the reply).
+    Finished,
+    /// The supervisor let go of the block without finishing it (it never initialised, or it
+    /// was dead when shutdown came).
+    Abandoned,
+    /// A fault ended the block for good: its policy does not restart it (`gave_up: false`), or
+    /// it restarted too often (`gave_up: true`).
+    Failed {
+        /// The last fault.
+        error: CallError,
+        /// Whether the restart intensity was exceeded.
+        gave_up: bool,
+    },
+}
+
+/// A fault and what was being delivered when it hit (a bag, or a socket event).
+struct Fault {
+    error: CallError,
+    bag: Option<Box<Envelope>>,
+}
+
+impl From<CallError> for Fault {
+    fn from(error: CallError) -> Self {
+        Fault { error, bag: None }
+    }
+}
+
+/// A bag (or socket event) waiting to be delivered again after a fault.
+struct Retry {
+    bag: Envelope,
+    attempts: u32,
+}
+
+/// Where the block's instance is in its life.
+enum Life {
+    /// No instance: before the first `Init`, after a `Reset`, or after an `init` that failed.
+    Down,
+    /// Initialised, waiting for `Run`.
+    Ready(BlockInstance),
+    /// Running: bags, timers and server transitions are delivered to it.
+    Running(BlockInstance, Told),
+    /// A fault ended the running instance; the next one must run too (a restart, or a swap
+    /// that comes during the restart's backoff).
+    Faulted,
+}
+
+/// What a running instance has been told of the server: a connection (of which generation).
+#[derive(Clone, Copy, Default)]
+struct Told {
+    connected: bool,
+    generation: u64,
+}
+
+impl Life {
+    /// The instance, when there is one.
+    fn instance(&mut self) -> Option<&mut BlockInstance> {
+        match self {
+            Life::Ready(instance) | Life::Running(instance, _) => Some(instance),
+            Life::Down | Life::Faulted => None,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self, Life::Running(..))
+    }
+
+    /// The block was told to run (and not reset since): a new instance must run too.
+    fn wants_run(&self) -> bool {
+        matches!(self, Life::Running(..) | Life::Faulted)
+    }
+}
+
+/// Everything the task owns.
+pub struct BlockTask {
+    index: usize,
+    engine: Engine,
+    component: Arc<BlockComponent>,
+    spec: Arc<BlockSpec>,
+    /// What every instance is made of: who the block is, the host, its sockets and server side.
+    parts: BlockParts,
+    control: mpsc::Receiver<Command>,
+    queue: Option<mpsc::Receiver<Envelope>>,
+    events: mpsc::Sender<Event>,
+    life: Life,
+    retry: Option<Retry>,
+    consecutive: u32,
+    intensity: Intensity,
+    fault_at: Option<Instant>,
+    /// The server's connection state, watched for the instance's server hooks.
+    server_state: Option<watch::Receiver<ServerState>>,
+}
+
+enum Next {
+    Command(Option<Command>),
+    /// Deliver the bag that faulted again.
+    Redeliver,
+    /// The server connection changed.
+    Server,
+    Timer(String),
+    Envelope(Envelope),
+}
+
+/// The supervisor's handles on a task: where its commands and bags go in.
+pub struct Mailbox {
+    /// Lifecycle commands.
+    pub control: mpsc::Receiver<Command>,
+    /// The block's bags; `None` for a block without `enqueue-hook`.
+    pub queue: Option<mpsc::Receiver<Envelope>>,
+    /// Events to the supervisor.
+    pub events: mpsc::Sender<Event>,
+    /// The block's sockets; the task shuts them down when it ends.
+    pub net: Option<Arc<NetHub>>,
+    /// The block's side of the message server; the task shuts it down when it ends.
+    pub server: Option<Arc<BlockServer>>,
+}
+
+impl BlockTask {
+    /// A task for block `index`; no instance exists until the first `Init`.
+    pub fn new(
+        index: usize,
+        engine: &Engine,
+        component: Arc<BlockComponent>,
+        spec: Arc<BlockSpec>,
+        status: Arc<crate::ops::stats::BlockStatus>,
+        links: crate::routing::controller::Links,
+        mailbox: Mailbox,
+    ) -> Self {
+        let intensity = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+        Self {
+            index,
+            engine: engine.clone(),
+            component,
+            spec,
+            server_state: mailbox.server.as_ref().map(|s| s.link().state()),
+            parts: BlockParts { status, links, net: mailbox.net, server: mailbox.server },
+            control: mailbox.control,
+            queue: mailbox.queue,
+            events: mailbox.events,
+            life: Life::Down,
+            retry: None,
+            consecutive: 0,
+            intensity,
+            fault_at: None,
+        }
+    }
+
+    /// Runs until the block is finished, or fails for good.
+    pub async fn run(mut self) -> Outcome {
+        // A command the supervisor sent while the block was restarting itself, to obey next.
+        let mut obey = None;
+        loop {
+            let next = match obey.take() {
+                Some(cmd) => Next::Command(Some(cmd)),
+                None => self.next().await,
+            };
+            let step = match next {
+                Next::Command(None) => return self.end(Outcome::Abandoned).await,
+                Next::Command(Some(Command::Finish { reply })) => return self.finish(reply).await,
+                Next::Command(Some(cmd)) => self.command(cmd).await,
+                Next::Redeliver => self.redeliver().await,
+                Next::Timer(tag) => self.timer(tag).await,
+                Next::Envelope(env) => self.deliver_batch(env).await,
+                Next::Server => self.sync_server().await,
+            };
+            if let Err(fault) = step {
+                match self.recover(fault).await {
+                    Ok(cmd) => obey = cmd,
+                    Err(outcome) => return self.end(outcome).await,
+                }
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Next {
+        let running = self.life.is_running();
+        if running && self.retry.is_some() {
+            return Next::Redeliver;
+        }
+        let hears_server = running && self.component.hooks.server;
+        let control = &mut self.control;
+        let queue = self.queue.as_mut();
+        let timers = self.life.instance().filter(|_| running).map(|i| &mut i.ctx().controller.timers);
+        let server = self.server_state.as_mut();
+        tokio::select! {
+            biased;
+            cmd = control.recv() => Next::Command(cmd),
+            Some(()) = async {
+                match server {
+                    Some(state) => state.changed().await.ok(),
+                    None => None,
+                }
+            }, if hears_server => Next::Server,
+            Some(tag) = async {
+                match timers {
+                    Some(t) => poll_fn(|cx| t.poll_due(cx)).await,
+                    None => None,
+                }
+            }, if running => Next::Timer(tag),
+            Some(env) = async {
+                match queue {
+                    Some(q) => q.recv().await,
+                    None => None,
+                }
+            }, if running => Next::Envelope(env),
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<(), Fault> {
+        match cmd {
+            Command::Init { reply } => {
+                self.life = Life::Down;
+                let r = self.ready_instance(&self.component.clone(), &self.spec.clone(), None).await;
+                let _ = reply.send(r.map(|instance| self.life = Life::Ready(instance)));
+                Ok(())
+            }
+            Command::Run { reply } => match std::mem::replace(&mut self.life, Life::Down) {
+                Life::Ready(instance) => self.start_running(instance, Some(reply)).await,
+                other => {
+                    self.life = other;
+                    let _ = reply.send(Err(CallError::Gone));
+                    Ok(())
+                }
+            },
+            Command::Reset { reply } => {
+                self.parts.status.set_state(BlockState::Restarting);
+                let r = match std::mem::replace(&mut self.life, Life::Down).instance() {
+                    Some(instance) => instance.finish().await,
+                    None => Ok(()),
+                };
+                let _ = reply.send(r);
+                Ok(())
+            }
+            Command::Swap { component, spec, reply } => self.swap(component, spec, reply).await,
+            Command::Finish { .. } => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// A fresh instance of `component` with `spec`'s config, initialised, and restored from
+    /// `state` when there is one. Keeps the block's sequence numbers going.
+    async fn ready_instance(
+        &mut self,
+        component: &Arc<BlockComponent>,
+        spec: &BlockSpec,
+        state: Option<&[u8]>,
+    ) -> Result<BlockInstance, CallError> {
+        let ctx = BlockCtx::new(&self.parts, component.hooks, &spec.limits);
+        let mut instance = BlockInstance::new(&self.engine, component, ctx).await?;
+        let config = serde_json::Value::Object(spec.config.clone()).to_string();
+        instance.init(&config).await?;
+        if let Some(state) = state {
+            instance.restore(state).await?;
+        }
+        Ok(instance)
+    }
+
+    /// Brings an initialised instance to running: `run` (its outcome goes to `reply`, when the
+    /// supervisor asked), then what it must hear of the server. The one way to a running instance.
+    async fn start_running(&mut self, instance: BlockInstance, reply: Option<Reply>) -> Result<(), Fault> {
+        self.parts.status.set_state(BlockState::Running);
+        self.life = Life::Running(instance, Told::default());
+        let Some(instance) = self.life.instance() else { return Err(CallError::Gone.into()) };
+        let r = instance.run().await;
+        if let Some(reply) = reply {
+            let _ = reply.send(r.clone());
+        }
+        r?;
+        self.sync_server().await
+    }
+
+    /// Tells the running instance of every server transition it has not heard of yet, in order:
+    /// a disconnection (also when it missed one between two connections), then a connection.
+    async fn sync_server(&mut self) -> Result<(), Fault> {
+        if !self.component.hooks.server {
+            return Ok(());
+        }
+        let Some(state) = self.server_state.as_mut() else { return Ok(()) };
+        let Life::Running(instance, told) = &mut self.life else { return Ok(()) };
+        let now = state.borrow_and_update().clone();
+        if told.connected && (!now.connected || now.generation != told.generation) {
+            told.connected = false;
+            instance.on_server_disconnect().await?;
+        }
+        if now.connected
+            && !told.connected
+            && let Some(info) = &now.info
+        {
+            *told = Told { connected: true, generation: now.generation };
+            instance.on_server_connect(info).await?;
+        }
+        Ok(())
+    }
+
+    async fn timer(&mut self, tag: String) -> Result<(), Fault> {
+        let Some(instance) = self.life.instance() else { return Ok(()) };
+        Counters::bump(&self.parts.status.counters.timers_fired);
+        instance.on_timer(&tag).await?;
+        self.healthy();
+        Ok(())
+    }
+
+    /// Delivers `first` and then up to a batch of the bags already waiting, without going back
+    /// to the runtime in between; a lifecycle command ends the batch early.
+    async fn deliver_batch(&mut self, first: Envelope) -> Result<(), Fault> {
+        self.deliver(first).await?;
+        for _ in 1..QUEUE_BATCH {
+            if !self.control.is_empty() {
+                break;
+            }
+            let Some(queue) = self.queue.as_mut() else { break };
+            match queue.try_recv() {
+                Ok(env) => self.deliver(env).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn redeliver(&mut self) -> Result<(), Fault> {
+        let Some(retry) = self.retry.as_ref() else { return Ok(()) };
+        tracing::info!(attempt = retry.attempts + 1, "delivering the bag that faulted again");
+        let bag = retry.bag.clone();
+        self.deliver(bag).await?;
+        self.retry = None;
+        Ok(())
+    }
+
+    /// Calls the hook `env` is for: `on-enqueue` for a bag, the `net-hook` functions for socket
+    /// events.
+    async fn deliver(&mut self, env: Envelope) -> Result<(), Fault> {
+        let Some(instance) = self.life.instance() else {
+            return Err(Fault { error: CallError::Gone, bag: Some(Box::new(env)) });
+        };
+        let started = Instant::now();
+        let result = match &env {
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => instance.on_enqueue(bag).await,
+            Envelope::Accept { conn, listener, peer } => {
+                if let Some(hub) = &self.parts.net {
+                    hub.told(*conn);
+                }
+                instance.on_accept(*conn, listener, peer).await
+            }
+            Envelope::Data { conn, data } => instance.on_data(*conn, data).await,
+            Envelope::Closed { conn } => instance.on_close(*conn).await,
+            Envelope::Datagram { listener, peer, data } => instance.on_datagram(listener, peer, data).await,
+        };
+        let status = &self.parts.status;
+        status.processing.record(started.elapsed());
+        match result {
+            Ok(()) => {
+                // A durable bag is done with once the block is done with it, one way or the
+                // other; after a fault it is delivered again (or dead-lettered, then done with).
+                env.done();
+                Counters::bump(&status.counters.processed);
+                self.healthy();
+                Ok(())
+            }
+            Err(CallError::Guest(why)) => {
+                env.done();
+                Counters::bump(&status.counters.failed);
+                tracing::warn!("on-enqueue refused a bag: {why}");
+                self.healthy();
+                Ok(())
+            }
+            // The bag goes with the fault: it is delivered again or dead-lettered.
+            Err(error) => Err(Fault { error, bag: Some(Box::new(env)) }),
+        }
+    }
+
+    /// A call went well: the fault streak is over.
+    fn healthy(&mut self) {
+        self.consecutive = 0;
+        if let Some(at) = self.fault_at.take() {
+            self.parts.status.recovery.record(at.elapsed());
+        }
+    }
+}

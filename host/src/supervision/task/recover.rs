@@ -1,0 +1,116 @@
+//! What a block's task does after a fault: account for the bag that was being processed, then
+//! restart as the block's policy says.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{BlockTask, Command, Event, Fault, Life, Outcome, Retry};
+use crate::bindings::BlockState;
+use crate::error::CallError;
+use crate::ops::stats::Counters;
+use crate::routing::deadletter::{DeadLetter, now_ms};
+use crate::routing::queue::Envelope;
+use crate::supervision::restart::{Restart, jitter};
+
+impl BlockTask {
+    /// Handles a fault: accounts for the bag, then restarts as the policy says. `Ok(Some(cmd))`:
+    /// the supervisor's command that came during a restart's backoff, to obey next; `Err`: the
+    /// task must end.
+    pub(super) async fn recover(&mut self, fault: Fault) -> Result<Option<Command>, Outcome> {
+        let Fault { mut error, bag } = fault;
+        self.fault_at.get_or_insert_with(Instant::now);
+        self.life = Life::Faulted;
+        let status = self.parts.status.clone();
+        Counters::bump(&status.counters.faults);
+        tracing::error!(event = "fault", "block faulted: {error}");
+        if let Some(bag) = bag {
+            self.account(*bag, &error, false);
+        }
+        match self.spec.policy.restart {
+            Restart::None | Restart::Escalate => return Err(Outcome::Failed { error, gave_up: false }),
+            Restart::All => {
+                status.set_state(BlockState::Restarting);
+                let event = Event::RestartAll { index: self.index, error: error.clone() };
+                // Never wait here: the supervisor may be busy resetting this very block. A full
+                // channel means a restart of everything is pending already.
+                return match self.events.try_send(event) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(None),
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(Outcome::Failed { error, gave_up: false }),
+                };
+            }
+            Restart::One => {}
+        }
+        loop {
+            self.consecutive += 1;
+            if !self.intensity.allow(Instant::now()) {
+                tracing::error!(
+                    event = "gave_up",
+                    "restarted {} times within {:?}: giving up",
+                    self.spec.policy.max_restarts,
+                    self.spec.policy.window
+                );
+                return Err(Outcome::Failed { error, gave_up: true });
+            }
+            let delay = self.spec.policy.backoff.delay(self.consecutive, jitter());
+            status.set_state(BlockState::Restarting);
+            Counters::bump(&status.counters.restarts);
+            tracing::info!(attempt = self.consecutive, delay_ms = delay.as_millis() as u64, "restarting");
+            if !delay.is_zero() {
+                tokio::select! {
+                    biased;
+                    // The supervisor's word goes before this block's own restart (a restart of
+                    // everything, or shutdown): stop restarting and obey it.
+                    cmd = self.control.recv() => return cmd.map(Some).ok_or(Outcome::Abandoned),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            let started = match self.ready_instance(&self.component.clone(), &self.spec.clone(), None).await {
+                Ok(instance) => self.start_running(instance, None).await,
+                Err(e) => Err(e.into()),
+            };
+            match started {
+                Ok(()) => {
+                    tracing::info!(event = "restarted", "restarted");
+                    return Ok(None);
+                }
+                Err(fault) => {
+                    tracing::error!("restart failed: {}", fault.error);
+                    Counters::bump(&status.counters.faults);
+                    self.life = Life::Faulted;
+                    error = fault.error;
+                }
+            }
+        }
+    }
+
+    /// Counts a delivery of `bag` that faulted; past `max_attempts`, or on the `last` chance,
+    /// it becomes a dead letter.
+    pub(super) fn account(&mut self, bag: Envelope, error: &CallError, last: bool) {
+        let before = match self.retry.take() {
+            Some(r) if r.bag == bag => r.attempts,
+            _ => 0,
+        };
+        let attempts = before + 1;
+        if attempts < self.spec.policy.max_attempts && !last {
+            self.retry = Some(Retry { bag, attempts });
+            return;
+        }
+        self.dead_letter(bag, error.to_string(), attempts);
+    }
+
+    pub(super) fn dead_letter(&self, bag: Envelope, error: String, attempts: u32) {
+        // Given up on here: a durable one's stream must not deliver it again and again.
+        bag.done();
+        Counters::bump(&self.parts.status.counters.dead_letters);
+        let letter = DeadLetter {
+            at_ms: now_ms(),
+            block: self.parts.status.responsibility.clone(),
+            component: self.parts.status.name.clone(),
+            error,
+            attempts,
+            bag: bag.describe(),
+        };
+        self.parts.links.dead_letters.add(letter, &self.parts.links.router);
+    }
+}
