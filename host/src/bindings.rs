@@ -2,8 +2,8 @@
 //! uses the types generated here.
 //!
 //! The bindings are for the `full-block` world, which exports every hook. A component need not export
-//! them all: [`crate::runtime::component`] looks each optional interface up by name when it loads a
-//! component and keeps only the ones present.
+//! them all: `runtime::hooks` looks each optional interface up by name when it loads a component
+//! and keeps only the ones present.
 
 wasmtime::component::bindgen!({
     world: "full-block",

@@ -30,6 +30,9 @@ pub const STDERR_TAIL_LINES: usize = 20;
 /// Longest guest stderr line kept (longer lines are cut).
 pub const STDERR_LINE_BYTES: usize = 4096;
 
+/// Most bytes a guest may write to stderr in one write.
+pub const STDERR_WRITE_BYTES: usize = 64 * 1024;
+
 /// Longest guest log message passed to the logger (longer ones are cut).
 pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
 
@@ -69,6 +72,69 @@ pub const SERVE_RETRY: Duration = Duration::from_secs(1);
 
 /// Between attempts to consume a durable block's stream when it failed.
 pub const DURABLE_RETRY: Duration = Duration::from_millis(500);
+
+// Sockets a block is granted (`io::net`).
+
+/// Most connections a block may hold at once; more are accepted and closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Writes a connection may have waiting before `send` waits, then fails with `would-block`.
+pub const WRITE_QUEUE: usize = 64;
+
+/// The most bytes one read hands to the block.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// The largest datagram a UDP listener receives whole.
+pub const DATAGRAM_BYTES: usize = 64 * 1024;
+
+/// How long `connect` may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a failed `accept` (out of file descriptors, say), before the next: no spinning.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+// The message server (`io::server`).
+
+/// How long start-up waits for the first connection to the server.
+pub const INITIAL_WAIT: Duration = Duration::from_secs(3);
+
+/// Between reconnection attempts to the server: 50 ms, doubling to 1 s.
+pub const RECONNECT_BACKOFF: Backoff = Backoff { base: Duration::from_millis(50), max: Duration::from_secs(1) };
+
+/// Messages a subscription buffers while its block is slow (past it the server reports a slow
+/// consumer).
+pub const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// Reply subjects a block may answer on, at most (the oldest are forgotten first).
+pub const REPLY_SUBJECTS: usize = 1024;
+
+/// The longest a subscription waits for the server to confirm it (a round trip).
+pub const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
+/// How long closing the connection waits to flush what blocks published.
+pub const SERVER_CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+// Dead letters (`routing::deadletter`) and timers (`runtime::timers`).
+
+/// How many dead letters are kept for listing.
+pub const DEAD_LETTERS_KEPT: usize = 1000;
+
+/// Largest bag kept whole in a listed dead letter; a larger one is kept cut, as text.
+pub const DEAD_LETTER_BAG_BYTES: usize = 16 * 1024;
+
+/// The longest delay a timer may have (tokio's timer wheel tops out near two years).
+pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+// The admin endpoint (`ops::admin`).
+
+/// Largest request head the admin endpoint reads.
+pub const ADMIN_MAX_REQUEST: usize = 8 * 1024;
+
+/// How long the admin endpoint (and `bagpipe status`) waits for a request or an answer.
+pub const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Admin connections served at once.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 
 /// Limits of one block instance.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,17 +23,17 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MANIFEST_FILE, Policy, Settings};
+use crate::defaults::{Limits, MANIFEST_FILE, Policy, Settings};
 use crate::error::ManifestError;
 use crate::supervision::deps::{DepError, Graph};
-use crate::supervision::restart::{GiveUp, Restart};
+use block::{RawBlock, block_spec};
 use settings::{RawHost, settings};
 
+mod block;
 mod listen;
 mod settings;
 
@@ -111,36 +111,6 @@ struct RawManifest {
     host: RawHost,
     #[serde(default)]
     block: Vec<Spanned<RawBlock>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBlock {
-    name: Spanned<String>,
-    responsibility: Option<Spanned<String>>,
-    config: Option<toml::Table>,
-    queue: Option<Spanned<u64>>,
-    memory_mb: Option<Spanned<u64>>,
-    call_timeout_ms: Option<Spanned<u64>>,
-    max_bag_bytes: Option<Spanned<u64>>,
-    max_bag_depth: Option<Spanned<u64>>,
-    max_timers: Option<Spanned<u64>>,
-    restart: Option<Restart>,
-    on_give_up: Option<GiveUp>,
-    max_restarts: Option<Spanned<u64>>,
-    restart_window_ms: Option<Spanned<u64>>,
-    backoff_ms: Option<Spanned<u64>>,
-    backoff_max_ms: Option<Spanned<u64>>,
-    max_attempts: Option<Spanned<u64>>,
-    after: Option<Spanned<Vec<String>>>,
-    required: Option<bool>,
-    init_retries: Option<Spanned<u64>>,
-    listen: Option<Spanned<Vec<String>>>,
-    connect: Option<Spanned<Vec<String>>>,
-    publish: Option<Spanned<Vec<String>>>,
-    subscribe: Option<Spanned<Vec<String>>>,
-    durable: Option<bool>,
-    shared: Option<bool>,
 }
 
 impl Manifest {
@@ -247,178 +217,6 @@ impl Manifest {
     /// The block with `responsibility`.
     pub fn block(&self, responsibility: &str) -> Option<&BlockSpec> {
         self.blocks.iter().find(|b| b.responsibility == responsibility)
-    }
-}
-
-fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usize) -> Result<BlockSpec, ManifestError> {
-    let name = raw.name.get_ref();
-    if !valid_name(name) {
-        return Err(at.error(
-            raw.name.span(),
-            "name",
-            format!(
-                "`{name}` is not a component name: use letters, digits, `-`, `_` and `.`, \
-                 not starting with `.`"
-            ),
-        ));
-    }
-    let responsibility = match &raw.responsibility {
-        Some(r) => {
-            let value = r.get_ref();
-            if value.is_empty() || value.len() > 128 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(at.error(
-                    r.span(),
-                    "responsibility",
-                    format!("`{value}` is not a responsibility: 1 to 128 characters, no spaces"),
-                ));
-            }
-            value.clone()
-        }
-        None => name.clone(),
-    };
-    if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
-        let span = raw.responsibility.as_ref().map_or(raw.name.span(), Spanned::span);
-        return Err(at.error(
-            span,
-            "responsibility",
-            format!("`{responsibility}` is built into the host; choose another responsibility"),
-        ));
-    }
-    let component = dir.join(format!("{name}.wasm"));
-    if !component.is_file() {
-        return Err(at.error(
-            raw.name.span(),
-            "name",
-            format!("component file `{}` does not exist", component.display()),
-        ));
-    }
-    let mut limits = Limits::default();
-    if let Some(v) = &raw.queue {
-        limits.queue = at.in_range(v, "queue", 1, 1 << 20)? as usize;
-    }
-    if let Some(v) = &raw.memory_mb {
-        limits.memory_bytes = (at.in_range(v, "memory_mb", 1, 4096)? as usize) << 20;
-    }
-    if let Some(v) = &raw.call_timeout_ms {
-        limits.call_timeout = Duration::from_millis(at.in_range(v, "call_timeout_ms", 1, 3_600_000)?);
-    }
-    if let Some(v) = &raw.max_bag_bytes {
-        limits.max_bag_bytes = at.in_range(v, "max_bag_bytes", 2, 64 << 20)? as usize;
-    }
-    if let Some(v) = &raw.max_bag_depth {
-        limits.max_bag_depth = at.in_range(v, "max_bag_depth", 1, 1024)? as usize;
-    }
-    if let Some(v) = &raw.max_timers {
-        limits.max_timers = at.in_range(v, "max_timers", 0, 1 << 20)? as usize;
-    }
-    let mut policy = Policy::default();
-    if let Some(r) = raw.restart {
-        policy.restart = r;
-    }
-    if let Some(g) = raw.on_give_up {
-        policy.on_give_up = g;
-    }
-    if let Some(v) = &raw.max_restarts {
-        policy.max_restarts = at.in_range(v, "max_restarts", 0, 1_000_000)? as u32;
-    }
-    if let Some(v) = &raw.restart_window_ms {
-        policy.window = Duration::from_millis(at.in_range(v, "restart_window_ms", 1, 86_400_000)?);
-    }
-    if let Some(v) = &raw.backoff_ms {
-        policy.backoff.base = Duration::from_millis(at.in_range(v, "backoff_ms", 0, 3_600_000)?);
-    }
-    if let Some(v) = &raw.backoff_max_ms {
-        policy.backoff.max = Duration::from_millis(at.in_range(v, "backoff_max_ms", 0, 3_600_000)?);
-    }
-    if let Some(v) = &raw.max_attempts {
-        policy.max_attempts = at.in_range(v, "max_attempts", 1, 1000)? as u32;
-    }
-    let init_retries = match &raw.init_retries {
-        Some(v) => at.in_range(v, "init_retries", 0, 1000)? as u32,
-        None => 0,
-    };
-    let after = raw.after.map(Spanned::into_inner);
-    let mut listen = Vec::new();
-    if let Some(grants) = &raw.listen {
-        for text in grants.get_ref() {
-            let grant = Listen::parse(text).map_err(|why| at.error(grants.span(), "listen", why))?;
-            if listen.contains(&grant) {
-                return Err(at.error(grants.span(), "listen", format!("`{text}` is granted twice")));
-            }
-            listen.push(grant);
-        }
-    }
-    let grants = |key: &str, raw: &Option<Spanned<Vec<String>>>| -> Result<Vec<String>, ManifestError> {
-        let Some(list) = raw else { return Ok(Vec::new()) };
-        for subject in list.get_ref() {
-            if !crate::io::server::subject::valid_subscribe(subject) {
-                return Err(at.error(
-                    list.span(),
-                    key,
-                    format!("`{subject}` is not a subject (tokens separated by dots; * and > as wildcards)"),
-                ));
-            }
-        }
-        Ok(list.get_ref().clone())
-    };
-    let publish = grants("publish", &raw.publish)?;
-    let subscribe = grants("subscribe", &raw.subscribe)?;
-    let mut connect = Vec::new();
-    if let Some(grants) = &raw.connect {
-        for text in grants.get_ref() {
-            let port_ok =
-                text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !port_ok {
-                return Err(at.error(grants.span(), "connect", format!("`{text}` is not a HOST:PORT address")));
-            }
-            connect.push(text.clone());
-        }
-    }
-    let config = match raw.config {
-        Some(table) => match toml_to_json(toml::Value::Table(table)) {
-            serde_json::Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        },
-        None => serde_json::Map::new(),
-    };
-    Ok(BlockSpec {
-        name: name.clone(),
-        responsibility,
-        component,
-        config,
-        limits,
-        policy,
-        after,
-        required: raw.required.unwrap_or(true),
-        init_retries,
-        listen,
-        connect,
-        publish,
-        subscribe,
-        durable: raw.durable.unwrap_or(false),
-        shared: raw.shared.unwrap_or(false),
-        line,
-    })
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// TOML to JSON; datetimes become their RFC 3339 text.
-fn toml_to_json(value: toml::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        toml::Value::String(s) => J::String(s),
-        toml::Value::Integer(i) => J::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
-        toml::Value::Boolean(b) => J::Bool(b),
-        toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
     }
 }
 

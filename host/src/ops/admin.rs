@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,16 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::defaults::{ACCEPT_BACKOFF, ADMIN_MAX_CONNECTIONS, ADMIN_MAX_REQUEST, ADMIN_READ_TIMEOUT};
 use crate::ops::stats::StatsSnapshot;
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::router::Router;
-
-/// Longest request head the server reads.
-const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its whole request (and read the answer).
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 32;
 
 /// What the admin endpoint shows.
 #[derive(Clone)]
@@ -86,11 +79,11 @@ async fn serve(listener: TcpListener, view: AdminView, cancel: CancellationToken
         tokio::select! {
             () = cancel.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
+            accepted = listener.accept(), if connections.len() < ADMIN_MAX_CONNECTIONS => match accepted {
                 Ok((stream, _)) => {
                     let view = view.clone();
                     connections.spawn(async move {
-                        match tokio::time::timeout(READ_TIMEOUT, handle(stream, &view)).await {
+                        match tokio::time::timeout(ADMIN_READ_TIMEOUT, handle(stream, &view)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => tracing::debug!("admin connection: {e:#}"),
                             Err(_) => tracing::debug!("admin connection too slow, dropped"),
@@ -102,7 +95,7 @@ async fn serve(listener: TcpListener, view: AdminView, cancel: CancellationToken
                     tracing::warn!("admin accept failed: {e}");
                     tokio::select! {
                         () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                     }
                 }
             },
@@ -129,7 +122,7 @@ async fn handle(mut stream: TcpStream, view: &AdminView) -> anyhow::Result<()> {
                 }
                 break request.path.unwrap_or("/").to_owned();
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => continue,
+            Ok(httparse::Status::Partial) if buf.len() < ADMIN_MAX_REQUEST => continue,
             Ok(httparse::Status::Partial) => {
                 return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "too large\n").await;
             }
@@ -268,7 +261,7 @@ fn labels(s: &StatsSnapshot) -> String {
 
 /// `GET path` from an admin endpoint at `addr`; the response body.
 pub async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(ADMIN_READ_TIMEOUT, TcpStream::connect(addr))
         .await
         .context("connecting timed out")?
         .with_context(|| {
@@ -276,7 +269,7 @@ pub async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
         })?;
     stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(READ_TIMEOUT, stream.read_to_end(&mut buf)).await.context("reading timed out")??;
+    tokio::time::timeout(ADMIN_READ_TIMEOUT, stream.read_to_end(&mut buf)).await.context("reading timed out")??;
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(at) = response.parse(&buf)? else {

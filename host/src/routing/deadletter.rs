@@ -1,23 +1,18 @@
 //! Dead letters: bags a block could not process without faulting, even after retries. Each is
-//! kept (the last [`KEPT`] of them, with a total count) with the error and the block attached,
+//! kept (the last [`DEAD_LETTERS_KEPT`] of them, with a total count) with the error and the block attached,
 //! and, when the manifest names a dead-letter block, sent to it as a bag.
 //!
 //! Invariant: a bag is never dropped without a count: every dead letter is counted, listed while
-//! it is among the last [`KEPT`], and logged.
+//! it is among the last [`DEAD_LETTERS_KEPT`], and logged.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::defaults::{DEAD_LETTER_BAG_BYTES, DEAD_LETTERS_KEPT};
 use crate::routing::queue::{Envelope, Refusal};
 use crate::routing::router::Router;
 use serde::Serialize;
-
-/// How many dead letters are kept for listing.
-pub const KEPT: usize = 1000;
-
-/// Largest bag kept whole in a listed dead letter; a larger one is kept cut, as text.
-pub const KEPT_BAG_BYTES: usize = 16 * 1024;
 
 /// The responsibility dead letters come from, as `__from`.
 pub const SENDER: &str = "finisher";
@@ -73,15 +68,15 @@ impl DeadLetters {
             self.forward(&letter, to, router);
         }
         let text = letter.bag.to_string();
-        if text.len() > KEPT_BAG_BYTES {
-            let mut cut = KEPT_BAG_BYTES;
+        if text.len() > DEAD_LETTER_BAG_BYTES {
+            let mut cut = DEAD_LETTER_BAG_BYTES;
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
             letter.bag = serde_json::Value::String(format!("{} [cut: {} bytes in all]", &text[..cut], text.len()));
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() == KEPT {
+        if kept.len() == DEAD_LETTERS_KEPT {
             kept.pop_front();
         }
         kept.push_back(letter);
@@ -125,7 +120,7 @@ impl DeadLetters {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// The last [`KEPT`] dead letters, oldest first.
+    /// The last [`DEAD_LETTERS_KEPT`] dead letters, oldest first.
     pub fn list(&self) -> Vec<DeadLetter> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }

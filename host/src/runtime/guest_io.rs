@@ -10,7 +10,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::defaults::{STDERR_LINE_BYTES, STDERR_TAIL_LINES};
+use crate::defaults::{STDERR_LINE_BYTES, STDERR_TAIL_LINES, STDERR_WRITE_BYTES};
 
 /// The shared end: the block's store writes into it, the block's task reads the tail.
 #[derive(Clone, Default)]
@@ -95,7 +95,7 @@ impl OutputStream for StderrTail {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
+        Ok(STDERR_WRITE_BYTES)
     }
 }
 

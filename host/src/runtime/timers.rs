@@ -6,10 +6,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio_util::time::DelayQueue;
-use tokio_util::time::delay_queue::Key;
 
-/// The longest delay a timer may have (tokio's timer wheel tops out near two years).
-pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+use crate::defaults::MAX_TIMER_DELAY;
+use tokio_util::time::delay_queue::Key;
 
 /// One block's timers.
 pub struct Timers {
@@ -30,8 +29,8 @@ impl Timers {
         if self.keys.len() >= self.max {
             return Err(format!("too many pending timers (limit {})", self.max));
         }
-        if delay > MAX_DELAY {
-            return Err(format!("delay {delay:?} is longer than the limit of {MAX_DELAY:?}"));
+        if delay > MAX_TIMER_DELAY {
+            return Err(format!("delay {delay:?} is longer than the limit of {MAX_TIMER_DELAY:?}"));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -90,6 +89,6 @@ mod tests {
         assert_eq!(poll_fn(|cx| t.poll_due(cx)).await.as_deref(), Some("late"));
         assert!(t.is_empty());
         assert_eq!(poll_fn(|cx| t.poll_due(cx)).await, None);
-        assert!(t.set(MAX_DELAY + Duration::from_secs(1), "never".into()).is_err());
+        assert!(t.set(MAX_TIMER_DELAY + Duration::from_secs(1), "never".into()).is_err());
     }
 }

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,20 +27,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::defaults::{ACCEPT_BACKOFF, CONNECT_TIMEOUT, DATAGRAM_BYTES, MAX_CONNECTIONS, READ_CHUNK, WRITE_QUEUE};
 use crate::manifest::{BlockSpec, Listen, Protocol};
 
 use crate::ops::stats::{BlockStatus, Counters};
 use crate::routing::queue::{BlockQueue, Envelope};
 pub use calls::NetCtx;
-
-/// Most connections a block may hold at once; more are accepted and closed at once.
-pub const MAX_CONNECTIONS: usize = 4096;
-/// Writes a connection may have waiting before `send` waits, then fails with `would-block`.
-const WRITE_QUEUE: usize = 64;
-/// The most bytes one read hands to the block.
-const READ_CHUNK: usize = 64 * 1024;
-/// How long `connect` may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One bound listener.
 struct Bound {
@@ -176,7 +167,7 @@ impl NetHub {
                         tracing::warn!(block = %self.responsibility, "accepting on {url} failed: {e}");
                         tokio::select! {
                             () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                         }
                     }
                 },
@@ -185,7 +176,7 @@ impl NetHub {
     }
 
     async fn datagram_loop(self: Arc<Self>, socket: Arc<UdpSocket>, url: String, cancel: CancellationToken) {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; DATAGRAM_BYTES];
         loop {
             let received = tokio::select! {
                 () = cancel.cancelled() => return,

@@ -27,20 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bindings::ServerInfo;
+use crate::defaults::{
+    BARRIER_WAIT, INITIAL_WAIT, MAX_REQUEST_TIMEOUT, RECONNECT_BACKOFF, REPLY_SUBJECTS, SERVER_CLOSE_FLUSH,
+    SUBSCRIPTION_BUFFER,
+};
 use crate::ops::stats::{BlockStatus, Counters};
 use crate::routing::queue::{BlockQueue, Envelope};
 pub use calls::ServerCtx;
-
-/// Messages a subscription buffers while its block is slow.
-const SUBSCRIPTION_BUFFER: usize = 1024;
-
-/// Reply subjects a block may answer on, at most (the oldest are forgotten first).
-const REPLY_SUBJECTS: usize = 1024;
-/// The longest [`ServerLink::barrier`] waits for its message to come back.
-const BARRIER_WAIT: Duration = Duration::from_secs(1);
-
-/// How long start-up waits for the first connection to the server.
-pub const INITIAL_WAIT: Duration = Duration::from_secs(3);
 
 /// Where the host is with its server.
 #[derive(Debug, Clone, Default)]
@@ -133,7 +126,7 @@ impl ServerLink {
             // What a subscription buffers while its block is slow (past it the server reports a
             // slow consumer): bounded, unlike the client's default of 65,536 messages.
             .subscription_capacity(SUBSCRIPTION_BUFFER)
-            .request_timeout(Some(Duration::from_secs(60)))
+            .request_timeout(Some(MAX_REQUEST_TIMEOUT))
             .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
                 let events_tx = events_tx.clone();
@@ -223,7 +216,7 @@ impl ServerLink {
 
     /// Flushes what was published, closes the connection and ends the link's task.
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+        let _ = tokio::time::timeout(SERVER_CLOSE_FLUSH, self.client.flush()).await;
         let _ = self.client.drain().await;
         self.cancel.cancel();
         self.tasks.close();
@@ -231,10 +224,9 @@ impl ServerLink {
     }
 }
 
-/// Between reconnection attempts: 50 ms, doubling to 1 s.
+/// Between reconnection attempts: [`RECONNECT_BACKOFF`] (50 ms, doubling to 1 s).
 fn reconnect_delay(attempts: usize) -> Duration {
-    let exp = attempts.min(5) as u32;
-    Duration::from_millis(50u64 << exp).min(Duration::from_secs(1))
+    RECONNECT_BACKOFF.delay(attempts.saturating_add(2).min(64) as u32, 1.0)
 }
 
 /// What one block may do with the server, and its subscriptions. Lives as long as the block.
