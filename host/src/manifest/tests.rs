@@ -1,4 +1,6 @@
 //! Manifest checks: what is read, and how every error names file, line and key.
+use std::time::Duration;
+
 use super::*;
 
 /// Parses `text` as `dir/bagpipe.toml` with empty component files `a.wasm` and `b.wasm`.
