@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::supervision::restart::{Backoff, GiveUp, Restart};
+use crate::restart::{Backoff, GiveUp, Restart};
 
 /// How often the engine's epoch advances. Call deadlines are measured in these ticks, so this is
 /// also the precision of a deadline.

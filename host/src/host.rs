@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use wasmtime::Engine;
 
+use crate::block::component::{BlockComponent, Loader};
 use crate::error::{LoadError, RunError};
 use crate::io::server::ServerLink;
 use crate::manifest::{BlockSpec, Manifest};
 use crate::ops::admin::{Admin, AdminView};
 use crate::runtime::cache::ComponentCache;
-use crate::runtime::component::{BlockComponent, Loader};
 use crate::runtime::engine::{EpochTicker, new_engine};
 use crate::supervision::reload::Reloader;
 use crate::supervision::supervisor::{RunReport, Supervisor};

@@ -9,12 +9,16 @@
 //! Each block instance has its own store, its own instance, its own task and its own queue:
 //! nothing a guest can poison is shared with another block.
 //!
-//! The crate's layers, bottom up (ARCHITECTURE.md has the code map):
-//! - `runtime`: the engine, compiled components, a block's store and instances, guest calls;
-//! - `routing`: bags, the block queue, the router, dead letters, the `controller` import;
-//! - `io`: the sockets (`net`) and the message server (`server`) the host holds for blocks;
-//! - `supervision`: the supervisor, one task per block, restarts, dependencies, live reload;
-//! - `ops`: stats, the admin endpoint, guest builds.
+//! The crate's layers, bottom up; a module imports only from layers below its own (ARCHITECTURE.md
+//! has the code map):
+//! - the shared vocabulary: `bindings`, `defaults`, `error`, `stats`, `restart`, `deps`;
+//! - `manifest`: reading and checking `bagpipe.toml`;
+//! - `runtime`: the engine, compiled components, the call clock, a block's sandbox, its timers;
+//! - `routing`: bags, the block queue, the router, dead letters, the `controller` capability;
+//! - `io`: the sockets (`net`) and the message server (`server`) capabilities;
+//! - `block`: a block's store (sandbox plus capabilities), components and instances;
+//! - `supervision`: the supervisor, one task per block, live reload;
+//! - `ops`, `host`: the admin endpoint, guest builds, and the embedding API.
 //!
 //! What embedders use is re-exported here: [`Host`] and [`HostConfig`], the [`manifest`], the
 //! errors, and what a run reports.
@@ -23,23 +27,30 @@
 #[allow(missing_docs)]
 mod bindings;
 mod defaults;
+mod deps;
 mod error;
+mod restart;
+mod stats;
+
+pub(crate) mod block;
 mod host;
 pub(crate) mod io;
+#[cfg(test)]
+mod layers;
 pub mod manifest;
 mod ops;
 pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod supervision;
 
+pub use block::component::BlockComponent;
 pub use error::{CallError, LoadError, ManifestError, RunError};
 pub use host::{Host, HostConfig};
 pub use io::server::ServerSnapshot;
 pub use manifest::Manifest;
 pub use ops::admin::get as admin_get;
 pub use ops::guest_build::{build_into, rebuild_on_change};
-pub use ops::stats::StatsSnapshot;
 pub use routing::deadletter::DeadLetter;
 pub use runtime::cache::ComponentCache;
-pub use runtime::component::BlockComponent;
+pub use stats::StatsSnapshot;
 pub use supervision::supervisor::RunReport;

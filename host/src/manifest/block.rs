@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::{BlockSpec, Listen, Locator};
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, Policy};
 use crate::error::ManifestError;
-use crate::supervision::restart::{GiveUp, Restart};
+use crate::restart::{GiveUp, Restart};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,7 +210,7 @@ fn grants(at: &Locator<'_>, raw: &RawBlock) -> Result<Grants, ManifestError> {
 fn subjects(at: &Locator<'_>, key: &str, raw: &Option<Spanned<Vec<String>>>) -> Result<Vec<String>, ManifestError> {
     let Some(list) = raw else { return Ok(Vec::new()) };
     for subject in list.get_ref() {
-        if !crate::io::server::subject::valid_subscribe(subject) {
+        if !super::subject::valid_subscribe(subject) {
             return Err(at.error(
                 list.span(),
                 key,

@@ -28,14 +28,15 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::defaults::{Limits, MANIFEST_FILE, Policy, Settings};
+use crate::deps::{DepError, Graph};
 use crate::error::ManifestError;
-use crate::supervision::deps::{DepError, Graph};
 use block::{RawBlock, block_spec};
 use settings::{RawHost, settings};
 
 mod block;
 mod listen;
 mod settings;
+pub(crate) mod subject;
 
 pub use listen::{Listen, Protocol};
 

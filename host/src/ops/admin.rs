@@ -16,9 +16,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::defaults::{ACCEPT_BACKOFF, ADMIN_MAX_CONNECTIONS, ADMIN_MAX_REQUEST, ADMIN_READ_TIMEOUT};
-use crate::ops::stats::StatsSnapshot;
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::router::Router;
+use crate::stats::StatsSnapshot;
 
 /// What the admin endpoint shows.
 #[derive(Clone)]

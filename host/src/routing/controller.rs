@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::bindings::bagpipe::block::{controller, types};
 use crate::bindings::{BlockInfo, EnqueueError, Level};
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, LOG_MESSAGE_BYTES, Limits, Settings};
-use crate::ops::stats::{BlockStatus, Counters};
 use crate::routing::bag::{self, BagLimits};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::{Envelope, Refusal};
@@ -27,6 +26,7 @@ use crate::routing::router::Router;
 use crate::runtime::clock::CallClock;
 use crate::runtime::hooks::Hooks;
 use crate::runtime::timers::Timers;
+use crate::stats::{BlockStatus, Counters};
 
 /// A request from a block to the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +146,7 @@ impl controller::Host for ControllerCtx {
         if !route.status.takes_bags() {
             return Err(EnqueueError::Unavailable(format!(
                 "`{target}` is {} and takes no bags",
-                crate::ops::stats::state_name(route.status.state())
+                crate::stats::state_name(route.status.state())
             )));
         }
         let seq = self.next_seq();

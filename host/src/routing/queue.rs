@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ops::stats::{BlockStatus, Counters};
 use crate::routing::bag::{self, BagError, BagLimits};
+use crate::stats::{BlockStatus, Counters};
 
 /// What travels through a block's queue: bags, and the events of the sockets the host holds
 /// for the block, in the order they happened.

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::defaults::BUILTIN_RESPONSIBILITIES;
-use crate::ops::stats::BlockStatus;
 use crate::routing::queue::BlockQueue;
+use crate::stats::BlockStatus;
 
 /// How to reach one block.
 #[derive(Debug)]

@@ -1,13 +1,13 @@
-//! The sandbox: the engine, compiled components, a block's store and its instances, and calls
-//! into the guest under deadlines and limits.
+//! The sandbox primitives: the engine and its epoch ticker, compiled components (the cache), the
+//! clock of a guest call, a block's sandbox (WASI, limits, stderr), its timers, and the list of
+//! hooks a block may export. Nothing here knows what a block can ask of the host: that is the
+//! capabilities' business (`routing::controller`, `io::net`, `io::server`), put together in
+//! `block`.
 
 pub(crate) mod cache;
 pub(crate) mod clock;
-pub(crate) mod component;
-pub(crate) mod ctx;
 pub(crate) mod engine;
 pub(crate) mod guest_io;
 pub(crate) mod hooks;
-pub(crate) mod instance;
 pub(crate) mod state;
 pub(crate) mod timers;

@@ -16,12 +16,12 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::block::component::{BlockComponent, Loader};
 use crate::defaults::{MANIFEST_FILE, RELOAD_DEBOUNCE};
 use crate::manifest::Manifest;
-use crate::ops::stats::Counters;
 use crate::routing::router::Router;
 use crate::runtime::cache::ContentHash;
-use crate::runtime::component::{BlockComponent, Loader};
+use crate::stats::Counters;
 use crate::supervision::supervisor::{Reload, SwapOutcome};
 
 /// Watches one component directory for one running host.

@@ -30,8 +30,8 @@ use tokio_util::task::TaskTracker;
 use crate::defaults::{ACCEPT_BACKOFF, CONNECT_TIMEOUT, DATAGRAM_BYTES, MAX_CONNECTIONS, READ_CHUNK, WRITE_QUEUE};
 use crate::manifest::{BlockSpec, Listen, Protocol};
 
-use crate::ops::stats::{BlockStatus, Counters};
 use crate::routing::queue::{BlockQueue, Envelope};
+use crate::stats::{BlockStatus, Counters};
 pub use calls::NetCtx;
 
 /// One bound listener.

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use crate::bindings::bagpipe::block::server::{self, ServerError};
 use crate::defaults::{Limits, MAX_REQUEST_TIMEOUT};
-use crate::io::server::{BlockServer, subject};
-use crate::ops::stats::{BlockStatus, Counters};
+use crate::io::server::BlockServer;
+use crate::manifest::subject;
 use crate::routing::bag::{self, BagLimits};
 use crate::runtime::clock::CallClock;
+use crate::stats::{BlockStatus, Counters};
 
 /// The `server` capability's part of a block's store.
 pub struct ServerCtx {

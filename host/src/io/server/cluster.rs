@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::{BlockServer, ServerLink};
 use crate::bindings::EnqueueError;
 use crate::defaults::{DURABLE_RETRY, REMOTE_SLACK, SERVE_RETRY, STREAM_LOOKUP_TIMEOUT};
-use crate::ops::stats::Counters;
 use crate::routing::controller::{Cluster, refusal};
 use crate::routing::queue::{BlockQueue, Envelope, Receipt, Refusal};
+use crate::stats::Counters;
 
 /// A responsibility as one subject token (and stream name part): letters, digits, `-` and `_`
 /// stay, anything else becomes `_xx` (its bytes in hex).

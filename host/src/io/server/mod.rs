@@ -14,7 +14,6 @@
 
 mod calls;
 pub mod cluster;
-pub mod subject;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +30,9 @@ use crate::defaults::{
     BARRIER_WAIT, INITIAL_WAIT, MAX_REQUEST_TIMEOUT, RECONNECT_BACKOFF, REPLY_SUBJECTS, SERVER_CLOSE_FLUSH,
     SUBSCRIPTION_BUFFER,
 };
-use crate::ops::stats::{BlockStatus, Counters};
+use crate::manifest::subject;
 use crate::routing::queue::{BlockQueue, Envelope};
+use crate::stats::{BlockStatus, Counters};
 pub use calls::ServerCtx;
 
 /// Where the host is with its server.

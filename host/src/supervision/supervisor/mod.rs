@@ -19,20 +19,20 @@ use tracing::Instrument;
 use wasmtime::Engine;
 
 use crate::bindings::BlockState;
+use crate::block::component::BlockComponent;
 use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF};
+use crate::deps::Graph;
 use crate::error::{CallError, RunError};
 use crate::io::net::NetHub;
 use crate::io::server::{BlockServer, ServerLink};
 use crate::manifest::{BlockSpec, Manifest};
-use crate::ops::stats::{BlockStatus, StatsSnapshot};
+use crate::restart::{GiveUp, Intensity, Restart, jitter};
 use crate::routing::bag::BagLimits;
 use crate::routing::controller::{Cluster, Links, Request};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::BlockQueue;
 use crate::routing::router::{Route, Router};
-use crate::runtime::component::BlockComponent;
-use crate::supervision::deps::Graph;
-use crate::supervision::restart::{GiveUp, Intensity, Restart, jitter};
+use crate::stats::{BlockStatus, StatsSnapshot};
 use crate::supervision::task::{BlockTask, Command, Event, Mailbox, Outcome};
 
 mod reconfigure;

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::{Signal, Supervisor, command};
+use crate::block::component::BlockComponent;
+use crate::deps::Graph;
 use crate::error::CallError;
 use crate::manifest::{BlockSpec, Manifest};
-use crate::runtime::component::BlockComponent;
-use crate::supervision::deps::Graph;
 use crate::supervision::task::Command;
 
 /// A change for the supervisor to apply.

@@ -5,8 +5,8 @@
 use super::{BlockTask, Fault, Life, Outcome, Reply};
 use crate::bindings::BlockState;
 use crate::error::CallError;
-use crate::ops::stats::Counters;
 use crate::routing::queue::Envelope;
+use crate::stats::Counters;
 
 impl BlockTask {
     pub(super) async fn finish(mut self, reply: Reply) -> Outcome {

@@ -22,17 +22,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use wasmtime::Engine;
 
 use crate::bindings::BlockState;
+use crate::block::component::BlockComponent;
+use crate::block::ctx::{BlockCtx, BlockParts};
+use crate::block::instance::BlockInstance;
 use crate::defaults::QUEUE_BATCH;
 use crate::error::CallError;
 use crate::io::net::NetHub;
 use crate::io::server::{BlockServer, ServerState};
 use crate::manifest::BlockSpec;
-use crate::ops::stats::Counters;
+use crate::restart::Intensity;
 use crate::routing::queue::Envelope;
-use crate::runtime::component::BlockComponent;
-use crate::runtime::ctx::{BlockCtx, BlockParts};
-use crate::runtime::instance::BlockInstance;
-use crate::supervision::restart::Intensity;
+use crate::stats::Counters;
 
 mod end;
 mod recover;
@@ -214,7 +214,7 @@ impl BlockTask {
         engine: &Engine,
         component: Arc<BlockComponent>,
         spec: Arc<BlockSpec>,
-        status: Arc<crate::ops::stats::BlockStatus>,
+        status: Arc<crate::stats::BlockStatus>,
         links: crate::routing::controller::Links,
         mailbox: Mailbox,
     ) -> Self {

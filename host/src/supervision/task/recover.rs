@@ -8,10 +8,10 @@ use tokio::sync::mpsc;
 use super::{BlockTask, Command, Event, Fault, Life, Outcome, Retry};
 use crate::bindings::BlockState;
 use crate::error::CallError;
-use crate::ops::stats::Counters;
+use crate::restart::{Restart, jitter};
 use crate::routing::deadletter::{DeadLetter, now_ms};
 use crate::routing::queue::Envelope;
-use crate::supervision::restart::{Restart, jitter};
+use crate::stats::Counters;
 
 impl BlockTask {
     /// Handles a fault: accounts for the bag, then restarts as the policy says. `Ok(Some(cmd))`:

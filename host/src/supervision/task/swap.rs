@@ -13,12 +13,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{BlockTask, Fault, Life, Reply, Told};
+use crate::block::component::BlockComponent;
 use crate::error::CallError;
 use crate::manifest::BlockSpec;
-use crate::ops::stats::Counters;
-use crate::runtime::component::BlockComponent;
+use crate::restart::Intensity;
 use crate::runtime::hooks::Hooks;
-use crate::supervision::restart::Intensity;
+use crate::stats::Counters;
 
 impl BlockTask {
     pub(super) async fn swap(

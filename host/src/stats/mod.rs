@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::bindings::{BlockInfo, BlockState};
-use crate::ops::histogram::Histogram;
+mod histogram;
+
+pub(crate) use histogram::Histogram;
 
 fn micros(d: Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e6)

@@ -16,10 +16,10 @@ use crate::bindings::bagpipe::block::{controller, net, server, types};
 use crate::defaults::Limits;
 use crate::io::net::{NetCtx, NetHub};
 use crate::io::server::{BlockServer, ServerCtx};
-use crate::ops::stats::BlockStatus;
 use crate::routing::controller::{ControllerCtx, Links};
 use crate::runtime::hooks::Hooks;
 use crate::runtime::state::Sandbox;
+use crate::stats::BlockStatus;
 
 /// The data of one block instance's store.
 pub struct BlockCtx {

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
+use crate::block::ctx::{BlockCtx, BlockParts};
 use crate::error::LoadError;
-use crate::ops::stats::BlockStatus;
 use crate::routing::controller::Links;
 use crate::runtime::cache::{ComponentCache, ContentHash};
-use crate::runtime::ctx::{BlockCtx, BlockParts};
 use crate::runtime::hooks::{Hooks, Indices, LIFECYCLE, interface};
+use crate::stats::BlockStatus;
 
 /// A compiled, checked block component, ready to instantiate any number of times.
 pub struct BlockComponent {
@@ -51,7 +51,7 @@ pub struct Loader {
 impl Loader {
     /// A loader whose linker offers WASI and every capability.
     pub fn new(engine: &Engine, cache: ComponentCache) -> anyhow::Result<Self> {
-        let linker = crate::runtime::ctx::linker(engine)?;
+        let linker = crate::block::ctx::linker(engine)?;
         Ok(Self { engine: engine.clone(), linker, cache: Arc::new(cache) })
     }
 

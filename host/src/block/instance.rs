@@ -11,11 +11,11 @@ use std::time::Duration;
 use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::ServerInfo;
+use crate::block::component::BlockComponent;
+use crate::block::ctx::BlockCtx;
 use crate::defaults::DEADLINE_GRACE;
 use crate::error::CallError;
 use crate::runtime::clock::CallClock;
-use crate::runtime::component::BlockComponent;
-use crate::runtime::ctx::BlockCtx;
 use crate::runtime::hooks::Exports;
 
 /// A live block instance.
