@@ -1,6 +1,6 @@
 //! Dead letters: bags a block could not process without faulting, even after retries. Each is
-//! kept (the last [`DEAD_LETTERS_KEPT`] of them, with a total count) with the error and the block attached,
-//! and, when the manifest names a dead-letter block, sent to it as a bag.
+//! kept (the last [`DEAD_LETTERS_KEPT`] of them, with a total count) with the error and the block
+//! attached, and, when the manifest names a dead-letter block, sent to it as a bag.
 //!
 //! Invariant: a bag is never dropped without a count: every dead letter is counted, listed while
 //! it is among the last [`DEAD_LETTERS_KEPT`], and logged.

@@ -1,8 +1,8 @@
 //! The router: which responsibility is which block, and where its queue is.
 //!
 //! Architecture invariant: the router does no I/O and never waits. It maps names to routes;
-//! sending (and waiting for room) is the caller's business, see `controller`. Every queue is
-//! bounded; the router never holds a bag.
+//! queueing (and waiting for room) goes through the route's `BlockQueue`. Every queue is bounded;
+//! the router never holds a bag.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -49,7 +49,7 @@ pub struct RunReport {
     pub failed: Vec<(String, CallError)>,
     /// Every block's stats at the end.
     pub stats: Vec<StatsSnapshot>,
-    /// Every dead letter (the last ones, see [`crate::defaults::DEAD_LETTERS_KEPT`]).
+    /// Every dead letter (the last 1000).
     pub dead_letters: Vec<crate::routing::deadletter::DeadLetter>,
     /// The block whose fault shut the host down (`restart = "escalate"` or
     /// `on_give_up = "escalate"`), and the fault. Every block was still finished.
