@@ -2,21 +2,13 @@
 //! targets without `on-enqueue`, unknown targets, self-enqueue, separate state per
 //! responsibility, full queues.
 
-use bagpipe_test_support::{BlockDir, Finished, artifacts, run_to_end};
+use bagpipe_test_support::{BlockDir, Finished, run_to_end};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
 
 async fn run(manifest: &str) -> Finished {
-    let dir = BlockDir::new(
-        manifest,
-        &[
-            ("sender", artifacts::SENDER),
-            ("recorder", artifacts::RECORDER),
-            ("probe", artifacts::PROBE),
-            ("counter", artifacts::COUNTER),
-        ],
-    );
+    let dir = BlockDir::from_manifest(manifest);
     let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
     out.assert_success();
     out
@@ -170,10 +162,9 @@ async fn a_full_queue_makes_the_sender_wait_then_refuses_and_counts() {
     .await;
     assert_eq!(results(&out), ["true", "true", "queue-full", "queue-full", "queue-full"]);
     assert_eq!(out.bags_of("recorder").len(), 2);
-    assert!(
-        out.stderr
-            .lines()
-            .any(|l| l.contains("final stats") && l.contains("block=recorder") && l.contains("refused_full=3")),
+    assert_eq!(
+        out.final_stats("recorder")["refused_full"],
+        3,
         "the refusals show in the recorder's stats:\n{}",
         out.stderr
     );

@@ -2,7 +2,7 @@
 //! only its own instance. The process survives, a neighbour pipeline keeps processing, the counts
 //! are right, and every bag is either processed or a listed dead letter.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Report, artifacts};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Report, Want, block_of};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -14,13 +14,6 @@ fn neighbours(shutdown: bool) -> String {
     format!(
         "[[block]]\nname = \"recorder\"\nresponsibility = \"healthy-sink\"\nafter = []\n[block.config]\n{expect}\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"healthy-source\"\nafter = [\"healthy-sink\"]\n[block.config]\nto = \"healthy-sink\"\ncount = 100\n\n"
-    )
-}
-
-fn dir(manifest: &str) -> BlockDir {
-    BlockDir::new(
-        manifest,
-        &[("faulty", artifacts::FAULTY), ("sender", artifacts::SENDER), ("recorder", artifacts::RECORDER)],
     )
 }
 
@@ -48,7 +41,7 @@ async fn faults_on_every_bag(fault: &str, limits: &str, cause: &str) {
          [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\ncount = 3\n",
         neighbours(false)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let mut host = Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
     host.wait_for(103, |e| e["event"] == "bag" && (e["block"] == "dlq" || e["block"] == "healthy-sink")).await;
     host.signal(libc::SIGTERM);
@@ -117,7 +110,7 @@ async fn a_bag_that_faults_is_retried_and_the_queue_is_kept_across_the_restart()
          bags = ['{{\"n\":1}}', '{{\"n\":2,\"crash\":true}}', '{{\"n\":3}}', '{{\"n\":4}}']\n",
         neighbours(false)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let mut host = Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
     host.wait_for(103, |e| e["event"] == "bag" && (e["block"] == "faulty" || e["block"] == "healthy-sink")).await;
     host.signal(libc::SIGTERM);
@@ -145,14 +138,15 @@ async fn an_optional_block_that_panics_in_init_is_retried_then_left_out() {
          [[block]]\nname = \"sender\"\nresponsibility = \"asker\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\ncount = 1\n",
         neighbours(true)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let out =
         Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>()).finish().await;
     out.assert_success();
     let report = dir.report();
     assert_neighbours_unharmed(&out, &report);
     assert_eq!(out.stderr.matches("stderr: faulty block panics on purpose").count(), 3, "one try and two retries");
-    assert!(out.stderr.contains("running without it"), "{}", out.stderr);
+    let left_out: Vec<_> = out.log_events("left_out").iter().map(|r| r["block"].clone()).collect();
+    assert_eq!(left_out, [json!("faulty")], "the host runs without it:\n{}", out.stderr);
     assert_eq!(report.block("faulty")["state"], "failed");
     let failed = report.failed();
     assert!(failed.iter().any(|(b, e)| b == "faulty" && e.contains("panics on purpose")), "{failed:?}");
@@ -166,7 +160,7 @@ async fn an_optional_block_that_loops_in_init_is_stopped_and_left_out() {
         "{}[[block]]\nname = \"faulty\"\nafter = []\nrequired = false\ncall_timeout_ms = 100\n[block.config]\nfault = \"loop\"\nin = \"init\"\n",
         neighbours(true)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let out =
         Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>()).finish().await;
     out.assert_success();
@@ -181,7 +175,7 @@ async fn a_required_block_that_panics_in_init_stops_start_up_cleanly() {
         "{}[[block]]\nname = \"faulty\"\nafter = [\"healthy-source\"]\n[block.config]\nfault = \"panic\"\nin = \"init\"\n",
         neighbours(false)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let out = Bagpipe::run_with(BIN, &dir, &[]).finish().await;
     assert!(!out.status.success());
     assert!(
@@ -189,7 +183,8 @@ async fn a_required_block_that_panics_in_init_stops_start_up_cleanly() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("finished block=healthy-source"), "started blocks were finished:\n{}", out.stderr);
+    let finished: Vec<_> = out.log_events("finished").iter().map(|r| r["block"].clone()).collect();
+    assert!(finished.contains(&json!("healthy-source")), "started blocks were finished:\n{}", out.stderr);
 }
 
 #[tokio::test]
@@ -198,10 +193,10 @@ async fn traps_in_run_restart_until_the_intensity_gives_up() {
         "{}[[block]]\nname = \"faulty\"\nafter = []\nmax_restarts = 3\n[block.config]\nfault = \"trap\"\nin = \"run\"\n",
         neighbours(false)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let mut host = Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
     host.wait_for(104, |e| (e["event"] == "run" && e["block"] == "faulty") || e["block"] == "healthy-sink").await;
-    host.log_line("giving up").await;
+    host.log_record(Want::event("gave_up").block("faulty")).await;
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     out.assert_success();
@@ -218,7 +213,7 @@ async fn a_trap_in_finish_is_reported_and_every_other_block_still_finishes() {
         "{}[[block]]\nname = \"faulty\"\nafter = []\n[block.config]\nfault = \"trap\"\nin = \"finish\"\n",
         neighbours(true)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let out =
         Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>()).finish().await;
     out.assert_success();
@@ -242,7 +237,7 @@ async fn flooding_a_full_queue_is_refused_and_counted_without_stalling_anyone() 
          [[block]]\nname = \"faulty\"\nafter = [\"slow\"]\n[block.config]\nfault = \"flood\"\nin = \"init\"\nto = \"slow\"\n",
         neighbours(true)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let out =
         Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>()).finish().await;
     out.assert_success();
@@ -264,7 +259,7 @@ async fn an_oversize_bag_is_refused_with_a_typed_error_and_nothing_else_happens(
         "{}[[block]]\nname = \"faulty\"\nafter = []\n[block.config]\nfault = \"oversize\"\nin = \"run\"\nto = \"healthy-sink\"\n",
         neighbours(true)
     );
-    let dir = dir(&manifest);
+    let dir = BlockDir::from_manifest(&manifest);
     let out =
         Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>()).finish().await;
     out.assert_success();
@@ -281,7 +276,7 @@ async fn a_slow_block_gets_the_drain_timeout_at_shutdown_and_the_rest_is_counted
     let manifest = "[host]\ndrain_timeout_ms = 100\n\n\
          [[block]]\nname = \"recorder\"\nresponsibility = \"slow\"\nafter = []\nqueue = 200\n[block.config]\nbusy_ms = 50\n\n\
          [[block]]\nname = \"sender\"\nafter = [\"slow\"]\n[block.config]\nto = \"slow\"\ncount = 100\nphase = \"init\"\n";
-    let dir = dir(manifest);
+    let dir = BlockDir::from_manifest(manifest);
     let mut host = Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
     host.wait_for(1, |e| e["event"] == "bag" && e["block"] == "slow").await;
     host.signal(libc::SIGTERM);
@@ -292,5 +287,6 @@ async fn a_slow_block_gets_the_drain_timeout_at_shutdown_and_the_rest_is_counted
     let lost = report.count("slow", "lost");
     assert_eq!(processed + lost, 100, "every bag is processed or counted lost");
     assert!(lost > 50, "draining stopped at the timeout ({processed} processed)");
-    assert!(out.stderr.contains("queued bags were never delivered"), "and it is logged");
+    let logged: Vec<_> = out.log_events("lost").iter().map(|r| (block_of(r), r["bags"].as_u64())).collect();
+    assert_eq!(logged, [(Some("slow"), Some(lost))], "and it is logged:\n{}", out.stderr);
 }

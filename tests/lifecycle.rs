@@ -1,7 +1,7 @@
 //! Lifecycle order: init in manifest order, run only after every init, finish once each in
 //! reverse order; init errors; SIGTERM; timers; the block directory.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, artifacts, run_to_end};
+use bagpipe_test_support::{Bagpipe, BlockDir, Want, run_to_end};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
 
@@ -11,7 +11,7 @@ fn probes(last_config: &str) -> BlockDir {
          [[block]]\nname = \"probe\"\nresponsibility = \"b\"\n\n\
          [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n[block.config]\n{last_config}\n"
     );
-    BlockDir::new(&manifest, &[("probe", artifacts::PROBE)])
+    BlockDir::from_manifest(&manifest)
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -37,7 +37,7 @@ async fn init_error_finishes_the_initialised_blocks_in_reverse_and_fails() {
                     [[block]]\nname = \"probe\"\nresponsibility = \"b\"\n\n\
                     [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n[block.config]\nfail_init = \"no database here\"\n\n\
                     [[block]]\nname = \"probe\"\nresponsibility = \"d\"\n";
-    let dir = BlockDir::new(manifest, &[("probe", artifacts::PROBE)]);
+    let dir = BlockDir::from_manifest(manifest);
     let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
     assert!(!out.status.success(), "must exit non-zero");
     assert_eq!(out.trace(), pairs(&[("init", "a"), ("init", "b"), ("init", "c"), ("finish", "b"), ("finish", "a")]));
@@ -59,7 +59,8 @@ async fn sigterm_finishes_every_block_in_reverse_and_exits_zero() {
     out.assert_success();
     let finishes: Vec<_> = out.trace().into_iter().filter(|(e, _)| e == "finish").collect();
     assert_eq!(finishes, pairs(&[("finish", "c"), ("finish", "b"), ("finish", "a")]));
-    assert!(out.stderr.contains("SIGTERM received"), "{}", out.stderr);
+    let signals: Vec<_> = out.log_events("shutdown").iter().map(|r| r["signal"].clone()).collect();
+    assert_eq!(signals, ["SIGTERM"], "{}", out.stderr);
 }
 
 #[tokio::test]
@@ -79,11 +80,11 @@ async fn a_second_signal_stops_at_once_while_a_finish_hangs() {
     let manifest = "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
                     [[block]]\nname = \"faulty\"\nresponsibility = \"stuck\"\ncall_timeout_ms = 3600000\n\
                     [block.config]\nfault = \"sleep\"\nin = \"finish\"\n";
-    let dir = BlockDir::new(manifest, &[("probe", artifacts::PROBE), ("faulty", artifacts::FAULTY)]);
+    let dir = BlockDir::from_manifest(manifest);
     let mut host = Bagpipe::run(BIN, &dir);
     host.wait_for(2, |e| e["event"] == "run").await;
     host.signal(libc::SIGTERM);
-    host.log_line("a second signal stops at once").await;
+    host.log_record(Want::event("shutdown").field("signal", "SIGTERM")).await;
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     assert!(!out.status.success(), "a forced stop exits non-zero");
@@ -93,7 +94,7 @@ async fn a_second_signal_stops_at_once_while_a_finish_hangs() {
 
 #[tokio::test]
 async fn timers_fire_in_order_and_a_cancelled_timer_never_fires() {
-    let dir = BlockDir::new("[[block]]\nname = \"ticker\"\n", &[("ticker", artifacts::TICKER)]);
+    let dir = BlockDir::from_manifest("[[block]]\nname = \"ticker\"\n");
     let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
     out.assert_success();
     let tags: Vec<_> = out.events("timer").iter().map(|e| e["tag"].as_str().unwrap_or("").to_owned()).collect();

@@ -2,7 +2,8 @@
 //! default), connections kept across a swap, 1,000 concurrent connections, a client that stops
 //! reading.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Write, artifacts, run_to_end, variant, within};
+use bagpipe_test_support::{Bagpipe, BlockDir, Want, Write, artifacts, run_to_end, variant, version_of, within};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -14,7 +15,7 @@ async fn echo(extra: &str) -> (Bagpipe, BlockDir, String, String) {
     let manifest = format!(
         "{extra}\n[[block]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\n[block.config]\nquiet = true\n"
     );
-    let dir = BlockDir::new(&manifest, &[("echo", artifacts::ECHO)]);
+    let dir = BlockDir::from_manifest(&manifest);
     let mut host = Bagpipe::run(BIN, &dir);
     let seen = host.wait_for(1, |e| e["event"] == "listeners").await;
     let listeners = seen.last().expect("listeners")["listeners"].clone();
@@ -27,6 +28,17 @@ async fn echo(extra: &str) -> (Bagpipe, BlockDir, String, String) {
     };
     let (tcp, udp) = (addr("tcp://"), addr("udp://"));
     (host, dir, tcp, udp)
+}
+
+/// Whether a `listening` record is for a URL of `scheme` (`tcp://` or `udp://`).
+fn scheme(scheme: &'static str) -> impl Fn(&Value) -> bool {
+    move |r| r["url"].as_str().is_some_and(|u| u.starts_with(scheme))
+}
+
+/// The `ip:port` of a `listening` record's URL.
+fn address(listening: &Value) -> String {
+    let url = listening["url"].as_str().unwrap_or_else(|| panic!("no url in {listening}"));
+    url.split_once("://").map_or(url, |(_, addr)| addr).to_owned()
 }
 
 async fn round_trip(stream: &mut BufReader<TcpStream>, line: &str) -> String {
@@ -65,16 +77,16 @@ async fn connecting_out_is_refused_unless_granted() {
     let manifest = |grant: &str| {
         format!("[[block]]\nname = \"echo\"\n{grant}\n[block.config]\nconnect = \"{target}\"\nquiet = true\n")
     };
-    let denied = BlockDir::new(&manifest(""), &[("echo", artifacts::ECHO)]);
+    let denied = BlockDir::from_manifest(&manifest(""));
     let mut host = Bagpipe::run(BIN, &denied);
     let seen = host.wait_for(1, |e| e["event"] == "connect").await;
     let error = seen.last().expect("connect")["error"].as_str().unwrap_or("").to_owned();
     assert!(error.contains("not granted") && error.contains(&target), "{error}");
-    host.log_line("refused: connecting to").await;
+    host.log_record(Want::event("not_granted").block("echo")).await;
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
 
-    let granted = BlockDir::new(&manifest(&format!("connect = [\"{target}\"]")), &[("echo", artifacts::ECHO)]);
+    let granted = BlockDir::from_manifest(&manifest(&format!("connect = [\"{target}\"]")));
     let host = Bagpipe::run(BIN, &granted);
     let (stream, _) = server.accept().await.expect("the block connects");
     let mut stream = BufReader::new(stream);
@@ -89,16 +101,12 @@ async fn connecting_out_is_refused_unless_granted() {
 
 #[tokio::test]
 async fn a_block_granted_sockets_must_export_the_net_hook() {
-    let dir = BlockDir::new(
-        "[[block]]\nname = \"probe\"\nlisten = [\"tcp://127.0.0.1:0\"]\n",
-        &[("probe", artifacts::PROBE)],
-    );
+    let dir = BlockDir::from_manifest("[[block]]\nname = \"probe\"\nlisten = [\"tcp://127.0.0.1:0\"]\n");
     let out = run_to_end(BIN, ["check".as_ref(), dir.path().as_os_str()]).await;
     assert!(!out.status.success());
     assert!(out.stderr.contains("does not export `bagpipe:block/net-hook@0.1.0`"), "{}", out.stderr);
-    let ok = BlockDir::new(
+    let ok = BlockDir::from_manifest(
         "[[block]]\nname = \"echo\"\nlisten = [\"udp://127.0.0.1:0\"]\nconnect = [\"127.0.0.1:9\"]\n",
-        &[("echo", artifacts::ECHO)],
     );
     let out = run_to_end(BIN, ["check".as_ref(), ok.path().as_os_str()]).await;
     out.assert_success();
@@ -114,8 +122,9 @@ async fn a_connection_stays_open_across_a_swap_of_its_block() {
     let (mut host, dir, tcp, _) = echo("").await;
     let mut conn = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
     assert_eq!(round_trip(&mut conn, "before\n").await, "before\n");
-    dir.write_as("echo.wasm", &variant(artifacts::ECHO, "v2"), Write::Rename);
-    host.log_line(" swapped").await;
+    let v2 = variant(artifacts::ECHO, "v2");
+    dir.write_as("echo.wasm", &v2, Write::Rename);
+    host.log_record(Want::event("swapped").block("echo").field("version", version_of(&v2))).await;
     assert_eq!(round_trip(&mut conn, "after\n").await, "after\n", "the same connection, served by the new version");
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
@@ -169,15 +178,13 @@ async fn a_client_that_stops_reading_gets_would_block_and_others_are_still_serve
 async fn udp_datagrams_that_find_the_queue_full_are_counted_as_dropped() {
     // The echo block's queue holds 2; nothing runs while `slow` initialises, so of 50 datagrams
     // sent meanwhile 2 are queued and 48 find the queue full.
-    let dir = BlockDir::new(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"echo\"\nqueue = 2\nlisten = [\"udp://127.0.0.1:0\"]\n\n\
          [[block]]\nname = \"probe\"\nresponsibility = \"slow\"\ncall_timeout_ms = 10000\n[block.config]\ninit_ms = 1500\n",
-        &[("echo", artifacts::ECHO), ("probe", artifacts::PROBE)],
     );
     let report = dir.report_path().display().to_string();
     let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
-    let line = host.log_line("listening on udp://").await;
-    let udp = line.split("udp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    let udp = address(&host.log_event_where("listening", scheme("udp://")).await);
     host.wait_for(1, |e| e["event"] == "init" && e["block"] == "slow").await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
     for i in 0..50 {
@@ -198,19 +205,18 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
     let manifest = |grants: &str, config: &str| {
         format!("[[block]]\nname = \"echo\"\n{grants}\n[block.config]\nquiet = true\n{config}\n")
     };
-    let dir = BlockDir::new(&manifest("listen = [\"tcp://127.0.0.1:0\"]", ""), &[("echo", artifacts::ECHO)]);
+    let dir = BlockDir::from_manifest(&manifest("listen = [\"tcp://127.0.0.1:0\"]", ""));
     let mut host = Bagpipe::run(BIN, &dir);
-    let line = host.log_line("listening on tcp://").await;
-    let tcp = line.split("tcp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    let tcp = address(&host.log_event_where("listening", scheme("tcp://")).await);
     let mut kept = BufReader::new(TcpStream::connect(&tcp).await.expect("connect"));
     assert_eq!(round_trip(&mut kept, "one\n").await, "one\n");
 
     // TCP taken away, UDP granted: no swap, the open connection stays.
     dir.write_as("bagpipe.toml", manifest("listen = [\"udp://127.0.0.1:0\"]", "").as_bytes(), Write::Rename);
-    let line = host.log_line("listening on udp://").await;
-    let udp = line.split("udp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
-    host.log_line(&format!("no longer granted: stopped listening on tcp://{tcp}")).await;
-    host.log_line("manifest change applied").await;
+    let udp = address(&host.log_event_where("listening", scheme("udp://")).await);
+    host.log_record(Want::event("stopped_listening").block("echo").field("url", format!("tcp://{tcp}"))).await;
+    let applied = host.log_event("manifest_applied").await;
+    assert!(applied["partly"].is_null(), "applied whole: {applied}");
     assert!(TcpStream::connect(&tcp).await.is_err(), "nothing listens on {tcp} any more");
     assert_eq!(round_trip(&mut kept, "two\n").await, "two\n", "the accepted connection is kept");
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
@@ -242,8 +248,9 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
     let busy = taken.local_addr().expect("addr");
     let refused = manifest(&format!("listen = [\"udp://127.0.0.1:0\", \"tcp://{busy}\"]"), "label = \"refused\"");
     dir.write_as("bagpipe.toml", refused.as_bytes(), Write::Rename);
-    let line = host.log_line("its new grants cannot be served").await;
-    assert!(line.contains(&format!("cannot listen on tcp://{busy}")), "{line}");
+    let refused = host.log_record(Want::event("grants_refused").block("echo")).await;
+    let message = refused["message"].as_str().unwrap_or("");
+    assert!(message.contains(&format!("cannot listen on tcp://{busy}")), "{refused}");
     assert_eq!(udp_round_trip(b"still").await, b"still", "the grants in force before the edit serve on");
 
     // A block that refuses its swap keeps its old grants: the listener bound for the edit closes.
@@ -252,11 +259,10 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
         &format!("connect = \"{target}\"\nfail_init = \"not today\""),
     );
     dir.write_as("bagpipe.toml", failing.as_bytes(), Write::Rename);
-    let line = host.log_line("listening on tcp://").await;
-    let added = line.split("tcp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
-    host.log_line(&format!("no longer granted: stopped listening on tcp://{added}")).await;
-    let refusal = host.log_line("refused by the block").await;
-    assert!(refusal.contains("not today"), "{refusal}");
+    let added = address(&host.log_event_where("listening", scheme("tcp://")).await);
+    host.log_record(Want::event("stopped_listening").block("echo").field("url", format!("tcp://{added}"))).await;
+    let refusal = host.log_record(Want::event("change_refused").block("echo")).await;
+    assert!(refusal["message"].as_str().is_some_and(|m| m.contains("not today")), "{refusal}");
     assert!(TcpStream::connect(&added).await.is_err(), "the listener of the refused edit is closed");
     assert_eq!(udp_round_trip(b"kept").await, b"kept");
 
@@ -270,10 +276,9 @@ async fn listen_and_connect_grants_change_live_and_open_connections_stay() {
 
 #[tokio::test]
 async fn a_fresh_instance_after_a_fault_finds_the_connections_its_clients_kept_open() {
-    let dir = BlockDir::new(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"echo\"\nmax_attempts = 1\nlisten = [\"tcp://127.0.0.1:0\"]\n\
          [block.config]\nquiet = true\npanic_on = \"boom\"\n",
-        &[("echo", artifacts::ECHO)],
     );
     let mut host = Bagpipe::run(BIN, &dir);
     let first = host.wait_for(1, |e| e["event"] == "listeners").await;

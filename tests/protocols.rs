@@ -4,43 +4,24 @@
 
 use std::process::Stdio;
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Write, artifacts, within};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Want, Write, artifacts, version_of, within};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
 
-fn dir(manifest: &str) -> BlockDir {
-    BlockDir::new(
-        manifest,
-        &[
-            ("syslog", artifacts::SYSLOG),
-            ("jsonl", artifacts::JSONL),
-            ("http", artifacts::HTTP),
-            ("recorder", artifacts::RECORDER),
-            ("sender", artifacts::SENDER),
-            ("faulty", artifacts::FAULTY),
-        ],
-    )
-}
-
-/// Starts the host and waits until `block` listens; returns the `ip:port` of each listener, in
-/// the order the log gives them (`tcp://...` or `udp://...`).
+/// Starts the host and waits until `block` listens; returns the URL of each listener
+/// (`tcp://...` or `udp://...`), in the order the host logged them.
 async fn start(dir: &BlockDir, block: &str, listeners: usize) -> (Bagpipe, Vec<String>) {
     let report = dir.report_path().display().to_string();
     let mut host = Bagpipe::run_with(BIN, dir, &["--report", &report]);
     let mut addrs = Vec::new();
     while addrs.len() < listeners {
-        let line = host.log_line("listening on ").await;
-        if !line.contains(&format!("block={block}")) {
-            continue;
-        }
-        if let Some(url) = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()) {
-            addrs.push(url.to_owned());
-        }
+        let listening = host.log_record(Want::event("listening").block(block)).await;
+        addrs.push(listening["url"].as_str().expect("url").to_owned());
     }
-    host.log_line("all blocks running").await;
+    host.log_event("running").await;
     (host, addrs)
 }
 
@@ -70,9 +51,10 @@ fn sink(out: &Finished) -> Vec<Value> {
 
 #[tokio::test]
 async fn logger_sends_rfc5424_and_rfc3164_over_udp_and_tcp() {
-    let dir =
-        dir("[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\n[block.config]\nexpect = 4\n\n\
-         [[block]]\nname = \"syslog\"\nafter = []\nlisten = [\"udp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\n");
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\n[block.config]\nexpect = 4\n\n\
+         [[block]]\nname = \"syslog\"\nafter = []\nlisten = [\"udp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\n",
+    );
     let (host, addrs) = start(&dir, "syslog", 2).await;
     let (udp, tcp) = (addr(&addrs, "udp://"), addr(&addrs, "tcp://"));
     let (udp_port, tcp_port) = (udp.rsplit(':').next().unwrap_or(""), tcp.rsplit(':').next().unwrap_or(""));
@@ -114,7 +96,7 @@ async fn logger_sends_rfc5424_and_rfc3164_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn garbage_and_partial_frames_never_crash_and_never_go_silent() {
-    let dir = dir(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\n[block.config]\nexpect = 5\n\n\
          [[block]]\nname = \"syslog\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n[block.config]\nmax_frame = 1000\n",
     );
@@ -158,7 +140,7 @@ async fn garbage_and_partial_frames_never_crash_and_never_go_silent() {
 async fn json_lines_go_in_with_socat_and_come_back_out_to_clients() {
     // Lines go to `relay`, which answers each with a bag for jsonl, which writes it to every
     // connected client.
-    let dir = dir(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"jsonl\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n[block.config]\nto = \"relay\"\nmax_line = 65536\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"relay\"\nafter = []\n[block.config]\nto = \"jsonl\"\nreply_bags = ['{\"reply\":true}']\n",
     );
@@ -208,20 +190,23 @@ async fn next_line(reader: &mut BufReader<TcpStream>) -> Value {
 async fn jsonl_clients_keep_getting_lines_after_the_block_restarts() {
     // `out` writes every bag it gets to its clients; `relay` answers each line that came in on
     // `out` with a bag for it. A line on `front` goes to `trip`, whose fault restarts every block.
-    let dir = dir(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"jsonl\"\nresponsibility = \"out\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n[block.config]\nto = \"relay\"\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"relay\"\nafter = []\n[block.config]\nto = \"out\"\nreply_bags = ['{\"reply\":true}']\n\n\
          [[block]]\nname = \"faulty\"\nresponsibility = \"trip\"\nafter = []\nrestart = \"all\"\nmax_attempts = 1\n[block.config]\nfault = \"panic\"\nin = \"marked\"\n\n\
          [[block]]\nname = \"jsonl\"\nresponsibility = \"front\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n[block.config]\nto = \"trip\"\n",
     );
     let mut host = Bagpipe::run(BIN, &dir);
-    let (mut out, mut front) = (String::new(), String::new());
-    for _ in 0..2 {
-        let line = host.log_line("listening on tcp://").await;
-        let address = line.split("tcp://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address");
-        *(if line.contains("block=out") { &mut out } else { &mut front }) = address.to_owned();
-    }
-    host.log_line("all blocks running").await;
+    let listening = host
+        .log_records(&[
+            Want::event("listening").block("out"),
+            Want::event("listening").block("front"),
+            Want::event("running"),
+        ])
+        .await;
+    let tcp =
+        |record: &Value| record["url"].as_str().and_then(|u| u.strip_prefix("tcp://")).expect("tcp url").to_owned();
+    let (out, front) = (tcp(&listening[0]), tcp(&listening[1]));
     // The reader writes once, before the restart; after it, `out` can only know of it from the
     // connections the host kept.
     let mut reader = BufReader::new(TcpStream::connect(&out).await.expect("connect"));
@@ -229,7 +214,7 @@ async fn jsonl_clients_keep_getting_lines_after_the_block_restarts() {
     assert_eq!(next_line(&mut reader).await, serde_json::json!({"reply": true}));
 
     TcpStream::connect(&front).await.expect("connect").write_all(b"{\"crash\":true}\n").await.expect("write");
-    host.log_line("restarting every block").await;
+    host.log_record(Want::event("restart_all").block("trip")).await;
     host.wait_for(2, |e| e["event"] == "run" && e["block"] == "trip").await;
     let mut writer = TcpStream::connect(&out).await.expect("connect");
     writer.write_all(b"{\"n\":2}\n").await.expect("write");
@@ -242,10 +227,12 @@ async fn jsonl_clients_keep_getting_lines_after_the_block_restarts() {
 
 #[tokio::test]
 async fn curl_posts_bags_through_the_http_gateway() {
-    let dir = dir("[host]\nenqueue_timeout_ms = 5\n\n\
+    let dir = BlockDir::from_manifest(
+        "[host]\nenqueue_timeout_ms = 5\n\n\
          [[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\nmax_bag_bytes = 200\n\n\
          [[block]]\nname = \"recorder\"\nresponsibility = \"slow\"\nafter = []\nqueue = 1\ncall_timeout_ms = 10000\n[block.config]\nbusy_ms = 3000\n\n\
-         [[block]]\nname = \"http\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n");
+         [[block]]\nname = \"http\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n",
+    );
     let (mut host, addrs) = start(&dir, "http", 1).await;
     let base = format!("http://{}", addr(&addrs, "tcp://"));
     let curl = |method: &'static str, path: String, body: Option<&'static str>| {
@@ -283,8 +270,10 @@ async fn curl_posts_bags_through_the_http_gateway() {
 
 #[tokio::test]
 async fn swapping_syslog_under_a_sending_client_keeps_the_connection_and_every_message() {
-    let dir = dir("[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\n\n\
-         [[block]]\nname = \"syslog\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n");
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\nafter = []\n\n\
+         [[block]]\nname = \"syslog\"\nafter = []\nlisten = [\"tcp://127.0.0.1:0\"]\n",
+    );
     let (mut host, addrs) = start(&dir, "syslog", 1).await;
     let mut conn = TcpStream::connect(addr(&addrs, "tcp://")).await.expect("connect");
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
@@ -303,8 +292,9 @@ async fn swapping_syslog_under_a_sending_client_keeps_the_connection_and_every_m
         Ok::<(TcpStream, u64), std::io::Error>((conn, n))
     });
     host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["msg"] == "message 200").await;
-    dir.write_as("syslog.wasm", &std::fs::read(artifacts::SYSLOG_V2).expect("syslog_v2"), Write::Rename);
-    host.log_line(" swapped").await;
+    let v2 = std::fs::read(artifacts::SYSLOG_V2).expect("syslog_v2");
+    dir.write_as("syslog.wasm", &v2, Write::Rename);
+    host.log_record(Want::event("swapped").block("syslog").field("version", version_of(&v2))).await;
     host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["parser"] == "v2").await;
     stop_tx.send(true).expect("stop the client");
     let (conn, sent) = client.await.expect("client").expect("the connection was never closed under the client");
@@ -331,15 +321,7 @@ async fn the_gateway_example_is_a_valid_component_directory() {
     let manifest =
         std::fs::read_to_string(bagpipe_test_support::workspace_root().join("examples/gateway/bagpipe.toml"))
             .expect("example manifest");
-    let dir = BlockDir::new(
-        &manifest,
-        &[
-            ("syslog", artifacts::SYSLOG),
-            ("jsonl", artifacts::JSONL),
-            ("http", artifacts::HTTP),
-            ("sink", artifacts::SINK),
-        ],
-    );
+    let dir = BlockDir::from_manifest(&manifest);
     let out = bagpipe_test_support::run_to_end(BIN, ["check".as_ref(), dir.path().as_os_str()]).await;
     out.assert_success();
     let text = out.stdout.join("\n");

@@ -2,25 +2,12 @@
 //! nothing and keep order, whichever way the file is written; state carries over; bad versions
 //! are refused while the old one serves on; manifest changes apply live.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Write, artifacts, variant, version_of};
+use bagpipe_test_support::{Bagpipe, BlockDir, Want, Write, artifacts, variant, version_of};
 use std::ffi::OsStr;
 
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
-
-fn dir(manifest: &str) -> BlockDir {
-    BlockDir::new(
-        manifest,
-        &[
-            ("bench_source", artifacts::BENCH_SOURCE),
-            ("transform", artifacts::TRANSFORM),
-            ("recorder", artifacts::RECORDER),
-            ("counter", artifacts::COUNTER),
-            ("probe", artifacts::PROBE),
-        ],
-    )
-}
 
 /// A paced pipeline: `count` bags from `source` through `transform` to `sink`, which shuts the
 /// host down after the last.
@@ -44,17 +31,17 @@ fn start(dir: &BlockDir) -> Bagpipe {
 #[tokio::test]
 async fn twenty_swaps_by_copy_rename_and_chunked_write_lose_and_duplicate_nothing() {
     let count = 12_000u64;
-    let dir = dir(&pipeline(count));
+    let dir = BlockDir::from_manifest(&pipeline(count));
     let mut host = start(&dir);
-    host.log_line("all blocks running").await;
+    host.log_event("running").await;
     let ways = [Write::Copy, Write::Rename, Write::Chunked];
     let mut last = String::new();
     for k in 0..20 {
         let bytes = variant(artifacts::TRANSFORM, &format!("v{k}"));
         last = version_of(&bytes);
         dir.write_as("transform.wasm", &bytes, ways[k % 3]);
-        let line = host.log_line(" swapped").await;
-        assert!(line.contains(&format!("version={last}")), "swap {k} ({:?}) installed {last}: {line}", ways[k % 3]);
+        let swapped = host.log_record(Want::event("swapped").block("transform")).await;
+        assert_eq!(swapped["version"], last.as_str(), "swap {k} ({:?}) installed {last}: {swapped}", ways[k % 3]);
     }
     let out = host.finish().await;
     out.assert_success();
@@ -75,16 +62,16 @@ async fn twenty_swaps_by_copy_rename_and_chunked_write_lose_and_duplicate_nothin
 
 #[tokio::test]
 async fn rewriting_the_same_content_is_not_a_swap() {
-    let dir = dir(&pipeline(3000));
+    let dir = BlockDir::from_manifest(&pipeline(3000));
     let mut host = start(&dir);
     // A write before the watch starts is seen only by the reloader's first, quiet look.
-    host.log_line("watching").await;
+    host.log_event("watching").await;
     let same = std::fs::read(artifacts::TRANSFORM).expect("transform");
     dir.write_as("transform.wasm", &same, Write::Copy);
-    host.log_line("changed but its content did not").await;
+    host.log_event_where("unchanged", |r| r["path"].as_str().is_some_and(|p| p.ends_with("/transform.wasm"))).await;
     let changed = variant(artifacts::TRANSFORM, "new");
     dir.write_as("transform.wasm", &changed, Write::Copy);
-    host.log_line(" swapped").await;
+    host.log_record(Want::event("swapped").block("transform").field("version", version_of(&changed))).await;
     let out = host.finish().await;
     out.assert_success();
     assert_eq!(dir.report().count("transform", "swaps"), 1);
@@ -94,7 +81,7 @@ async fn rewriting_the_same_content_is_not_a_swap() {
 async fn a_counter_carries_its_count_across_a_swap() {
     let manifest = "[[block]]\nname = \"counter\"\nafter = []\n[block.config]\nevery = true\n\n\
                     [[block]]\nname = \"bench_source\"\nafter = [\"counter\"]\n[block.config]\nto = \"counter\"\ncount = 400\nbatch = 2\ninterval_ms = 5\n";
-    let dir = dir(manifest);
+    let dir = BlockDir::from_manifest(manifest);
     let mut host = start(&dir);
     host.wait_for(1, |e| e["event"] == "counted" && e["count"] == 50).await;
     dir.write_as("counter.wasm", &variant(artifacts::COUNTER, "v2"), Write::Rename);
@@ -115,9 +102,9 @@ async fn a_counter_carries_its_count_across_a_swap() {
 #[tokio::test]
 async fn bad_versions_are_refused_and_the_old_version_serves_on() {
     let count = 4000u64;
-    let dir = dir(&pipeline(count));
+    let dir = BlockDir::from_manifest(&pipeline(count));
     let mut host = start(&dir);
-    host.log_line("all blocks running").await;
+    host.log_event("running").await;
     let good = std::fs::read(artifacts::TRANSFORM).expect("transform");
     let running = version_of(&good);
     let random: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -130,14 +117,19 @@ async fn bad_versions_are_refused_and_the_old_version_serves_on() {
     ];
     for (what, bytes) in &bad {
         dir.write_as("transform.wasm", bytes, Write::Copy);
-        let line = host.log_line("the running version carries on").await;
-        let expected = match *what {
-            "truncated" | "random bytes" => "not a valid WebAssembly component",
-            "wrong world" => "does not export `bagpipe:block/lifecycle@0.1.0`",
-            "init error" => "this version refuses to start",
-            _ => "unreachable",
+        // A file that is no block is refused before any swap; a block that fails to start is
+        // refused by the swap.
+        let by_reloader = Want::event("version_refused").field("component", "transform");
+        let by_swap = Want::event("swap_refused").block("transform").field("version", version_of(bytes));
+        let (want, expected) = match *what {
+            "truncated" | "random bytes" => (by_reloader, "not a valid WebAssembly component"),
+            "wrong world" => (by_reloader, "does not export `bagpipe:block/lifecycle@0.1.0`"),
+            "init error" => (by_swap, "this version refuses to start"),
+            _ => (by_swap, "unreachable"),
         };
-        assert!(line.contains(expected), "{what}: {line}");
+        let refused = host.log_record(want).await;
+        let message = refused["message"].as_str().unwrap_or("");
+        assert!(message.contains(expected), "{what}: {refused}");
     }
     let out = host.finish().await;
     out.assert_success();
@@ -153,7 +145,7 @@ async fn bad_versions_are_refused_and_the_old_version_serves_on() {
 async fn manifest_changes_add_remove_and_reconfigure_blocks_live() {
     let v1 = "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
               [[block]]\nname = \"probe\"\nresponsibility = \"b\"\n[block.config]\nlabel = \"first\"\n";
-    let dir = dir(v1);
+    let dir = BlockDir::from_manifest(v1);
     let mut host = start(&dir);
     host.wait_for(2, |e| e["event"] == "run").await;
 
@@ -162,7 +154,8 @@ async fn manifest_changes_add_remove_and_reconfigure_blocks_live() {
               [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n";
     dir.write_as("bagpipe.toml", v2.as_bytes(), Write::Rename);
     let seen = host.wait_for(1, |e| e["event"] == "run" && e["block"] == "c").await;
-    host.log_line("manifest change applied").await;
+    let applied = host.log_event("manifest_applied").await;
+    assert!(applied["partly"].is_null(), "applied whole: {applied}");
     let trace: Vec<String> = seen
         .iter()
         .map(|e| format!("{} {}", e["event"].as_str().unwrap_or(""), e["block"].as_str().unwrap_or("")))
@@ -175,8 +168,9 @@ async fn manifest_changes_add_remove_and_reconfigure_blocks_live() {
 
     // An invalid edit is refused whole; nothing changes.
     dir.write_as("bagpipe.toml", b"[[block]]\nname = \"probe\"\nresponsibility = \"b\"\nqeue = 1\n", Write::Copy);
-    let refused = host.log_line("manifest change refused").await;
-    assert!(refused.contains("bagpipe.toml:4") && refused.contains("qeue"), "{refused}");
+    let refused = host.log_event("manifest_refused").await;
+    let message = refused["message"].as_str().unwrap_or("");
+    assert!(message.contains("bagpipe.toml:4") && message.contains("qeue"), "{refused}");
 
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
@@ -237,7 +231,7 @@ async fn bagpipe_dev_rebuilds_an_edited_block_and_the_host_swaps_it_in() {
         &[("CARGO_TARGET_DIR", target.as_os_str())],
     );
     host.wait_for(1, |e| e["event"] == "hello" && e["greeting"] == "one").await;
-    host.log_line("watching the block sources").await;
+    host.log_event("watching_sources").await;
     let edited = std::time::Instant::now();
     std::fs::write(crate_dir.join("src/lib.rs"), source("two")).expect("edit");
     host.wait_for(1, |e| e["event"] == "hello" && e["greeting"] == "two").await;
@@ -246,5 +240,6 @@ async fn bagpipe_dev_rebuilds_an_edited_block_and_the_host_swaps_it_in() {
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     out.assert_success();
-    assert!(out.stderr.contains("blocks rebuilt") && out.stderr.contains(" swapped"), "{}", out.stderr);
+    assert!(!out.log_events("rebuilt").is_empty(), "{}", out.stderr);
+    assert!(!out.log_events("swapped").is_empty(), "{}", out.stderr);
 }

@@ -4,25 +4,12 @@
 //! a durable block losing nothing when its host is killed, and not getting waiting bags twice;
 //! grants changed by a manifest edit while the block runs.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, Write, artifacts};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, Want, Write, block_of};
 use std::time::Duration;
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
-
-fn dir(manifest: &str) -> BlockDir {
-    BlockDir::new(
-        manifest,
-        &[
-            ("courier", artifacts::COURIER),
-            ("recorder", artifacts::RECORDER),
-            ("sender", artifacts::SENDER),
-            ("counter", artifacts::COUNTER),
-            ("bench_source", artifacts::BENCH_SOURCE),
-        ],
-    )
-}
 
 fn start(dir: &BlockDir, nats: &Nats) -> Bagpipe {
     let report = dir.report_path().display().to_string();
@@ -32,9 +19,11 @@ fn start(dir: &BlockDir, nats: &Nats) -> Bagpipe {
 #[tokio::test]
 async fn hooks_follow_the_server_through_ten_restarts_and_local_bags_never_notice() {
     let mut nats = Nats::start(false).await;
-    let dir = dir("[[block]]\nname = \"courier\"\nafter = []\n\n\
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"courier\"\nafter = []\n\n\
          [[block]]\nname = \"recorder\"\nresponsibility = \"local-sink\"\nafter = []\n[block.config]\nexpect = 3000\n\n\
-         [[block]]\nname = \"bench_source\"\nafter = [\"local-sink\"]\n[block.config]\nto = \"local-sink\"\ncount = 3000\nbatch = 5\ninterval_ms = 5\n");
+         [[block]]\nname = \"bench_source\"\nafter = [\"local-sink\"]\n[block.config]\nto = \"local-sink\"\ncount = 3000\nbatch = 5\ninterval_ms = 5\n",
+    );
     let mut host = start(&dir, &nats);
     host.wait_for(1, |e| e["event"] == "connected").await;
     for _ in 0..10 {
@@ -61,15 +50,16 @@ async fn hooks_follow_the_server_through_ten_restarts_and_local_bags_never_notic
 #[tokio::test]
 async fn publish_subscribe_and_request_reply_round_trip_within_grants() {
     let nats = Nats::start(false).await;
-    let dir =
-        dir("[[block]]\nname = \"courier\"\nresponsibility = \"listener\"\nafter = []\nsubscribe = [\"cmd.*\"]\n\
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"courier\"\nresponsibility = \"listener\"\nafter = []\nsubscribe = [\"cmd.*\"]\n\
          [block.config]\nsubscribe = [\"cmd.*\"]\nreply = true\n\n\
          [[block]]\nname = \"courier\"\nresponsibility = \"talker\"\nafter = [\"listener\"]\npublish = [\"cmd.>\"]\n\
          [block.config]\npublish = \"cmd.go\"\ncount = 3\nrequest = \"cmd.echo\"\n\n\
          [[block]]\nname = \"courier\"\nresponsibility = \"intruder\"\nafter = [\"talker\"]\npublish = [\"other.*\"]\n\
          [block.config]\npublish = \"cmd.go\"\nsubscribe = [\"secret.>\"]\n\n\
          [[block]]\nname = \"courier\"\nresponsibility = \"forger\"\nafter = [\"intruder\"]\npublish = [\"other.*\"]\n\
-         [block.config]\npublish = \"_INBOX.forged\"\n");
+         [block.config]\npublish = \"_INBOX.forged\"\n",
+    );
     let mut host = start(&dir, &nats);
     // The listener takes the three bags before the request that follows them.
     // It and the forger's refusal both come before the host is stopped.
@@ -101,7 +91,8 @@ async fn publish_subscribe_and_request_reply_round_trip_within_grants() {
         errors.iter().any(|(c, e)| c == "publish" && e.contains("not granted") && e.contains("_INBOX.forged")),
         "a reply subject nobody asked this block to answer is not a free pass: {errors:?}"
     );
-    assert!(out.stderr.contains("refused: publishing to `cmd.go`"), "refusals are logged");
+    let refusals: Vec<_> = out.log_events("not_granted").into_iter().filter_map(|r| r["target"].as_str()).collect();
+    assert!(refusals.contains(&"cmd.go"), "refusals are logged with what was refused: {refusals:?}");
     let report = dir.report();
     assert_eq!(report.count("talker", "published"), 4, "three bags and one request");
 }
@@ -115,7 +106,7 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
              [block.config]\nsubscribe = [\"cmd.*\"]\nreply = true\nlabel = \"{label}\"\n"
         )
     };
-    let dir = dir(&manifest("subscribe = [\"cmd.*\"]", "one"));
+    let dir = BlockDir::from_manifest(&manifest("subscribe = [\"cmd.*\"]", "one"));
     let mut host = start(&dir, &nats);
     host.wait_for(1, |e| e["event"] == "subscribed").await;
     let client = async_nats::connect(nats.url()).await.expect("client");
@@ -128,8 +119,9 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
 
     // The grant goes, the config stays (no swap): the subscription ends with the grant.
     dir.write_as("bagpipe.toml", manifest("", "one").as_bytes(), Write::Rename);
-    host.log_line("no longer granted: unsubscribed from `cmd.*`").await;
-    host.log_line("manifest change applied").await;
+    host.log_record(Want::event("unsubscribed").block("listener").field("subject", "cmd.*")).await;
+    let applied = host.log_event("manifest_applied").await;
+    assert!(applied["partly"].is_null(), "applied whole: {applied}");
     // The server hears of it a moment later: ask until nobody is there to answer.
     let mut answered = 0;
     loop {
@@ -158,11 +150,11 @@ async fn a_subscribe_grant_taken_away_live_ends_the_subscription_and_given_back_
 async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
     let nats = Nats::start(false).await;
     let cluster = "[host]\ncluster = \"test\"\n\n";
-    let far = dir(&format!(
+    let far = BlockDir::from_manifest(&format!(
         "{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"far\"\nafter = []\n\n\
          [[block]]\nname = \"counter\"\nresponsibility = \"work\"\nafter = []\nshared = true\n"
     ));
-    let near = dir(&format!(
+    let near = BlockDir::from_manifest(&format!(
         "{cluster}[[block]]\nname = \"counter\"\nresponsibility = \"work\"\nafter = []\nshared = true\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"to-far\"\nafter = [\"work\"]\ncall_timeout_ms = 30000\n[block.config]\nto = \"far\"\ncount = 50\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"to-work\"\nafter = [\"to-far\"]\ncall_timeout_ms = 30000\n[block.config]\nto = \"work\"\ncount = 200\n\n\
@@ -170,13 +162,9 @@ async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
     ));
     let mut far_host = start(&far, &nats);
     // Both blocks take bags from the cluster (the server has their subscriptions) and run.
-    far_host
-        .log_lines(&[
-            "serving the cluster on `bagpipe.test.to.far`",
-            "serving the cluster on `bagpipe.test.to.work`",
-            "all blocks running",
-        ])
-        .await;
+    let serving =
+        |block: &str| Want::event("serving_cluster").block(block).field("subject", format!("bagpipe.test.to.{block}"));
+    far_host.log_records(&[serving("far"), serving("work"), Want::event("running")]).await;
     // The senders send everything from one `run` call (hundreds of round trips to the server):
     // their call timeout is raised so that a slow, loaded machine cannot time them out and make
     // them run, and send, again.
@@ -216,12 +204,14 @@ async fn two_hosts_in_one_cluster_deliver_to_each_other_and_share_work() {
 async fn a_durable_block_loses_nothing_when_its_host_is_killed() {
     let nats = Nats::start(true).await;
     let cluster = "[host]\ncluster = \"durable\"\n\n";
-    let store = dir(&format!("{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\n"));
-    let source = dir(&format!(
+    let store = BlockDir::from_manifest(&format!(
+        "{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\n"
+    ));
+    let source = BlockDir::from_manifest(&format!(
         "{cluster}[[block]]\nname = \"bench_source\"\n[block.config]\nto = \"store\"\ncount = 300\nbatch = 2\ninterval_ms = 5\n"
     ));
     let mut store_host = start(&store, &nats);
-    store_host.log_line("taking bags from the durable stream").await;
+    store_host.log_record(Want::event("consuming_stream").block("store")).await;
     let source_host = start(&source, &nats);
     let first = store_host.wait_for(60, |e| e["event"] == "bag").await;
     store_host.signal(libc::SIGKILL);
@@ -247,9 +237,11 @@ async fn a_durable_block_loses_nothing_when_its_host_is_killed() {
 async fn a_slow_durable_block_is_not_handed_its_waiting_bags_twice() {
     let nats = Nats::start(true).await;
     // Ten bags arrive at once; the last waits in the queue about four times the ack wait.
-    let store = dir("[host]\ncluster = \"slow\"\ndurable_ack_wait_ms = 600\n\n\
+    let store = BlockDir::from_manifest(
+        "[host]\ncluster = \"slow\"\ndurable_ack_wait_ms = 600\n\n\
          [[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\n[block.config]\nbusy_ms = 250\n\n\
-         [[block]]\nname = \"bench_source\"\n[block.config]\nto = \"store\"\ncount = 10\nbatch = 10\n");
+         [[block]]\nname = \"bench_source\"\n[block.config]\nto = \"store\"\ncount = 10\nbatch = 10\n",
+    );
     let mut host = start(&store, &nats);
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 10 {
@@ -278,12 +270,12 @@ async fn the_syslog_example_publishes_what_logger_sends_to_nats() {
         "{example}\n[[block]]\nname = \"courier\"\nresponsibility = \"watcher\"\nafter = []\nsubscribe = [\"logs.>\"]\n\
          [block.config]\nsubscribe = [\"logs.>\"]\n"
     );
-    let dir = BlockDir::new(&manifest, &[("syslog", artifacts::SYSLOG), ("courier", artifacts::COURIER)]);
+    let dir = BlockDir::from_manifest(&manifest);
     let mut host = start(&dir, &nats);
-    let line = host.log_line("listening on udp://").await;
-    let port =
-        line.split("udp://127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).expect("port").to_owned();
-    host.log_line("all blocks running").await;
+    let udp = |r: &Value| r["url"].as_str().is_some_and(|u| u.starts_with("udp://127.0.0.1:"));
+    let listening = host.log_event_where("listening", |r| block_of(r) == Some("syslog") && udp(r)).await;
+    let port = listening["url"].as_str().and_then(|u| u.rsplit(':').next()).expect("port").to_owned();
+    host.log_event("running").await;
     let logged = tokio::process::Command::new("logger")
         .args(["--server", "127.0.0.1", "--port", &port, "--udp", "--rfc5424", "--tag", "checkout", "payment accepted"])
         .status()

@@ -2,25 +2,20 @@
 //! intensity, `on_give_up`, dependency order with parallel start and reverse finish, SIGTERM
 //! during a slow start, and the admin endpoint with `bagpipe status`.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished, artifacts, run_to_end};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Want, block_of, run_to_end};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
-
-fn dir(manifest: &str) -> BlockDir {
-    BlockDir::new(
-        manifest,
-        &[
-            ("faulty", artifacts::FAULTY),
-            ("sender", artifacts::SENDER),
-            ("recorder", artifacts::RECORDER),
-            ("probe", artifacts::PROBE),
-        ],
-    )
-}
 
 fn with_report(dir: &BlockDir) -> Bagpipe {
     let report = dir.report_path().display().to_string();
     Bagpipe::run_with(BIN, dir, &["--report", &report])
+}
+
+/// The supervisor's `gave_up` (a `block` field; a block's own is logged in its span): `restart =
+/// "all"` of block `responsibility` came too often.
+fn every_block_too_often(responsibility: &str) -> impl Fn(&Value) -> bool {
+    move |r| r["block"] == responsibility
 }
 
 fn count(out: &Finished, event: &str, block: &str) -> usize {
@@ -29,15 +24,18 @@ fn count(out: &Finished, event: &str, block: &str) -> usize {
 
 #[tokio::test]
 async fn restart_all_finishes_every_block_in_reverse_and_starts_them_again() {
-    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = []\n\n\
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = []\n\n\
          [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = [\"a\"]\n\n\
-         [[block]]\nname = \"faulty\"\nafter = [\"b\"]\nrestart = \"all\"\nmax_restarts = 2\n[block.config]\nfault = \"trap\"\nin = \"run\"\n");
+         [[block]]\nname = \"faulty\"\nafter = [\"b\"]\nrestart = \"all\"\nmax_restarts = 2\n[block.config]\nfault = \"trap\"\nin = \"run\"\n",
+    );
     let mut host = with_report(&dir);
-    host.log_line("restarted every block too often").await;
+    host.log_event_where("gave_up", every_block_too_often("faulty")).await;
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     out.assert_success();
     // Two restarts of everything, then the faulty block is left failed and the rest runs on.
+    assert_eq!(out.log_events("restart_all").len(), 2, "{}", out.stderr);
     assert_eq!(count(&out, "init", "a"), 3);
     assert_eq!(count(&out, "init", "b"), 3);
     assert_eq!(count(&out, "run", "faulty"), 3);
@@ -52,11 +50,20 @@ async fn restart_all_finishes_every_block_in_reverse_and_starts_them_again() {
 
 #[tokio::test]
 async fn restart_escalate_shuts_the_host_down_and_exits_non_zero() {
-    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
-         [[block]]\nname = \"faulty\"\nrestart = \"escalate\"\n[block.config]\nfault = \"panic\"\nin = \"run\"\n");
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
+         [[block]]\nname = \"faulty\"\nrestart = \"escalate\"\n[block.config]\nfault = \"panic\"\nin = \"run\"\n",
+    );
     let out = with_report(&dir).finish().await;
     assert!(!out.status.success(), "escalation exits non-zero");
-    assert!(out.stderr.contains("block `faulty` faulted and escalated") && out.stderr.contains("panics on purpose"));
+    let escalated: Vec<_> = out.log_events("escalated").iter().map(|r| r["block"].clone()).collect();
+    assert_eq!(escalated, ["faulty"], "{}", out.stderr);
+    // The host's last words name the block and the guest's own.
+    assert!(
+        out.stderr.contains("block `faulty` faulted and escalated") && out.stderr.contains("panics on purpose"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(count(&out, "finish", "a"), 1, "the other blocks were finished gracefully");
     assert_eq!(dir.report().0["escalated"], "faulty");
 }
@@ -65,10 +72,12 @@ async fn restart_escalate_shuts_the_host_down_and_exits_non_zero() {
 async fn restart_none_leaves_the_block_failed_and_refuses_bags_for_it() {
     // The faulting bag becomes a dead letter, which goes to `relay`; relay then sends to the
     // failed block and is told it is unavailable.
-    let dir = dir("[host]\ndead_letters = \"relay\"\n\n\
+    let dir = BlockDir::from_manifest(
+        "[host]\ndead_letters = \"relay\"\n\n\
          [[block]]\nname = \"faulty\"\nafter = []\nrestart = \"none\"\n[block.config]\nfault = \"panic\"\nin = \"marked\"\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"relay\"\nafter = []\n[block.config]\nto = \"faulty\"\nreply_bags = ['{\"again\":true}']\n\n\
-         [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nbags = ['{\"crash\":true}']\n");
+         [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nbags = ['{\"crash\":true}']\n",
+    );
     let mut host = with_report(&dir);
     host.wait_for(1, |e| e["event"] == "sent" && e["to"] == "faulty" && e["error"].is_string()).await;
     host.signal(libc::SIGTERM);
@@ -86,20 +95,21 @@ async fn restart_none_leaves_the_block_failed_and_refuses_bags_for_it() {
 
 #[tokio::test]
 async fn a_crash_loop_backs_off_more_each_time_then_gives_up() {
-    let dir = dir(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"faulty\"\nafter = []\nmax_restarts = 4\nbackoff_ms = 20\nmax_attempts = 1\n[block.config]\nfault = \"panic\"\nin = \"enqueue\"\n\n\
          [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\ncount = 10\n",
     );
     let mut host = with_report(&dir);
-    host.log_line("giving up").await;
+    host.log_record(Want::event("gave_up").block("faulty")).await;
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     out.assert_success();
+    // Each restart of the block is logged in its span with its attempt and delay.
     let delays: Vec<u64> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("restarting") && l.contains("delay_ms="))
-        .filter_map(|l| l.split("delay_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .log_events("restarting")
+        .into_iter()
+        .filter(|r| block_of(r) == Some("faulty"))
+        .filter_map(|r| r["delay_ms"].as_u64())
         .collect();
     assert_eq!(delays.len(), 4, "{}", out.stderr);
     assert_eq!(delays[0], 0, "the first restart is immediate");
@@ -116,19 +126,23 @@ async fn a_crash_loop_backs_off_more_each_time_then_gives_up() {
 
 #[tokio::test]
 async fn giving_up_can_escalate() {
-    let dir = dir(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"faulty\"\nafter = []\nmax_restarts = 1\non_give_up = \"escalate\"\n[block.config]\nfault = \"trap\"\nin = \"run\"\n",
     );
     let out = with_report(&dir).finish().await;
     assert!(!out.status.success());
-    assert!(out.stderr.contains("faulted and escalated"), "{}", out.stderr);
+    assert_eq!(out.log_events("gave_up").len(), 1, "{}", out.stderr);
+    let escalated: Vec<_> = out.log_events("escalated").iter().map(|r| r["block"].clone()).collect();
+    assert_eq!(escalated, ["faulty"], "{}", out.stderr);
 }
 
 #[tokio::test]
 async fn independent_blocks_start_in_parallel_and_dependents_wait() {
-    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = []\n[block.config]\ninit_ms = 400\n\n\
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\nafter = []\n[block.config]\ninit_ms = 400\n\n\
          [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = []\n[block.config]\ninit_ms = 400\n\n\
-         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\nafter = [\"a\", \"b\"]\n[block.config]\nshutdown_on_run = true\n");
+         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\nafter = [\"a\", \"b\"]\n[block.config]\nshutdown_on_run = true\n",
+    );
     let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
     out.assert_success();
     let trace: Vec<(String, String)> = out.trace().into_iter().filter(|(e, _)| e == "init" || e == "inited").collect();
@@ -143,9 +157,11 @@ async fn independent_blocks_start_in_parallel_and_dependents_wait() {
 
 #[tokio::test]
 async fn sigterm_during_a_slow_start_lets_the_init_finish_then_finishes_what_started() {
-    let dir = dir("[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"probe\"\nresponsibility = \"a\"\n\n\
          [[block]]\nname = \"probe\"\nresponsibility = \"b\"\ncall_timeout_ms = 5000\n[block.config]\ninit_ms = 1000\n\n\
-         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n");
+         [[block]]\nname = \"probe\"\nresponsibility = \"c\"\n",
+    );
     let mut host = Bagpipe::run(BIN, &dir);
     host.wait_for(1, |e| e["event"] == "init" && e["block"] == "b").await;
     host.signal(libc::SIGTERM);
@@ -157,10 +173,12 @@ async fn sigterm_during_a_slow_start_lets_the_init_finish_then_finishes_what_sta
 
 #[tokio::test]
 async fn the_admin_endpoint_serves_stats_metrics_and_dead_letters() {
-    let dir = dir("[[block]]\nname = \"recorder\"\nafter = []\n\n\
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"recorder\"\nafter = []\n\n\
          [[block]]\nname = \"faulty\"\nafter = []\nmax_attempts = 1\n[block.config]\nfault = \"panic\"\nin = \"marked\"\n\n\
          [[block]]\nname = \"sender\"\nafter = [\"recorder\", \"faulty\"]\n[block.config]\nto = \"recorder\"\ncount = 5\n\n\
-         [[block]]\nname = \"sender\"\nresponsibility = \"crasher\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nbags = ['{\"crash\":true}', '{\"fine\":true}']\n");
+         [[block]]\nname = \"sender\"\nresponsibility = \"crasher\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nbags = ['{\"crash\":true}', '{\"fine\":true}']\n",
+    );
     let mut host = Bagpipe::run_with(BIN, &dir, &["--admin", "127.0.0.1:0"]);
     let addr = host.admin_addr().await;
     host.wait_for(6, |e| e["event"] == "bag").await;
@@ -203,13 +221,13 @@ async fn the_admin_endpoint_serves_stats_metrics_and_dead_letters() {
 
 #[tokio::test]
 async fn restart_all_starts_blocks_after_an_optional_block_the_host_runs_without() {
-    let dir = dir(
+    let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"faulty\"\nresponsibility = \"optional\"\nafter = []\nrequired = false\n[block.config]\nfault = \"panic\"\nin = \"init\"\n\n\
          [[block]]\nname = \"probe\"\nresponsibility = \"b\"\nafter = [\"optional\"]\n\n\
          [[block]]\nname = \"faulty\"\nresponsibility = \"crasher\"\nafter = [\"b\"]\nrestart = \"all\"\nmax_restarts = 1\n[block.config]\nfault = \"trap\"\nin = \"run\"\n",
     );
     let mut host = Bagpipe::run(BIN, &dir);
-    host.log_line("restarted every block too often").await;
+    host.log_event_where("gave_up", every_block_too_often("crasher")).await;
     host.signal(libc::SIGTERM);
     let out = host.finish().await;
     out.assert_success();

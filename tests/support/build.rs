@@ -1,5 +1,6 @@
 //! Builds every block in `guests/` for wasm32-wasip2 and writes one constant per component
-//! (`PROBE`, `SENDER`, ...) holding its path, so tests name the fixture they run.
+//! (`PROBE`, `SENDER`, ...) holding its path, so tests name the fixture they run, and `path`,
+//! which finds a component by the name a manifest gives it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,14 @@ fn main() {
     }
     names.sort();
     consts.push_str(&format!("/// Every component built.\npub const ALL: &[&str] = &{names:?};\n"));
+    consts.push_str(
+        "/// The path of the component a manifest names `name` (`name.wasm`), if one was built.\n\
+         pub fn path(name: &str) -> Option<&'static str> {\n    match name {\n",
+    );
+    for stem in &names {
+        consts.push_str(&format!("        {stem:?} => Some({}),\n", stem.to_uppercase()));
+    }
+    consts.push_str("        _ => None,\n    }\n}\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("artifacts.rs");
     std::fs::write(out, consts).expect("writing artifacts.rs");
 }

@@ -96,7 +96,7 @@ pub async fn rebuild_on_change(guests: &Path, dir: &Path) {
             }
         };
         match build_into(guests, dir, &names).await {
-            Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "blocks rebuilt"),
+            Ok(()) => tracing::info!(event = "rebuilt", ms = started.elapsed().as_millis() as u64, "blocks rebuilt"),
             Err(e) => tracing::warn!("rebuilding the blocks failed: {e:#}"),
         }
     }

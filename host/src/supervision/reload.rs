@@ -200,6 +200,7 @@ impl<'a> Reloader<'a> {
                 Ok(c) => components.push(c),
                 Err(e) => {
                     tracing::warn!(
+                        event = "manifest_refused",
                         "manifest change refused, the running blocks are unchanged: block `{}`: {e}",
                         spec.responsibility
                     );

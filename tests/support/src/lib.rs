@@ -1,9 +1,12 @@
 //! What the integration tests share: the built guest components ([`artifacts`]), component
 //! directories in temporary folders ([`BlockDir`]), and the `bagpipe` binary run as a child
-//! process whose stdout lines are JSON events ([`Bagpipe`]).
+//! process ([`Bagpipe`]) whose stdout lines are the JSON events blocks print and whose stderr is
+//! the host's log, one JSON record a line (`BAGPIPE_LOG_FORMAT=json`).
 //!
-//! No sleeps: tests wait for events the blocks print. Every wait has a generous safety limit
-//! ([`SAFETY`]) so that a hung host fails the test instead of hanging the suite.
+//! No sleeps: tests wait for events the blocks print and for the `event` the host gives the log
+//! records worth waiting for ([`Bagpipe::log_event`]), never for the wording of a log line. Every
+//! wait has a generous safety limit ([`SAFETY`]) so that a hung host fails the test instead of
+//! hanging the suite.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
+use tokio::process::Child;
 
 /// Paths of the guest components, built by this crate's build script.
 pub mod artifacts {
@@ -50,6 +53,31 @@ impl BlockDir {
         this
     }
 
+    /// A directory with `manifest` as its `bagpipe.toml` and, for every `name` its `[[block]]`
+    /// tables give, the built component of that name ([`artifacts::path`]) as `name.wasm`.
+    ///
+    /// Panics when a block names a component that was not built: a test that needs a file of
+    /// its own (or none) lists the components with [`BlockDir::new`].
+    pub fn from_manifest(manifest: &str) -> Self {
+        let table: toml::Table = manifest.parse().unwrap_or_else(|e| panic!("the test's manifest is not TOML: {e}"));
+        let mut names: Vec<&str> = table
+            .get("block")
+            .and_then(toml::Value::as_array)
+            .map(|blocks| blocks.iter().filter_map(|b| b.get("name")?.as_str()).collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        names.dedup();
+        let components: Vec<(&str, &str)> = names
+            .into_iter()
+            .map(|name| {
+                let artifact = artifacts::path(name)
+                    .unwrap_or_else(|| panic!("no component `{name}` was built; list the files with BlockDir::new"));
+                (name, artifact)
+            })
+            .collect();
+        Self::new(manifest, &components)
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -72,9 +100,11 @@ pub struct Bagpipe {
     /// Stdout lines, read continuously so a block printing never blocks on a full pipe.
     stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
     stdout_task: tokio::task::JoinHandle<()>,
+    /// Stderr lines, read continuously for the same reason.
     stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
     stderr_task: tokio::task::JoinHandle<()>,
-    stderr_seen: Vec<String>,
+    /// The log records read so far.
+    log: Vec<Value>,
     lines: Vec<String>,
 }
 
@@ -87,13 +117,98 @@ pub struct Finished {
     pub events: Vec<Value>,
     /// Every stdout line.
     pub stdout: Vec<String>,
-    /// All of stderr (the host's log).
+    /// Every stderr line (the host's log), in order: a JSON record, or a string for a line that
+    /// was not JSON (what the host prints without its logger, such as its last error).
+    pub log: Vec<Value>,
+    /// The log rendered for people, one [`render`]ed record a line: for failure messages, and
+    /// for the words that come from a guest or are the point of a test.
     pub stderr: String,
 }
 
+/// A log record to wait for: its `event` and the fields it must carry.
+#[derive(Debug, Clone)]
+pub struct Want {
+    event: String,
+    fields: Vec<(String, Value)>,
+}
+
+impl Want {
+    /// A record whose `event` is `name`.
+    pub fn event(name: &str) -> Self {
+        Self { event: name.to_owned(), fields: Vec::new() }
+    }
+
+    /// And logged for block `responsibility` (a `block` field or the block's span, [`block_of`]).
+    pub fn block(self, responsibility: &str) -> Self {
+        self.field("block", responsibility)
+    }
+
+    /// And whose `field` is `value`.
+    pub fn field(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.fields.push((field.to_owned(), value.into()));
+        self
+    }
+
+    /// Whether `record` is one of these.
+    pub fn matches(&self, record: &Value) -> bool {
+        record["event"] == self.event.as_str()
+            && self.fields.iter().all(|(field, value)| match field.as_str() {
+                "block" => block_of(record).is_some_and(|b| *value == b),
+                _ => record[field] == *value,
+            })
+    }
+}
+
+impl std::fmt::Display for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event={}", self.event)?;
+        for (field, value) in &self.fields {
+            write!(f, " {field}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The block a log record is about: its `block` field, or the responsibility of the block span
+/// it was logged in.
+pub fn block_of(record: &Value) -> Option<&str> {
+    record["block"].as_str().or_else(|| record["span"]["responsibility"].as_str())
+}
+
+/// `record` for people: `LEVEL [responsibility] message field=value ...`; a line that was not
+/// JSON as it was.
+pub fn render(record: &Value) -> String {
+    use std::fmt::Write as _;
+    let Some(fields) = record.as_object() else {
+        return record.as_str().map_or_else(|| record.to_string(), str::to_owned);
+    };
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut line = fields.get("level").map(text).unwrap_or_default();
+    if let Some(block) = record["span"]["responsibility"].as_str() {
+        let _ = write!(line, " [{block}]");
+    }
+    if let Some(message) = fields.get("message") {
+        let _ = write!(line, " {}", text(message));
+    }
+    for (field, value) in fields {
+        if !["timestamp", "level", "message", "span"].contains(&field.as_str()) {
+            let _ = write!(line, " {field}={}", text(value));
+        }
+    }
+    line
+}
+
+/// A stderr line as a log record: the JSON object it is, or the line as a string.
+fn parse_record(line: String) -> Value {
+    match serde_json::from_str::<Value>(&line) {
+        Ok(record) if record.is_object() => record,
+        _ => Value::String(line),
+    }
+}
+
 impl Bagpipe {
-    /// Starts `bin` (the `bagpipe` binary) with `args`. The compile cache is the workspace's
-    /// `target/bagpipe-test-cache`, shared by every test.
+    /// Starts `bin` (the `bagpipe` binary) with `args`, logging JSON records at `info`. The
+    /// compile cache is the workspace's `target/bagpipe-test-cache`, shared by every test.
     pub fn start<I, S>(bin: &str, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -113,25 +228,16 @@ impl Bagpipe {
             .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .env("BAGPIPE_CACHE_DIR", workspace_root().join("target").join("bagpipe-test-cache"))
             .env("BAGPIPE_LOG", "info")
+            .env("BAGPIPE_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start bagpipe");
-        let stdout_task = forward_lines(BufReader::new(child.stdout.take().expect("stdout")).lines());
-        let (stdout_task, stdout) = stdout_task;
-        let mut stderr_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (tx, stderr) = tokio::sync::mpsc::unbounded_channel();
-        // Owned by the returned value and awaited in `finish`.
-        let stderr_task = tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr_lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, stdout, stdout_task, stderr, stderr_task, stderr_seen: Vec::new(), lines: Vec::new() }
+        let (stdout_task, stdout) = forward_lines(BufReader::new(child.stdout.take().expect("stdout")).lines());
+        let (stderr_task, stderr) = forward_lines(BufReader::new(child.stderr.take().expect("stderr")).lines());
+        Self { child, stdout, stdout_task, stderr, stderr_task, log: Vec::new(), lines: Vec::new() }
     }
 
     /// `bagpipe run DIR` with more arguments after it.
@@ -141,44 +247,78 @@ impl Bagpipe {
         Self::start(bin, args)
     }
 
-    /// Waits for a log line containing `needle` and returns it.
-    pub async fn log_line(&mut self, needle: &str) -> String {
+    /// Waits for a log record with `"event": name` and returns it.
+    pub async fn log_event(&mut self, name: &str) -> Value {
+        self.log_record(Want::event(name)).await
+    }
+
+    /// Waits for a log record matching `want` and returns it.
+    pub async fn log_record(&mut self, want: Want) -> Value {
+        self.log_records(std::slice::from_ref(&want)).await.remove(0)
+    }
+
+    /// Waits for a log record with `"event": name` for which `pred` holds, and returns it.
+    pub async fn log_event_where(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + SAFETY;
+        let waiting_for = format!("event={name} (with a condition)");
         loop {
-            let line = match tokio::time::timeout(SAFETY, self.stderr.recv()).await {
-                Ok(line) => line,
-                Err(_) => panic!("bagpipe did not log {needle:?} in time; its log ends:\n{}", self.log_tail()),
-            }
-            .unwrap_or_else(|| panic!("bagpipe ended without logging {needle:?}:\n{}", self.stderr_seen.join("\n")));
-            self.stderr_seen.push(line.clone());
-            if line.contains(needle) {
-                return line;
+            let record = self.next_record(deadline, &waiting_for).await;
+            if record["event"] == name && pred(&record) {
+                return record;
             }
         }
     }
 
-    /// Waits until a log line containing each of `needles` has come, in any order.
-    pub async fn log_lines(&mut self, needles: &[&str]) {
-        let mut missing: Vec<&str> = needles.to_vec();
-        while !missing.is_empty() {
-            let line = self.log_line("").await;
-            missing.retain(|n| !line.contains(n));
+    /// Waits until a log record matching each of `wanted` has come, in any order; returns them
+    /// in the order of `wanted`. A record matches the first of `wanted` it fits that has none.
+    pub async fn log_records(&mut self, wanted: &[Want]) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + SAFETY;
+        let mut found: Vec<Option<Value>> = vec![None; wanted.len()];
+        while found.iter().any(Option::is_none) {
+            let missing: Vec<String> =
+                wanted.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(w, _)| w.to_string()).collect();
+            let record = self.next_record(deadline, &missing.join(", ")).await;
+            if let Some(slot) = wanted.iter().zip(found.iter_mut()).find_map(|(w, f)| {
+                let fits = f.is_none() && w.matches(&record);
+                fits.then_some(f)
+            }) {
+                *slot = Some(record);
+            }
         }
+        found.into_iter().flatten().collect()
     }
 
-    /// The last lines the host logged so far.
+    /// The admin endpoint's `ip:port`, from the host's `admin` record (it must run with
+    /// `--admin`).
+    pub async fn admin_addr(&mut self) -> String {
+        let record = self.log_event("admin").await;
+        record["addr"].as_str().unwrap_or_else(|| panic!("no address in {record}")).to_owned()
+    }
+
+    /// The next log record, kept for [`Finished::log`]; fails the test when `deadline` passes or
+    /// the log ends first.
+    async fn next_record(&mut self, deadline: tokio::time::Instant, waiting_for: &str) -> Value {
+        let line = match tokio::time::timeout_at(deadline, self.stderr.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("bagpipe ended without logging {waiting_for}; its log:\n{}", self.rendered_log(0)),
+            Err(_) => panic!("bagpipe did not log {waiting_for} in time; its log ends:\n{}", self.log_tail()),
+        };
+        let record = parse_record(line);
+        self.log.push(record.clone());
+        record
+    }
+
+    /// The last records the host logged so far, rendered.
     fn log_tail(&mut self) -> String {
         while let Ok(line) = self.stderr.try_recv() {
-            self.stderr_seen.push(line);
+            self.log.push(parse_record(line));
         }
-        let from = self.stderr_seen.len().saturating_sub(40);
-        self.stderr_seen[from..].join("\n")
+        self.rendered_log(self.log.len().saturating_sub(40))
     }
 
-    /// The admin address the host logged (it must run with `--admin`).
-    pub async fn admin_addr(&mut self) -> String {
-        let line = self.log_line("admin endpoint on http://").await;
-        let rest = line.split("http://").nth(1).expect("address");
-        rest.split_whitespace().next().expect("address").to_owned()
+    /// The records read so far from index `from` on, rendered.
+    fn rendered_log(&self, from: usize) -> String {
+        self.log[from..].iter().map(render).collect::<Vec<_>>().join("\n")
     }
 
     /// `bagpipe run DIR`.
@@ -222,8 +362,8 @@ impl Bagpipe {
         assert_eq!(rc, 0, "kill failed");
     }
 
-    /// Waits for the process to exit; returns everything it printed (events already read by
-    /// [`Bagpipe::next_event`] included).
+    /// Waits for the process to exit; returns everything it printed (events and log records
+    /// already read by the waits included).
     pub async fn finish(mut self) -> Finished {
         // Stdout first: the process ends when it is done writing.
         while self.next_event().await.is_some() {}
@@ -232,19 +372,19 @@ impl Bagpipe {
             .await
             .expect("bagpipe did not exit")
             .expect("waiting for bagpipe");
-        let _ = self.stderr_task.await;
+        let _ = (&mut self.stderr_task).await;
         while let Some(line) = self.stderr.recv().await {
-            self.stderr_seen.push(line);
+            self.log.push(parse_record(line));
         }
-        let stderr = self.stderr_seen.join("\n");
+        let stderr = self.rendered_log(0);
         let events = self.lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        Finished { status, events, stdout: self.lines, stderr }
+        Finished { status, events, stdout: self.lines, log: self.log, stderr }
     }
 }
 
 /// Reads `lines` into a channel on a task of its own (owned by the caller through the handle).
-fn forward_lines(
-    mut lines: Lines<BufReader<ChildStdout>>,
+fn forward_lines<R: tokio::io::AsyncBufRead + Unpin + Send + 'static>(
+    mut lines: Lines<R>,
 ) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -267,9 +407,22 @@ where
 }
 
 impl Finished {
-    /// The events with `"event": kind`, in order.
+    /// The events with `"event": kind` blocks printed on stdout, in order.
     pub fn events(&self, kind: &str) -> Vec<&Value> {
         self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// The host's log records with `"event": name`, in order.
+    pub fn log_events(&self, name: &str) -> Vec<&Value> {
+        self.log.iter().filter(|r| r["event"] == name).collect()
+    }
+
+    /// The `final_stats` record of block `responsibility`; panics with the log when there is none.
+    pub fn final_stats(&self, responsibility: &str) -> &Value {
+        self.log
+            .iter()
+            .find(|r| r["event"] == "final_stats" && r["block"] == responsibility)
+            .unwrap_or_else(|| panic!("no final stats for `{responsibility}` in the log:\n{}", self.stderr))
     }
 
     /// `(event, block)` for every event, in order: the lifecycle as it happened.

@@ -63,7 +63,7 @@ impl net::Host for NetCtx {
     async fn send_datagram(&mut self, listener: String, peer: String, data: Vec<u8>) -> Result<(), NetError> {
         let socket = self.net.as_ref().and_then(|hub| hub.udp(&listener));
         let Some(socket) = socket else {
-            return Err(self.refuse(format!("no UDP listener `{listener}` is granted to this block")));
+            return Err(self.refuse(&listener, format!("no UDP listener `{listener}` is granted to this block")));
         };
         let Some(to) = socket_addr(&peer) else {
             return Err(NetError::Io(format!("`{peer}` is not an IP:PORT address")));
@@ -80,9 +80,12 @@ impl net::Host for NetCtx {
         let hub = match &self.net {
             Some(hub) if hub.may_connect(&address) => hub.clone(),
             _ => {
-                return Err(self.refuse(format!(
-                    "connecting to `{address}` is not granted to this block; grant it with connect = [\"{address}\"]"
-                )));
+                return Err(self.refuse(
+                    &address,
+                    format!(
+                        "connecting to `{address}` is not granted to this block; grant it with connect = [\"{address}\"]"
+                    ),
+                ));
             }
         };
         let connected = self.clock.waiting(hub.connect(&address)).await;
@@ -105,8 +108,8 @@ impl net::Host for NetCtx {
 
 impl NetCtx {
     /// A refusal of something not granted: logged, and returned to the guest.
-    fn refuse(&self, why: String) -> NetError {
-        tracing::warn!(event = "not_granted", "refused: {why}");
+    fn refuse(&self, target: &str, why: String) -> NetError {
+        tracing::warn!(event = "not_granted", target = %target, "refused: {why}");
         NetError::NotGranted(why)
     }
 }

@@ -46,9 +46,12 @@ impl server::Host for ServerCtx {
             return Err(ServerError::InvalidSubject(format!("`{subject}` is not a subject to subscribe to")));
         }
         if !server.may_subscribe(&subject) {
-            return Err(self.server_refusal(format!(
-                "subscribing to `{subject}` is not granted to this block; grant it with subscribe = [\"{subject}\"]"
-            )));
+            return Err(self.server_refusal(
+                &subject,
+                format!(
+                    "subscribing to `{subject}` is not granted to this block; grant it with subscribe = [\"{subject}\"]"
+                ),
+            ));
         }
         let new = server.subscribe_to(&subject).await.map_err(ServerError::Io)?;
         // So that what anyone publishes once this returns reaches the block.
@@ -102,7 +105,7 @@ impl ServerCtx {
         }
         if !server.may_publish(subject) {
             let why = format!("{} not granted to this block; grant it with publish = [\"{subject}\"]", refused());
-            return Err(self.server_refusal(why));
+            return Err(self.server_refusal(subject, why));
         }
         let text = self.server_bag(bag)?;
         if !server.link().connected() {
@@ -118,8 +121,8 @@ impl ServerCtx {
         bag::stamp(bag, &self.me.responsibility, seq, self.limits).map_err(|e| ServerError::InvalidBag(e.to_string()))
     }
 
-    fn server_refusal(&self, why: String) -> ServerError {
-        tracing::warn!(event = "not_granted", "refused: {why}");
+    fn server_refusal(&self, subject: &str, why: String) -> ServerError {
+        tracing::warn!(event = "not_granted", target = %subject, "refused: {why}");
         ServerError::NotGranted(why)
     }
 }

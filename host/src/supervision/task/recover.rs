@@ -55,7 +55,12 @@ impl BlockTask {
             let delay = self.spec.policy.backoff.delay(self.consecutive, jitter());
             status.set_state(BlockState::Restarting);
             Counters::bump(&status.counters.restarts);
-            tracing::info!(attempt = self.consecutive, delay_ms = delay.as_millis() as u64, "restarting");
+            tracing::info!(
+                event = "restarting",
+                attempt = self.consecutive,
+                delay_ms = delay.as_millis() as u64,
+                "restarting"
+            );
             if !delay.is_zero() {
                 tokio::select! {
                     biased;
