@@ -169,3 +169,21 @@ async fn a_full_queue_makes_the_sender_wait_then_refuses_and_counts() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn a_queue_holds_at_most_its_bytes_whatever_the_count() {
+    // Room for 1,024 bags by count, but 2 KiB by bytes: bags of ~900 bytes sent from `init`
+    // (nothing is delivered before every init is done) fill it after two.
+    let pad = "x".repeat(900);
+    let bags: Vec<String> = ["a", "b", "c"].iter().map(|k| format!("'{{\"{k}\":\"{pad}\"}}'")).collect();
+    let out = run(&format!(
+        "[host]\nenqueue_timeout_ms = 20\n\n\
+         [[block]]\nname = \"recorder\"\nqueue_bytes = 2048\nmax_bag_bytes = 1024\n[block.config]\nexpect = 2\n\n\
+         [[block]]\nname = \"sender\"\n[block.config]\nto = \"recorder\"\nphase = \"init\"\nbags = [{}]\n",
+        bags.join(", ")
+    ))
+    .await;
+    assert_eq!(results(&out), ["true", "true", "queue-full"]);
+    assert_eq!(out.bags_of("recorder").len(), 2);
+    assert_eq!(out.final_stats("recorder")["refused_full"], 1, "the refusal is counted:\n{}", out.stderr);
+}

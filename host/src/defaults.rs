@@ -139,8 +139,10 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 /// Limits of one block instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Bags the block's queue holds.
+    /// Bags (and socket events) the block's queue holds.
     pub queue: usize,
+    /// Bytes the block's queue holds, all it holds together (bags, socket data, datagrams).
+    pub queue_bytes: usize,
     /// Largest linear memory, in bytes.
     pub memory_bytes: usize,
     /// Longest a single call into the guest may compute (time spent waiting in host calls, such
@@ -158,6 +160,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             queue: 1024,
+            queue_bytes: 32 << 20,
             memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(1),
             max_bag_bytes: 1 << 20,

@@ -20,6 +20,7 @@ pub(super) struct RawBlock {
     responsibility: Option<Spanned<String>>,
     config: Option<toml::Table>,
     queue: Option<Spanned<u64>>,
+    queue_bytes: Option<Spanned<u64>>,
     memory_mb: Option<Spanned<u64>>,
     call_timeout_ms: Option<Spanned<u64>>,
     max_bag_bytes: Option<Spanned<u64>>,
@@ -139,6 +140,21 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     }
     if let Some(v) = &raw.max_timers {
         limits.max_timers = at.in_range(v, "max_timers", 0, 1 << 20)? as usize;
+    }
+    if let Some(v) = &raw.queue_bytes {
+        limits.queue_bytes = at.in_range(v, "queue_bytes", 1024, 4 << 30)? as usize;
+    }
+    if limits.queue_bytes < limits.max_bag_bytes {
+        let span = raw.queue_bytes.as_ref().or(raw.max_bag_bytes.as_ref()).map_or(raw.name.span(), Spanned::span);
+        let key = if raw.queue_bytes.is_some() { "queue_bytes" } else { "max_bag_bytes" };
+        return Err(at.error(
+            span,
+            key,
+            format!(
+                "queue_bytes ({}) is smaller than max_bag_bytes ({}): the largest bag could never be queued",
+                limits.queue_bytes, limits.max_bag_bytes
+            ),
+        ));
     }
     Ok(limits)
 }

@@ -66,6 +66,18 @@ fn names_file_line_and_key_of_errors() {
         Some("durable_ack_wait_ms"),
         "out of range",
     );
+    check_err(
+        "[[block]]\nname = \"a\"\nqueue_bytes = 2048\n",
+        Some(3),
+        Some("queue_bytes"),
+        "smaller than max_bag_bytes",
+    );
+    check_err(
+        "[[block]]\nname = \"a\"\nmax_bag_bytes = 40000000\n",
+        Some(3),
+        Some("max_bag_bytes"),
+        "could never be queued",
+    );
     check_err("[[block]\n", Some(1), None, "");
 }
 

@@ -4,18 +4,22 @@
 //! bags from other blocks (the controller's `enqueue`), dead letters, bags from other hosts and
 //! from the server, and the events of the block's sockets.
 //!
+//! A queue is bounded twice: by count (`queue`) and by the bytes it holds (`queue_bytes`), so a
+//! block cannot make the host hold more than its budget whatever the size of what it is sent.
+//!
 //! Architecture invariant: [`BlockQueue`] is the only sender into a block's queue, and the only
 //! place that counts what was queued (`received`), what was refused and why (`refused_full`,
-//! `refused_too_large`, `refused_invalid`, `udp_dropped`) and the high-water mark. No I/O: a
-//! durable bag carries a [`Receipt`], and the server side that took it from its stream
-//! acknowledges it once the receipt is done.
+//! `refused_too_large`, `refused_invalid`, `udp_dropped`) and the high-water mark. What a queue
+//! holds never passes either bound: every envelope carries the permit for its bytes until the
+//! task takes it out. No I/O: a durable bag carries a [`Receipt`], and the server side that took
+//! it from its stream acknowledges it once the receipt is done.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::routing::bag::{self, BagError, BagLimits};
 use crate::stats::{BlockStatus, Counters};
@@ -83,6 +87,17 @@ impl Envelope {
             Envelope::Datagram { listener, peer, data } => serde_json::json!({
                 "net": "datagram", "listener": listener, "peer": peer, "bytes": data.len(), "text": text(data)
             }),
+        }
+    }
+
+    /// The bytes it holds the host to (what counts against `queue_bytes`).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => bag.len(),
+            Envelope::Accept { listener, peer, .. } => listener.len() + peer.len(),
+            Envelope::Data { data, .. } => data.len(),
+            Envelope::Closed { .. } => 0,
+            Envelope::Datagram { listener, peer, data } => listener.len() + peer.len() + data.len(),
         }
     }
 
@@ -159,20 +174,65 @@ impl From<BagError> for Refusal {
     }
 }
 
+/// An envelope in the queue, with the permit for its bytes.
+struct Queued {
+    envelope: Envelope,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
 /// The sending side of one block's queue, the only way into it. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BlockQueue {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Queued>,
+    /// Permits for the bytes the queue may hold (`queue_bytes`).
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
     status: Arc<BlockStatus>,
     limits: BagLimits,
 }
 
+impl std::fmt::Debug for BlockQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockQueue").field("block", &self.status.responsibility).finish_non_exhaustive()
+    }
+}
+
+/// The receiving side of a block's queue: the block's task. Taking an envelope out frees its
+/// bytes.
+pub struct QueueReceiver {
+    rx: mpsc::Receiver<Queued>,
+}
+
+impl QueueReceiver {
+    /// The next envelope; `None` once the queue is closed and empty.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        self.rx.recv().await.map(|q| q.envelope)
+    }
+
+    /// The next envelope if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Envelope, TryRecvError> {
+        self.rx.try_recv().map(|q| q.envelope)
+    }
+
+    /// Refuses everything from now on; what is queued can still be taken out.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
+}
+
 impl BlockQueue {
-    /// A queue of `capacity` envelopes for the block `status`, whose bags keep to `limits`; the
-    /// receiver is the block task's.
-    pub fn new(capacity: usize, status: Arc<BlockStatus>, limits: BagLimits) -> (Self, mpsc::Receiver<Envelope>) {
+    /// A queue of at most `capacity` envelopes and `max_bytes` bytes for the block `status`, whose
+    /// bags keep to `limits`; the receiver is the block task's.
+    pub fn new(
+        capacity: usize,
+        max_bytes: usize,
+        status: Arc<BlockStatus>,
+        limits: BagLimits,
+    ) -> (Self, QueueReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx, status, limits }, rx)
+        let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let bytes = Arc::new(Semaphore::new(max_bytes));
+        (Self { tx, bytes, max_bytes, status, limits }, QueueReceiver { rx })
     }
 
     /// What bags for this block must keep to.
@@ -219,38 +279,65 @@ impl BlockQueue {
     /// Queues `envelope` if there is room now. A full queue hands it back uncounted: the caller
     /// then waits for room with [`BlockQueue::push_within`] or gives up with [`BlockQueue::refuse`].
     pub fn offer(&self, envelope: Envelope) -> Result<(), (Refusal, Envelope)> {
-        match self.tx.try_send(envelope) {
+        let permit = match self.permits(&envelope) {
+            Err(too_large) => return Err((too_large, envelope)),
+            Ok(0) => None,
+            Ok(n) => match self.bytes.clone().try_acquire_many_owned(n) {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err((Refusal::Full, envelope)),
+            },
+        };
+        match self.tx.try_send(Queued { envelope, _bytes: permit }) {
             Ok(()) => {
                 self.accepted();
                 Ok(())
             }
-            Err(TrySendError::Full(envelope)) => Err((Refusal::Full, envelope)),
-            Err(TrySendError::Closed(envelope)) => Err((Refusal::Closed, envelope)),
+            Err(TrySendError::Full(q)) => Err((Refusal::Full, q.envelope)),
+            Err(TrySendError::Closed(q)) => Err((Refusal::Closed, q.envelope)),
         }
     }
 
     /// Queues `envelope`, waiting up to `timeout` for room.
     pub async fn push_within(&self, envelope: Envelope, timeout: Duration) -> Result<(), Refusal> {
-        match self.tx.send_timeout(envelope, timeout).await {
-            Ok(()) => {
+        match tokio::time::timeout(timeout, self.push_waiting(envelope)).await {
+            Ok(Ok(())) => {
                 self.accepted();
                 Ok(())
             }
-            Err(SendTimeoutError::Timeout(_)) => Err(self.refused(Refusal::Full, false)),
-            Err(SendTimeoutError::Closed(_)) => Err(Refusal::Closed),
+            Ok(Err(refusal)) => Err(self.refused(refusal, false)),
+            Err(_) => Err(self.refused(Refusal::Full, false)),
         }
     }
 
     /// Queues `envelope`, waiting as long as the queue is full (flow control: the caller stops
-    /// reading its source meanwhile). Fails only when the block takes nothing any more.
+    /// reading its source meanwhile). Fails only when the block takes nothing any more, or when
+    /// the envelope is larger than the whole queue may hold.
     pub async fn push(&self, envelope: Envelope) -> Result<(), Refusal> {
-        match self.tx.send(envelope).await {
+        match self.push_waiting(envelope).await {
             Ok(()) => {
                 self.accepted();
                 Ok(())
             }
-            Err(_) => Err(Refusal::Closed),
+            Err(refusal) => Err(self.refused(refusal, false)),
         }
+    }
+
+    /// Waits for room for `envelope`'s bytes, then for a place in the queue.
+    async fn push_waiting(&self, envelope: Envelope) -> Result<(), Refusal> {
+        let permit = match self.permits(&envelope)? {
+            0 => None,
+            n => Some(self.bytes.clone().acquire_many_owned(n).await.map_err(|_| Refusal::Closed)?),
+        };
+        self.tx.send(Queued { envelope, _bytes: permit }).await.map_err(|_| Refusal::Closed)
+    }
+
+    /// The permits `envelope` needs; more than the queue may ever hold is too large.
+    fn permits(&self, envelope: &Envelope) -> Result<u32, Refusal> {
+        let bytes = envelope.bytes();
+        if bytes > self.max_bytes {
+            return Err(Refusal::TooLarge { limit: self.max_bytes });
+        }
+        u32::try_from(bytes).map_err(|_| Refusal::TooLarge { limit: self.max_bytes })
     }
 
     fn accepted(&self) {
@@ -277,9 +364,9 @@ impl BlockQueue {
 mod tests {
     use super::*;
 
-    fn queue(capacity: usize) -> (BlockQueue, mpsc::Receiver<Envelope>, Arc<BlockStatus>) {
+    fn queue(capacity: usize, max_bytes: usize) -> (BlockQueue, QueueReceiver, Arc<BlockStatus>) {
         let status = Arc::new(BlockStatus::new("b", "b", true));
-        let (q, rx) = BlockQueue::new(capacity, status.clone(), BagLimits { max_bytes: 64, max_depth: 2 });
+        let (q, rx) = BlockQueue::new(capacity, max_bytes, status.clone(), BagLimits { max_bytes: 64, max_depth: 2 });
         (q, rx, status)
     }
 
@@ -298,7 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_way_in_counts_in_one_place() {
-        let (q, mut rx, status) = queue(2);
+        let (q, mut rx, status) = queue(2, 1 << 20);
         let bag = q.stamp(r#"{"a":1}"#, "src", 1).unwrap();
         q.try_push(Envelope::Bag(bag)).unwrap();
         q.push(Envelope::Closed { conn: 1 }).await.unwrap();
@@ -323,6 +410,24 @@ mod tests {
         while rx.recv().await.is_some() {}
         assert_eq!(q.push(Envelope::Bag("{}".into())).await, Err(Refusal::Closed));
         assert_eq!(count(&status), [2, 3, 1, 2, 1, 2], "a closed queue refuses without counting");
+    }
+
+    #[tokio::test]
+    async fn the_bytes_a_queue_holds_are_bounded_until_taken_out() {
+        let (q, mut rx, status) = queue(100, 10);
+        let bag = |n: usize| Envelope::Bag("x".repeat(n));
+        q.try_push(bag(6)).unwrap();
+        let (refusal, _) = q.try_push(bag(5)).unwrap_err();
+        assert_eq!(refusal, Refusal::Full, "6 + 5 bytes do not fit in 10");
+        assert_eq!(q.push_within(bag(11), Duration::from_secs(60)).await, Err(Refusal::TooLarge { limit: 10 }));
+        assert_eq!(q.push(bag(11)).await, Err(Refusal::TooLarge { limit: 10 }), "can never fit: no waiting");
+        q.try_push(bag(4)).unwrap();
+        let waiting = q.push_within(bag(5), Duration::from_secs(60));
+        tokio::pin!(waiting);
+        assert!(futures_util::poll!(&mut waiting).is_pending(), "waits for room");
+        assert_eq!(rx.recv().await, Some(bag(6)), "taking one out frees its bytes");
+        assert_eq!(waiting.await, Ok(()));
+        assert_eq!(count(&status), [3, 1, 2, 0, 0, 2]);
     }
 
     #[test]

@@ -104,12 +104,11 @@ mod tests {
     use super::*;
 
     use crate::routing::bag::BagLimits;
-    use crate::routing::queue::Envelope;
-    use tokio::sync::mpsc;
+    use crate::routing::queue::{Envelope, QueueReceiver};
 
-    fn route(name: &str, capacity: usize) -> (Route, mpsc::Receiver<Envelope>) {
+    fn route(name: &str, capacity: usize) -> (Route, QueueReceiver) {
         let status = Arc::new(BlockStatus::new(name, name, true));
-        let (queue, rx) = BlockQueue::new(capacity, status.clone(), BagLimits { max_bytes: 10, max_depth: 2 });
+        let (queue, rx) = BlockQueue::new(capacity, 1 << 20, status.clone(), BagLimits { max_bytes: 10, max_depth: 2 });
         (Route { status, queue: Some(queue), via_server: false }, rx)
     }
 

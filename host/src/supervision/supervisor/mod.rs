@@ -157,7 +157,7 @@ impl Supervisor {
         // One queue for bags and socket events; only a block with `on-enqueue` is routed bags.
         let (queue_tx, queue_rx) = if component.hooks.enqueue || component.hooks.net {
             let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
-            let (tx, rx) = BlockQueue::new(spec.limits.queue, status.clone(), limits);
+            let (tx, rx) = BlockQueue::new(spec.limits.queue, spec.limits.queue_bytes, status.clone(), limits);
             (Some(tx), Some(rx))
         } else {
             (None, None)

@@ -145,7 +145,7 @@ impl Supervisor {
             server.grant(&spec.publish, &spec.subscribe);
         }
         let took = if needs_swap {
-            if old.limits.queue != spec.limits.queue {
+            if (old.limits.queue, old.limits.queue_bytes) != (spec.limits.queue, spec.limits.queue_bytes) {
                 tracing::warn!(block = %spec.responsibility, "a new queue capacity applies when the host restarts");
             }
             tracing::info!(block = %spec.responsibility, "its manifest entry changed: swapping");

@@ -31,7 +31,7 @@ use crate::io::net::NetHub;
 use crate::io::server::{BlockServer, ServerState};
 use crate::manifest::BlockSpec;
 use crate::restart::Intensity;
-use crate::routing::queue::Envelope;
+use crate::routing::queue::{Envelope, QueueReceiver};
 use crate::stats::Counters;
 
 mod end;
@@ -172,7 +172,7 @@ pub struct BlockTask {
     /// What every instance is made of: who the block is, the host, its sockets and server side.
     parts: BlockParts,
     control: mpsc::Receiver<Command>,
-    queue: Option<mpsc::Receiver<Envelope>>,
+    queue: Option<QueueReceiver>,
     events: mpsc::Sender<Event>,
     life: Life,
     retry: Option<Retry>,
@@ -198,7 +198,7 @@ pub struct Mailbox {
     /// Lifecycle commands.
     pub control: mpsc::Receiver<Command>,
     /// The block's bags; `None` for a block without `enqueue-hook`.
-    pub queue: Option<mpsc::Receiver<Envelope>>,
+    pub queue: Option<QueueReceiver>,
     /// Events to the supervisor.
     pub events: mpsc::Sender<Event>,
     /// The block's sockets; the task shuts them down when it ends.
