@@ -4,7 +4,7 @@
 //! a durable block losing nothing when its host is killed, and not getting waiting bags twice;
 //! grants changed by a manifest edit while the block runs.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, Want, Write, block_of};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, Want, Write, block_of, within};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -292,3 +292,35 @@ async fn the_syslog_example_publishes_what_logger_sends_to_nats() {
     host.finish().await.assert_success();
     assert_eq!(dir.report().count("syslog", "published"), 1);
 }
+
+#[tokio::test]
+async fn a_reply_subject_that_is_not_an_inbox_cannot_steer_a_block() {
+    // A requester names any subject as its reply: a block answering would publish there on its
+    // behalf (a JetStream API subject, another block's cluster subject). Only inboxes are answered.
+    let nats = Nats::start(false).await;
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"courier\"\nresponsibility = \"listener\"\nsubscribe = [\"cmd.*\"]\n\
+         [block.config]\nsubscribe = [\"cmd.*\"]\nreply = true\n",
+    );
+    let mut host = start(&dir, &nats);
+    host.log_event("running").await;
+    let client = async_nats::connect(nats.url()).await.expect("client");
+    client
+        .publish_with_reply("cmd.steer", "$JS.API.STREAM.DELETE.victim", "{\"q\":1}".into())
+        .await
+        .expect("publish");
+    let answer = within(client.request("cmd.ask", "{\"q\":2}".into())).await.expect("an inbox is answered");
+    let answer: Value = serde_json::from_slice(&answer.payload).expect("JSON answer");
+    assert_eq!(answer["echo"]["q"], 2);
+    let refused = host
+        .wait_for(1, |e| e["event"] == "error" && e["call"] == "reply")
+        .await
+        .into_iter()
+        .find(|e| e["event"] == "error")
+        .expect("the refusal");
+    let why = refused["error"].as_str().unwrap_or_default();
+    assert!(why.contains("not granted") && why.contains("$JS.API.STREAM.DELETE.victim"), "{refused}");
+    host.signal(libc::SIGTERM);
+    host.finish().await.assert_success();
+}
+

@@ -13,6 +13,13 @@ pub fn valid_subscribe(subject: &str) -> bool {
     valid(subject, true)
 }
 
+/// Whether `subject` has the form of a request's inbox (`_INBOX.` and tokens, no wildcards), the
+/// only reply subjects a block may answer on without a grant: a requester could name any
+/// subject as its reply, and the block would publish there on its behalf.
+pub fn is_inbox(subject: &str) -> bool {
+    subject.strip_prefix("_INBOX.").is_some_and(|rest| valid(rest, false))
+}
+
 fn valid(subject: &str, wildcards: bool) -> bool {
     if subject.is_empty() || subject.len() > 1024 {
         return false;
@@ -73,5 +80,14 @@ mod tests {
         assert!(valid_subscribe("logs.>"));
         assert!(valid_subscribe("a.*.c"));
         assert!(!valid_subscribe("a.>.c"));
+    }
+
+    #[test]
+    fn only_an_inbox_is_a_reply_subject() {
+        assert!(is_inbox("_INBOX.abc.1"));
+        assert!(!is_inbox("_INBOX."));
+        assert!(!is_inbox("_INBOX.>"));
+        assert!(!is_inbox("$JS.API.STREAM.DELETE.X"));
+        assert!(!is_inbox("bagpipe.prod.to.sink"));
     }
 }

@@ -390,7 +390,8 @@ impl BlockServer {
                 tracing::warn!(block = %self.status.responsibility, "refused a message from `{}`: {e}", message.subject);
                 continue;
             }
-            if let Some(reply) = &message.reply {
+            // Only an inbox may be answered without a grant (one answer each, by this block).
+            if let Some(reply) = message.reply.as_deref().filter(|r| subject::is_inbox(r)) {
                 self.note_reply(reply);
             }
             Counters::bump(&self.status.counters.from_server);
