@@ -305,10 +305,7 @@ async fn a_reply_subject_that_is_not_an_inbox_cannot_steer_a_block() {
     let mut host = start(&dir, &nats);
     host.log_event("running").await;
     let client = async_nats::connect(nats.url()).await.expect("client");
-    client
-        .publish_with_reply("cmd.steer", "$JS.API.STREAM.DELETE.victim", "{\"q\":1}".into())
-        .await
-        .expect("publish");
+    client.publish_with_reply("cmd.steer", "$JS.API.STREAM.DELETE.victim", "{\"q\":1}".into()).await.expect("publish");
     let answer = within(client.request("cmd.ask", "{\"q\":2}".into())).await.expect("an inbox is answered");
     let answer: Value = serde_json::from_slice(&answer.payload).expect("JSON answer");
     assert_eq!(answer["echo"]["q"], 2);
@@ -323,4 +320,3 @@ async fn a_reply_subject_that_is_not_an_inbox_cannot_steer_a_block() {
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
 }
-

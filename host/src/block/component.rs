@@ -128,7 +128,7 @@ impl BlockComponent {
             net: None,
             server: None,
         };
-        let mut store = BlockCtx::new(&parts, self.hooks, &crate::defaults::Limits::default()).into_store(engine);
+        let mut store = BlockCtx::new(&parts, self.hooks, &crate::defaults::Limits::default(), &[]).into_store(engine);
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| LoadError::Invalid {
             path: self.path.clone(),
             reason: format!("cannot instantiate: {e:#}"),

@@ -48,13 +48,15 @@ pub struct BlockParts {
 }
 
 impl BlockCtx {
-    /// The store data of a new instance of the block `parts` describe.
-    pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits) -> Self {
+    /// The store data of a new instance of the block `parts` describe, within `limits`, which
+    /// may finish the blocks `control` grants.
+    pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits, control: &[String]) -> Self {
         let sandbox = Sandbox::new(limits);
         let clock = sandbox.clock.clone();
         let timeout = parts.links.settings.enqueue_timeout;
+        let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone());
         Self {
-            controller: ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone()),
+            controller: controller.granting(control),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),
             server: ServerCtx::new(parts.server.clone(), parts.status.clone(), limits, clock),
             sandbox,

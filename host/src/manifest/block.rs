@@ -40,6 +40,7 @@ pub(super) struct RawBlock {
     connect: Option<Spanned<Vec<String>>>,
     publish: Option<Spanned<Vec<String>>>,
     subscribe: Option<Spanned<Vec<String>>>,
+    control: Option<Spanned<Vec<String>>>,
     durable: Option<bool>,
     shared: Option<bool>,
 }
@@ -68,6 +69,7 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         connect,
         publish,
         subscribe,
+        control: raw.control.map(Spanned::into_inner).unwrap_or_default(),
         durable: raw.durable.unwrap_or(false),
         shared: raw.shared.unwrap_or(false),
         line,

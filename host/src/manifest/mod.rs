@@ -84,6 +84,8 @@ pub struct BlockSpec {
     pub publish: Vec<String>,
     /// Server subjects the block may subscribe to (NATS wildcards).
     pub subscribe: Vec<String>,
+    /// Other blocks it may finish (`"*"`: any); it may always finish itself and ask for shutdown.
+    pub control: Vec<String>,
     /// Bags to it go through a stream on the server and survive a host crash.
     pub durable: bool,
     /// Bags to it go through the cluster even from this host, so every host running it shares
@@ -172,6 +174,20 @@ impl Manifest {
                 Some(key),
                 format!("`{key}` needs a cluster: set [host] server and cluster"),
             ));
+        }
+        for block in &blocks {
+            if let Some(unknown) =
+                block.control.iter().find(|c| *c != "*" && !blocks.iter().any(|b| b.responsibility == **c))
+            {
+                return Err(at.error_at_line(
+                    block.line,
+                    Some("control"),
+                    format!(
+                        "block `{}` may finish `{unknown}`, but no block has that responsibility",
+                        block.responsibility
+                    ),
+                ));
+            }
         }
         let deps: Vec<(&str, Option<&[String]>)> =
             blocks.iter().map(|b| (b.responsibility.as_str(), b.after.as_deref())).collect();

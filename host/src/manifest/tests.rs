@@ -78,6 +78,7 @@ fn names_file_line_and_key_of_errors() {
         Some("max_bag_bytes"),
         "could never be queued",
     );
+    check_err("[[block]]\nname = \"a\"\ncontrol = [\"nobody\"]\n", Some(1), Some("control"), "no block has that");
     check_err("[[block]\n", Some(1), None, "");
 }
 

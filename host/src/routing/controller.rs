@@ -97,6 +97,8 @@ pub struct ControllerCtx {
     /// What the bags it sends must keep to when no queue's limits apply (remote targets,
     /// blocks that take no bags).
     limits: BagLimits,
+    /// The other blocks it may finish (`control`; `"*"`: any).
+    control: Vec<String>,
     clock: Arc<CallClock>,
 }
 
@@ -109,8 +111,20 @@ impl ControllerCtx {
             takes_timers: hooks.timer,
             timers: Timers::new(limits.max_timers),
             limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },
+            control: Vec::new(),
             clock,
         }
+    }
+
+    /// This controller, allowed to finish the blocks `control` names (`"*"`: any).
+    pub fn granting(mut self, control: &[String]) -> Self {
+        self.control = control.to_vec();
+        self
+    }
+
+    /// Whether the block may finish `responsibility`: itself, or one its `control` grant names.
+    fn may_finish(&self, responsibility: &str) -> bool {
+        responsibility == self.me.responsibility || self.control.iter().any(|c| c == "*" || c == responsibility)
     }
 }
 
@@ -190,6 +204,13 @@ impl controller::Host for ControllerCtx {
         }
         if self.links.router.resolve(&responsibility).is_none() {
             return Err(format!("no block has responsibility `{responsibility}`"));
+        }
+        if !self.may_finish(&responsibility) {
+            let why = format!(
+                "finishing `{responsibility}` is not granted to this block; grant it with control = [\"{responsibility}\"]"
+            );
+            tracing::warn!(event = "not_granted", target = %responsibility, "refused: {why}");
+            return Err(why);
         }
         let request = Request::Finish { responsibility, by: self.me.responsibility.clone() };
         match self.links.requests.try_send(request) {

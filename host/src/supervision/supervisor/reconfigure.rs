@@ -121,6 +121,7 @@ impl Supervisor {
             || old.config != spec.config
             || old.policy != spec.policy
             || old.limits != spec.limits
+            || old.control != spec.control
             || self.slots[i].status.version() != component.hash.short();
         if !(net_changed || server_changed || needs_swap) {
             self.slots[i].spec = spec;
