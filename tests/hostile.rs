@@ -48,3 +48,23 @@ async fn a_control_grant_lets_a_block_finish_the_blocks_it_names() {
     out.assert_success();
     assert_eq!(finished(&out.events), ["victim", "asker"], "the victim was finished when asked, once");
 }
+
+#[tokio::test]
+async fn a_block_restarting_without_backoff_still_obeys_shutdown() {
+    // It traps in every `run`, restarts at once, and may restart a million times a second.
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"faulty\"\nbackoff_ms = 0\nbackoff_max_ms = 0\nmax_restarts = 1000000\nrestart_window_ms = 1000\n\
+         [block.config]\nfault = \"trap\"\nin = \"run\"\nquiet = true\n\n\
+         [[block]]\nname = \"probe\"\nafter = []\n",
+    );
+    let mut host = Bagpipe::run(BIN, &dir);
+    host.log_event_where("restarting", |r| r["attempt"].as_u64().is_some_and(|n| n >= 20)).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(
+        finished(&out.events),
+        ["probe"],
+        "its neighbour was finished; the faulty block had no instance to finish"
+    );
+}

@@ -61,14 +61,18 @@ impl BlockTask {
                 delay_ms = delay.as_millis() as u64,
                 "restarting"
             );
-            if !delay.is_zero() {
-                tokio::select! {
-                    biased;
-                    // The supervisor's word goes before this block's own restart (a restart of
-                    // everything, or shutdown): stop restarting and obey it.
-                    cmd = self.control.recv() => return cmd.map(Some).ok_or(Outcome::Abandoned),
-                    () = tokio::time::sleep(delay) => {}
-                }
+            // The supervisor's word goes before this block's own restart (a restart of everything,
+            // or shutdown): stop restarting and obey it. Also without a backoff.
+            match self.control.try_recv() {
+                Ok(cmd) => return Ok(Some(cmd)),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(Outcome::Abandoned),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            tokio::select! {
+                biased;
+                cmd = self.control.recv() => return cmd.map(Some).ok_or(Outcome::Abandoned),
+                () = tokio::time::sleep(delay), if !delay.is_zero() => {}
+                () = tokio::task::yield_now(), if delay.is_zero() => {}
             }
             let started = match self.ready_instance(&self.component.clone(), &self.spec.clone(), None).await {
                 Ok(instance) => self.start_running(instance, None).await,
