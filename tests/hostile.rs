@@ -68,3 +68,15 @@ async fn a_block_restarting_without_backoff_still_obeys_shutdown() {
         "its neighbour was finished; the faulty block had no instance to finish"
     );
 }
+
+#[tokio::test]
+async fn a_busy_admin_address_stops_start_up_before_anything_started() {
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let dir = BlockDir::from_manifest("[[block]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\"]\n");
+    let out = Bagpipe::run_with(BIN, &dir, &["--admin", &addr]).finish().await;
+    assert!(!out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("binding the admin address"), "{}", out.stderr);
+    assert!(out.log_events("listening").is_empty(), "no socket was opened:\n{}", out.stderr);
+    assert!(out.events.is_empty(), "no guest code ran: {:?}", out.events);
+}

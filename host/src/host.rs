@@ -11,7 +11,7 @@ use crate::block::component::{BlockComponent, Loader};
 use crate::error::{LoadError, RunError};
 use crate::io::server::ServerLink;
 use crate::manifest::{BlockSpec, Manifest};
-use crate::ops::admin::{Admin, AdminView};
+use crate::ops::admin::{AdminListener, AdminView};
 use crate::runtime::cache::ComponentCache;
 use crate::runtime::engine::{EpochTicker, new_engine};
 use crate::supervision::reload::Reloader;
@@ -91,29 +91,41 @@ impl Host {
                 }
             }
         }
+        let server_url = self.config.server.as_ref().or(manifest.settings.server.as_ref());
+        if server_url.is_none() && manifest.settings.cluster.is_some() {
+            return Err(RunError::Host(anyhow::anyhow!(
+                "{}: [host] cluster needs a server: set [host] server or --server",
+                manifest.path.display()
+            )));
+        }
+        // What can fail without anything to undo goes first: the admin address is bound before a
+        // single block or connection exists.
+        let admin = match self.config.admin {
+            Some(addr) => Some(AdminListener::bind(addr).await?),
+            None => None,
+        };
+        let server = match server_url {
+            Some(url) => Some(ServerLink::connect(url, &manifest.settings).await?),
+            None => None,
+        };
         let router = Arc::new(crate::routing::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let server = match self.config.server.as_ref().or(manifest.settings.server.as_ref()) {
-            Some(url) => Some(ServerLink::connect(url, &manifest.settings).await?),
-            None if manifest.settings.cluster.is_some() => {
-                return Err(RunError::Host(anyhow::anyhow!(
-                    "{}: [host] cluster needs a server: set [host] server or --server",
-                    manifest.path.display()
-                )));
+        let started =
+            Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx, server.clone()).await;
+        let supervisor = match started {
+            Ok(supervisor) => supervisor,
+            Err(e) => {
+                // The blocks started so far were stopped by the supervisor; the connection goes too.
+                if let Some(server) = &server {
+                    server.close().await;
+                }
+                return Err(e);
             }
-            None => None,
         };
-        let supervisor =
-            Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx, server.clone()).await?;
         let reloader =
             self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
-        let admin = match self.config.admin {
-            Some(addr) => {
-                let view = AdminView { router, dead_letters: supervisor.dead_letters(), server: server.clone() };
-                Some(Admin::start(addr, view).await?)
-            }
-            None => None,
-        };
+        let view = AdminView { router, dead_letters: supervisor.dead_letters(), server: server.clone() };
+        let admin = admin.map(|listener| listener.serve(view));
         // The reloader runs beside the supervisor in this task; it ends with it.
         let run = supervisor.run(shutdown);
         tokio::pin!(run);

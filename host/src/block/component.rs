@@ -129,7 +129,12 @@ impl BlockComponent {
             server: None,
         };
         let mut store = BlockCtx::new(&parts, self.hooks, &crate::defaults::Limits::default(), &[]).into_store(engine);
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| LoadError::Invalid {
+        // Instantiating runs the component's start functions, if it has any: bounded like a call
+        // (the default call timeout, the wall-clock guard). No export is called.
+        store.data_mut().sandbox.enter();
+        let clock = store.data().sandbox.clock.clone();
+        let instantiated = crate::block::instance::guard(&clock, self.pre.instantiate_async(&mut store)).await;
+        let instance = instantiated.map_err(|e| LoadError::Invalid {
             path: self.path.clone(),
             reason: format!("cannot instantiate: {e:#}"),
         })?;

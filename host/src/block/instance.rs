@@ -31,7 +31,15 @@ impl BlockInstance {
         let mut store = ctx.into_store(engine);
         store.data_mut().sandbox.enter();
         let trap = |e: String| CallError::Trap { trap: format!("instantiation failed: {e}"), stderr: Vec::new() };
-        let instance = component.pre.instantiate_async(&mut store).await.map_err(|e| trap(format!("{e:#}")))?;
+        // Instantiating runs guest code (start functions): the same deadline and guard as a call.
+        let clock = store.data().sandbox.clock.clone();
+        let instance = guard(&clock, component.pre.instantiate_async(&mut store)).await.map_err(|e| {
+            let sandbox = &mut store.data_mut().sandbox;
+            match classify(&e, sandbox.clock.timeout, sandbox.memory.hit, sandbox.stderr.take()) {
+                CallError::Trap { trap: t, .. } => trap(t),
+                other => other,
+            }
+        })?;
         let exports = component.indices.load(&mut store, &instance).map_err(|(_, e)| trap(format!("{e:#}")))?;
         Ok(Self { store, exports, dead: false })
     }
@@ -146,7 +154,10 @@ impl BlockInstance {
 /// passed. The epoch deadline stops a guest that computes; this stops one that is blocked inside
 /// a host call, where epochs are never checked. Dropping the call poisons the store, which is why
 /// the caller marks the instance dead on any error.
-async fn guard<T>(clock: &CallClock, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+pub(crate) async fn guard<T>(
+    clock: &CallClock,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
     tokio::pin!(call);
     // Most calls complete on their first poll: those never read the clock or arm a timer.
     let mut first = true;

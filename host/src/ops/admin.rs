@@ -44,17 +44,32 @@ pub struct Admin {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Admin {
-    /// Binds `addr` (port 0 picks a free port) and serves `view` until shut down.
-    pub async fn start(addr: SocketAddr, view: AdminView) -> anyhow::Result<Self> {
+/// The admin address, bound (before anything else starts, so that a busy address stops start-up
+/// with nothing to undo) and not served yet.
+pub struct AdminListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl AdminListener {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the admin address {addr}"))?;
-        let addr = listener.local_addr()?;
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, view, cancel.clone()));
-        tracing::info!(event = "admin", addr = %addr, "admin endpoint on http://{addr} (/blocks, /metrics, /dead-letters, /server)");
-        Ok(Self { cancel, task: Some(task) })
+        let addr = listener.local_addr().with_context(|| format!("the admin address {addr}"))?;
+        Ok(Self { listener, addr })
     }
 
+    /// Serves `view` until shut down.
+    pub fn serve(self, view: AdminView) -> Admin {
+        let addr = self.addr;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(self.listener, view, cancel.clone()));
+        tracing::info!(event = "admin", addr = %addr, "admin endpoint on http://{addr} (/blocks, /metrics, /dead-letters, /server)");
+        Admin { cancel, task: Some(task) }
+    }
+}
+
+impl Admin {
     /// Stops serving and waits for every connection task to end.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
