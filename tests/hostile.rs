@@ -3,7 +3,7 @@
 //! binary: the host stays up, the block gets a typed error or a fault of its own, and the refusal
 //! is counted or logged.
 
-use bagpipe_test_support::{Bagpipe, BlockDir};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -79,4 +79,62 @@ async fn a_busy_admin_address_stops_start_up_before_anything_started() {
     assert!(out.stderr.contains("binding the admin address"), "{}", out.stderr);
     assert!(out.log_events("listening").is_empty(), "no socket was opened:\n{}", out.stderr);
     assert!(out.events.is_empty(), "no guest code ran: {:?}", out.events);
+}
+
+/// Runs `manifest` with a report (and the server, when given) until a block shuts the host down
+/// or `tried` attempts were reported; then stops it. Returns the attempts and the run.
+async fn attempts(
+    manifest: &str,
+    server: Option<&Nats>,
+    tried: usize,
+) -> (Vec<Value>, bagpipe_test_support::Finished, BlockDir) {
+    let dir = BlockDir::from_manifest(manifest);
+    let report = dir.report_path().display().to_string();
+    let mut args = vec!["--report".to_owned(), report];
+    if let Some(nats) = server {
+        args.extend(["--server".to_owned(), nats.url()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut host = Bagpipe::run_with(BIN, &dir, &args);
+    let seen = host.wait_for(tried, |e| e["event"] == "tried").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let tries = seen.into_iter().filter(|e| e["event"] == "tried").collect();
+    (tries, out, dir)
+}
+
+#[tokio::test]
+async fn timers_are_bounded_in_count_and_tag_size() {
+    let (tries, _, dir) = attempts(
+        "[[block]]\nname = \"hostile\"\nresponsibility = \"long-tags\"\n[block.config]\ntry = \"timer_tags\"\ncount = 3\nbytes = 100000\n\n\
+         [[block]]\nname = \"hostile\"\nresponsibility = \"many\"\nmax_timers = 2\n[block.config]\ntry = \"timer_tags\"\ncount = 5\n",
+        None,
+        2,
+    )
+    .await;
+    let by = |block: usize| &tries[block];
+    let (long, many) = if by(0)["ok"] == 0 { (by(0), by(1)) } else { (by(1), by(0)) };
+    assert_eq!((long["ok"].as_u64(), long["errors"].as_u64()), (Some(0), Some(3)), "{long}");
+    assert!(long["first_error"].as_str().is_some_and(|e| e.contains("longer than the limit of 1024")), "{long}");
+    assert_eq!((many["ok"].as_u64(), many["errors"].as_u64()), (Some(2), Some(3)), "{many}");
+    assert!(many["first_error"].as_str().is_some_and(|e| e.contains("too many pending timers")), "{many}");
+    let report = dir.report();
+    assert_eq!(report.count("long-tags", "budget_refusals"), 3);
+    assert_eq!(report.count("many", "budget_refusals"), 3);
+}
+
+#[tokio::test]
+async fn subscriptions_are_bounded() {
+    let nats = Nats::start(false).await;
+    let (tries, _, dir) = attempts(
+        "[[block]]\nname = \"hostile\"\nsubscribe = [\"flood.>\"]\nmax_subscriptions = 3\n[block.config]\ntry = \"subscriptions\"\ncount = 5\n",
+        Some(&nats),
+        1,
+    )
+    .await;
+    let tried = &tries[0];
+    assert_eq!((tried["ok"].as_u64(), tried["errors"].as_u64()), (Some(3), Some(2)), "{tried}");
+    assert!(tried["first_error"].as_str().is_some_and(|e| e.contains("too many subscriptions")), "{tried}");
+    assert_eq!(dir.report().count("hostile", "budget_refusals"), 2);
 }

@@ -125,6 +125,10 @@ pub const DEAD_LETTER_BAG_BYTES: usize = 16 * 1024;
 /// The longest delay a timer may have (tokio's timer wheel tops out near two years).
 pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The longest tag a timer may carry: with `max_timers`, what a block's timers can make the host
+/// hold.
+pub const MAX_TIMER_TAG_BYTES: usize = 1024;
+
 // The admin endpoint (`ops::admin`).
 
 /// Largest request head the admin endpoint reads.
@@ -154,6 +158,8 @@ pub struct Limits {
     pub max_bag_depth: usize,
     /// Most timers the block may have pending.
     pub max_timers: usize,
+    /// Most server subscriptions the block may hold at once.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -166,6 +172,7 @@ impl Default for Limits {
             max_bag_bytes: 1 << 20,
             max_bag_depth: 64,
             max_timers: 1024,
+            max_subscriptions: 64,
         }
     }
 }

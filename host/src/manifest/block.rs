@@ -26,6 +26,7 @@ pub(super) struct RawBlock {
     max_bag_bytes: Option<Spanned<u64>>,
     max_bag_depth: Option<Spanned<u64>>,
     max_timers: Option<Spanned<u64>>,
+    max_subscriptions: Option<Spanned<u64>>,
     restart: Option<Restart>,
     on_give_up: Option<GiveUp>,
     max_restarts: Option<Spanned<u64>>,
@@ -142,6 +143,9 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     }
     if let Some(v) = &raw.max_timers {
         limits.max_timers = at.in_range(v, "max_timers", 0, 1 << 20)? as usize;
+    }
+    if let Some(v) = &raw.max_subscriptions {
+        limits.max_subscriptions = at.in_range(v, "max_subscriptions", 0, 1 << 16)? as usize;
     }
     if let Some(v) = &raw.queue_bytes {
         limits.queue_bytes = at.in_range(v, "queue_bytes", 1024, 4 << 30)? as usize;

@@ -190,13 +190,15 @@ type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 /// The stats in Prometheus' text format.
 pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
     let mut out = String::new();
-    let counters: [Metric; 12] = [
+    let counters: [Metric; 14] = [
         ("received", "Bags put into the block's queue.", |s| s.received),
         ("processed", "Bags on-enqueue accepted.", |s| s.processed),
         ("failed", "Bags on-enqueue returned an error for.", |s| s.failed),
         ("refused_full", "Senders told queue-full by this block's queue.", |s| s.refused_full),
         ("refused_too_large", "Bags refused for being larger than the block accepts.", |s| s.refused_too_large),
         ("refused_invalid", "Bags refused for not being bags the block accepts.", |s| s.refused_invalid),
+        ("budget_refusals", "Calls refused because the block had spent a budget.", |s| s.budget_refusals),
+        ("logs_dropped", "Log lines past the block's rate, not written.", |s| s.logs_dropped),
         ("lost", "Bags still queued when the block ended.", |s| s.lost),
         ("sent", "Bags the block sent.", |s| s.sent),
         ("timers_fired", "Timers that fired.", |s| s.timers_fired),

@@ -245,7 +245,12 @@ impl controller::Host for ControllerCtx {
         if !self.takes_timers {
             return Err("this block does not export timer-hook, so a timer could never fire".to_owned());
         }
-        self.timers.set(Duration::from_millis(delay_ms), tag)
+        self.timers.set(Duration::from_millis(delay_ms), tag).map_err(|(over_budget, why)| {
+            if over_budget {
+                Counters::bump(&self.me.counters.budget_refusals);
+            }
+            why
+        })
     }
 
     async fn cancel_timer(&mut self, id: u64) -> bool {

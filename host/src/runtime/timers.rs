@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::time::DelayQueue;
 
-use crate::defaults::MAX_TIMER_DELAY;
+use crate::defaults::{MAX_TIMER_DELAY, MAX_TIMER_TAG_BYTES};
 use tokio_util::time::delay_queue::Key;
 
 /// One block's timers.
@@ -24,13 +24,18 @@ impl Timers {
         Self { queue: DelayQueue::new(), keys: HashMap::new(), next_id: 1, max }
     }
 
-    /// Sets a timer; returns its id.
-    pub fn set(&mut self, delay: Duration, tag: String) -> Result<u64, String> {
+    /// Sets a timer; returns its id. `Err((over_budget, why))`: refused, and whether because the
+    /// block spent its timer budget (too many pending, or a tag too long).
+    pub fn set(&mut self, delay: Duration, tag: String) -> Result<u64, (bool, String)> {
         if self.keys.len() >= self.max {
-            return Err(format!("too many pending timers (limit {})", self.max));
+            return Err((true, format!("too many pending timers (limit {})", self.max)));
+        }
+        if tag.len() > MAX_TIMER_TAG_BYTES {
+            let why = format!("a timer tag of {} bytes is longer than the limit of {MAX_TIMER_TAG_BYTES}", tag.len());
+            return Err((true, why));
         }
         if delay > MAX_TIMER_DELAY {
-            return Err(format!("delay {delay:?} is longer than the limit of {MAX_TIMER_DELAY:?}"));
+            return Err((false, format!("delay {delay:?} is longer than the limit of {MAX_TIMER_DELAY:?}")));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -90,5 +95,6 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(poll_fn(|cx| t.poll_due(cx)).await, None);
         assert!(t.set(MAX_TIMER_DELAY + Duration::from_secs(1), "never".into()).is_err());
+        assert!(t.set(Duration::from_secs(1), "t".repeat(MAX_TIMER_TAG_BYTES + 1)).is_err());
     }
 }

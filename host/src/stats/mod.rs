@@ -59,6 +59,11 @@ pub struct Counters {
     /// Bags refused because they were not bags the block accepts (not one JSON object, nested
     /// too deep, host keys set by a guest).
     pub refused_invalid: AtomicU64,
+    /// Calls refused because the block had spent one of its budgets (timers, subscriptions, send
+    /// buffers).
+    pub budget_refusals: AtomicU64,
+    /// Log and stderr lines past the block's rate (counted, summarised in the log, not written).
+    pub logs_dropped: AtomicU64,
     /// Bags still queued when the block ended, never delivered (counted, and logged).
     pub lost: AtomicU64,
     /// Bags this block sent that were queued somewhere.
@@ -174,6 +179,8 @@ impl BlockStatus {
             refused_full: get(&c.refused_full),
             refused_too_large: get(&c.refused_too_large),
             refused_invalid: get(&c.refused_invalid),
+            budget_refusals: get(&c.budget_refusals),
+            logs_dropped: get(&c.logs_dropped),
             lost: get(&c.lost),
             sent: get(&c.sent),
             timers_fired: get(&c.timers_fired),
@@ -225,6 +232,12 @@ pub struct StatsSnapshot {
     /// See [`Counters::refused_invalid`].
     #[serde(default)]
     pub refused_invalid: u64,
+    /// See [`Counters::budget_refusals`].
+    #[serde(default)]
+    pub budget_refusals: u64,
+    /// See [`Counters::logs_dropped`].
+    #[serde(default)]
+    pub logs_dropped: u64,
     /// See [`Counters::lost`].
     pub lost: u64,
     /// See [`Counters::sent`].

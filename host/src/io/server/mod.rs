@@ -237,6 +237,8 @@ pub struct BlockServer {
     /// Reply subjects of bags the block received: the only `_INBOX.` subjects it may publish to.
     replies: Mutex<std::collections::VecDeque<String>>,
     subscriptions: Mutex<HashMap<String, CancellationToken>>,
+    /// Most subscriptions the block may hold at once (each has a task and a buffer).
+    max_subscriptions: usize,
     /// The block's queue (which knows what bags it accepts); `None` when it takes no bags.
     queue: Option<BlockQueue>,
     status: Arc<BlockStatus>,
@@ -250,6 +252,7 @@ impl BlockServer {
         link: Arc<ServerLink>,
         publish: Vec<String>,
         subscribe: Vec<String>,
+        max_subscriptions: usize,
         queue: Option<BlockQueue>,
         status: Arc<BlockStatus>,
     ) -> Arc<Self> {
@@ -258,6 +261,7 @@ impl BlockServer {
             grants: Mutex::new((publish, subscribe)),
             replies: Mutex::new(std::collections::VecDeque::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            max_subscriptions,
             queue,
             status,
             tasks: TaskTracker::new(),
@@ -340,8 +344,12 @@ impl BlockServer {
         let Some(queue) = self.queue.clone() else {
             return Err("the block does not export enqueue-hook, so messages could never reach it".to_owned());
         };
-        if self.lock().contains_key(subject) {
-            return Ok(false);
+        {
+            let subscriptions = self.lock();
+            if subscriptions.contains_key(subject) {
+                return Ok(false);
+            }
+            self.within_budget(subscriptions.len())?;
         }
         let subscriber = self.link.client.subscribe(subject.to_owned()).await.map_err(|e| e.to_string())?;
         let cancel = self.cancel.child_token();
@@ -351,11 +359,21 @@ impl BlockServer {
             if !self.may_subscribe(subject) {
                 return Err(format!("subscribing to `{subject}` is no longer granted to this block"));
             }
+            self.within_budget(subscriptions.len())?;
             subscriptions.insert(subject.to_owned(), cancel.clone());
         }
         let me = self.clone();
         self.tasks.spawn(async move { me.deliver(subscriber, queue, cancel).await });
         Ok(true)
+    }
+
+    /// Refuses (and counts) one more subscription past `max_subscriptions`.
+    fn within_budget(&self, held: usize) -> Result<(), String> {
+        if held < self.max_subscriptions {
+            return Ok(());
+        }
+        Counters::bump(&self.status.counters.budget_refusals);
+        Err(format!("too many subscriptions: the block holds {held}, its limit (max_subscriptions)"))
     }
 
     fn unsubscribe_from(&self, subject: &str) -> bool {

@@ -173,6 +173,7 @@ impl Supervisor {
                 link.clone(),
                 spec.publish.clone(),
                 spec.subscribe.clone(),
+                spec.limits.max_subscriptions,
                 bag_queue.clone(),
                 status.clone(),
             );
