@@ -138,3 +138,83 @@ async fn subscriptions_are_bounded() {
     assert!(tried["first_error"].as_str().is_some_and(|e| e.contains("too many subscriptions")), "{tried}");
     assert_eq!(dir.report().count("hostile", "budget_refusals"), 2);
 }
+
+#[tokio::test]
+async fn what_a_block_sends_waits_in_a_bounded_buffer() {
+    // A client that never reads; the block sends 64 MiB at it. Without a budget the host would
+    // queue all of it; with a 2 MiB send buffer it holds at most that (plus what the kernel took).
+    let dir = BlockDir::from_manifest(
+        "[host]\nenqueue_timeout_ms = 50\n\n\
+         [[block]]\nname = \"hostile\"\nlisten = [\"tcp://127.0.0.1:0\"]\nsend_buffer_bytes = 2097152\n\
+         [block.config]\ntry = \"send_flood\"\ncount = 64\nbytes = 1048576\n",
+    );
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
+    let listening = host.log_event("listening").await;
+    let url = listening["url"].as_str().expect("url").trim_start_matches("tcp://").to_owned();
+    let _client = tokio::net::TcpStream::connect(&url).await.expect("connect");
+    let tried = host.wait_for(1, |e| e["event"] == "tried").await;
+    let tried = tried.iter().find(|e| e["event"] == "tried").expect("tried");
+    let (ok, errors) = (tried["ok"].as_u64().unwrap_or(0), tried["errors"].as_u64().unwrap_or(0));
+    assert_eq!(ok + errors, 64, "{tried}");
+    assert!(ok < 32, "the buffer stopped the flood: {tried}");
+    assert_eq!(tried["first_error"], "NetError::WouldBlock", "{tried}");
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(dir.report().count("hostile", "budget_refusals"), errors, "every refusal is counted");
+}
+
+#[tokio::test]
+async fn a_udp_listener_answers_only_the_peers_that_sent_to_it() {
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"hostile\"\nlisten = [\"udp://127.0.0.1:0\"]\n\
+         [block.config]\ntry = \"udp_elsewhere\"\nto = \"127.0.0.1:9\"\n",
+    );
+    let mut host = Bagpipe::run(BIN, &dir);
+    let listening = host.log_event("listening").await;
+    let addr = listening["url"].as_str().expect("url").trim_start_matches("udp://").to_owned();
+    let me = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    me.send_to(b"hello", &addr).await.expect("send");
+    let mut buf = [0u8; 64];
+    let (n, _) = bagpipe_test_support::within(me.recv_from(&mut buf)).await.expect("the answer");
+    assert_eq!(&buf[..n], b"hello", "the sender is answered");
+    let tried = host.wait_for(2, |e| e["event"] == "tried").await;
+    let elsewhere = tried.iter().find(|e| e["try"] == "udp_elsewhere").expect("elsewhere");
+    assert_eq!(elsewhere["errors"], 1, "{elsewhere}");
+    assert!(elsewhere["first_error"].as_str().is_some_and(|e| e.contains("NotGranted")), "{elsewhere}");
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert!(out.log_events("not_granted").iter().any(|r| r["target"] == "127.0.0.1:9"), "{}", out.stderr);
+}
+
+/// A block writing `count` lines (its `log` calls or its stderr) past a rate of 50 a second: what
+/// is over the rate is counted and summarised, never silently gone.
+async fn floods(attempt: &str, line: &str) {
+    let dir = BlockDir::from_manifest(&format!(
+        "[[block]]\nname = \"hostile\"\nlog_lines_per_sec = 50\n[block.config]\ntry = \"{attempt}\"\ncount = 5000\n"
+    ));
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
+    host.wait_for(1, |e| e["event"] == "logged").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let written = out.log.iter().filter(|r| r["message"].as_str().is_some_and(|m| m.contains(line))).count() as u64;
+    let dropped = dir.report().count("hostile", "logs_dropped");
+    assert!(written <= 60, "about a second's worth was written: {written}");
+    assert_eq!(written + dropped, 5000, "every line was written or counted");
+    let summarised: u64 = out.log_events("logs_dropped").iter().filter_map(|r| r["lines"].as_u64()).sum();
+    assert_eq!(summarised, dropped, "the dropped lines are summarised:\n{}", out.stderr);
+}
+
+#[tokio::test]
+async fn log_lines_past_the_rate_are_counted_and_summarised() {
+    floods("log_flood", "flooding the log").await;
+}
+
+#[tokio::test]
+async fn stderr_lines_past_the_rate_are_counted_and_summarised() {
+    floods("stderr_flood", "flooding stderr").await;
+}

@@ -87,6 +87,9 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// The largest datagram a UDP listener receives whole.
 pub const DATAGRAM_BYTES: usize = 64 * 1024;
 
+/// Peers a UDP listener remembers having heard from (the ones `send-datagram` may answer).
+pub const MAX_UDP_PEERS: usize = 4096;
+
 /// How long `connect` may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -160,6 +163,10 @@ pub struct Limits {
     pub max_timers: usize,
     /// Most server subscriptions the block may hold at once.
     pub max_subscriptions: usize,
+    /// Bytes the block may have waiting to be written to its connections, all together.
+    pub send_buffer_bytes: usize,
+    /// Log lines a second the block may write (its `log` calls and its stderr together).
+    pub log_lines_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -173,6 +180,8 @@ impl Default for Limits {
             max_bag_depth: 64,
             max_timers: 1024,
             max_subscriptions: 64,
+            send_buffer_bytes: 4 << 20,
+            log_lines_per_sec: 200,
         }
     }
 }

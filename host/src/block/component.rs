@@ -17,6 +17,7 @@ use crate::error::LoadError;
 use crate::routing::controller::Links;
 use crate::runtime::cache::{ComponentCache, ContentHash};
 use crate::runtime::hooks::{Hooks, Indices, LIFECYCLE, interface};
+use crate::runtime::log_rate::LogRate;
 use crate::stats::BlockStatus;
 
 /// A compiled, checked block component, ready to instantiate any number of times.
@@ -122,8 +123,10 @@ impl BlockComponent {
     /// Instantiates the component once in a throw-away store (running none of its functions) and
     /// loads every export it has, which checks each export's type against the world.
     async fn type_check(&self, engine: &Engine) -> Result<(), LoadError> {
+        let status = Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue));
         let parts = BlockParts {
-            status: Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue)),
+            log_rate: Arc::new(LogRate::new(crate::defaults::Limits::default().log_lines_per_sec, status.clone())),
+            status,
             links: Links::detached(),
             net: None,
             server: None,

@@ -18,6 +18,7 @@ use crate::io::net::{NetCtx, NetHub};
 use crate::io::server::{BlockServer, ServerCtx};
 use crate::routing::controller::{ControllerCtx, Links};
 use crate::runtime::hooks::Hooks;
+use crate::runtime::log_rate::LogRate;
 use crate::runtime::state::Sandbox;
 use crate::stats::BlockStatus;
 
@@ -45,16 +46,19 @@ pub struct BlockParts {
     pub net: Option<Arc<NetHub>>,
     /// The block's side of the message server, when the host has one.
     pub server: Option<Arc<BlockServer>>,
+    /// How many log lines it may write (its `log` calls and its stderr together).
+    pub log_rate: Arc<LogRate>,
 }
 
 impl BlockCtx {
     /// The store data of a new instance of the block `parts` describe, within `limits`, which
     /// may finish the blocks `control` grants.
     pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits, control: &[String]) -> Self {
-        let sandbox = Sandbox::new(limits);
+        let sandbox = Sandbox::new(limits, parts.log_rate.clone());
         let clock = sandbox.clock.clone();
         let timeout = parts.links.settings.enqueue_timeout;
-        let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone());
+        let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone())
+            .logging_within(parts.log_rate.clone());
         Self {
             controller: controller.granting(control),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),

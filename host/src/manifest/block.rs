@@ -27,6 +27,8 @@ pub(super) struct RawBlock {
     max_bag_depth: Option<Spanned<u64>>,
     max_timers: Option<Spanned<u64>>,
     max_subscriptions: Option<Spanned<u64>>,
+    send_buffer_bytes: Option<Spanned<u64>>,
+    log_lines_per_sec: Option<Spanned<u64>>,
     restart: Option<Restart>,
     on_give_up: Option<GiveUp>,
     max_restarts: Option<Spanned<u64>>,
@@ -146,6 +148,12 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     }
     if let Some(v) = &raw.max_subscriptions {
         limits.max_subscriptions = at.in_range(v, "max_subscriptions", 0, 1 << 16)? as usize;
+    }
+    if let Some(v) = &raw.send_buffer_bytes {
+        limits.send_buffer_bytes = at.in_range(v, "send_buffer_bytes", 1024, 1 << 30)? as usize;
+    }
+    if let Some(v) = &raw.log_lines_per_sec {
+        limits.log_lines_per_sec = at.in_range(v, "log_lines_per_sec", 1, 1_000_000)? as u32;
     }
     if let Some(v) = &raw.queue_bytes {
         limits.queue_bytes = at.in_range(v, "queue_bytes", 1024, 4 << 30)? as usize;

@@ -25,6 +25,7 @@ use crate::routing::queue::{Envelope, Refusal};
 use crate::routing::router::Router;
 use crate::runtime::clock::CallClock;
 use crate::runtime::hooks::Hooks;
+use crate::runtime::log_rate::LogRate;
 use crate::runtime::timers::Timers;
 use crate::stats::{BlockStatus, Counters};
 
@@ -99,6 +100,8 @@ pub struct ControllerCtx {
     limits: BagLimits,
     /// The other blocks it may finish (`control`; `"*"`: any).
     control: Vec<String>,
+    /// How many log lines it may write; `None`: no limit (a component being checked).
+    log_rate: Option<Arc<LogRate>>,
     clock: Arc<CallClock>,
 }
 
@@ -112,8 +115,15 @@ impl ControllerCtx {
             timers: Timers::new(limits.max_timers),
             limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },
             control: Vec::new(),
+            log_rate: None,
             clock,
         }
+    }
+
+    /// This controller, writing log lines within `rate`.
+    pub fn logging_within(mut self, rate: Arc<LogRate>) -> Self {
+        self.log_rate = Some(rate);
+        self
     }
 
     /// This controller, allowed to finish the blocks `control` names (`"*"`: any).
@@ -223,6 +233,9 @@ impl controller::Host for ControllerCtx {
     }
 
     async fn log(&mut self, level: Level, message: String) {
+        if self.log_rate.as_ref().is_some_and(|rate| !rate.admit()) {
+            return;
+        }
         let mut message = message;
         if message.len() > LOG_MESSAGE_BYTES {
             let mut cut = LOG_MESSAGE_BYTES;

@@ -11,11 +11,14 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::defaults::{STDERR_LINE_BYTES, STDERR_TAIL_LINES, STDERR_WRITE_BYTES};
+use crate::runtime::log_rate::LogRate;
 
 /// The shared end: the block's store writes into it, the block's task reads the tail.
 #[derive(Clone, Default)]
 pub struct StderrTail {
     inner: Arc<Mutex<Tail>>,
+    /// The block's log budget; lines past it are kept in the tail but not logged.
+    rate: Option<Arc<LogRate>>,
 }
 
 #[derive(Default)]
@@ -25,12 +28,17 @@ struct Tail {
 }
 
 impl StderrTail {
+    /// A tail whose lines are logged within `rate`.
+    pub fn new(rate: Arc<LogRate>) -> Self {
+        Self { inner: Arc::default(), rate: Some(rate) }
+    }
+
     /// Takes the lines kept since the last call, the unfinished one included.
     pub fn take(&self) -> Vec<String> {
         let mut tail = self.lock();
         if !tail.partial.is_empty() {
             let rest = std::mem::take(&mut tail.partial);
-            push_line(&mut tail, &rest);
+            push_line(&mut tail, &rest, self.rate.as_deref());
         }
         tail.lines.drain(..).collect()
     }
@@ -51,7 +59,7 @@ impl StderrTail {
         while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
             let mut line = std::mem::take(&mut tail.partial);
             line.extend_from_slice(&rest[..pos]);
-            push_line(&mut tail, &line);
+            push_line(&mut tail, &line, self.rate.as_deref());
             rest = &rest[pos + 1..];
         }
         let room = STDERR_LINE_BYTES.saturating_sub(tail.partial.len());
@@ -59,9 +67,11 @@ impl StderrTail {
     }
 }
 
-fn push_line(tail: &mut Tail, line: &[u8]) {
+fn push_line(tail: &mut Tail, line: &[u8], rate: Option<&LogRate>) {
     let line = String::from_utf8_lossy(&line[..line.len().min(STDERR_LINE_BYTES)]).into_owned();
-    tracing::warn!(target: "bagpipe::guest", "stderr: {line}");
+    if rate.is_none_or(LogRate::admit) {
+        tracing::warn!(target: "bagpipe::guest", "stderr: {line}");
+    }
     if tail.lines.len() == STDERR_TAIL_LINES {
         tail.lines.pop_front();
     }

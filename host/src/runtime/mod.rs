@@ -9,5 +9,6 @@ pub(crate) mod clock;
 pub(crate) mod engine;
 pub(crate) mod guest_io;
 pub(crate) mod hooks;
+pub(crate) mod log_rate;
 pub(crate) mod state;
 pub(crate) mod timers;

@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView};
 use crate::defaults::{Limits, MAX_RESOURCES, MAX_TABLE_ELEMENTS};
 use crate::runtime::clock::CallClock;
 use crate::runtime::guest_io::StderrTail;
+use crate::runtime::log_rate::LogRate;
 
 /// The sandbox of one block instance.
 pub struct Sandbox {
@@ -29,9 +30,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox within `limits`.
-    pub fn new(limits: &Limits) -> Self {
-        let stderr = StderrTail::default();
+    /// A sandbox within `limits`, whose stderr lines are logged within `log_rate`.
+    pub fn new(limits: &Limits, log_rate: Arc<LogRate>) -> Self {
+        let stderr = StderrTail::new(log_rate);
         // No environment, arguments, directories or sockets: a block reaches the world only
         // through its capabilities. Stdout is the host's (a sink may print); stderr is logged.
         let wasi = WasiCtx::builder().inherit_stdout().stderr(stderr.clone()).build();

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use super::{NetHub, Write, socket_addr};
 use crate::bindings::bagpipe::block::net::{self, NetError};
 use crate::runtime::clock::CallClock;
+use crate::stats::Counters;
 
 /// The `net` capability's part of a block's store.
 pub struct NetCtx {
@@ -30,7 +32,8 @@ impl net::Host for NetCtx {
     async fn send(&mut self, conn: u64, data: Vec<u8>) -> Result<(), NetError> {
         let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
         let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
-        match writes.try_send(Write::Data(data)) {
+        let budget = self.send_budget(&hub, data.len()).await?;
+        match writes.try_send(Write::Data(data, budget)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
             Err(TrySendError::Full(_)) if self.clock.waited_in_vain() => Err(NetError::WouldBlock),
@@ -61,13 +64,25 @@ impl net::Host for NetCtx {
     }
 
     async fn send_datagram(&mut self, listener: String, peer: String, data: Vec<u8>) -> Result<(), NetError> {
-        let socket = self.net.as_ref().and_then(|hub| hub.udp(&listener));
-        let Some(socket) = socket else {
+        let Some(hub) = self.net.clone() else {
+            return Err(self.refuse(&listener, format!("no UDP listener `{listener}` is granted to this block")));
+        };
+        let Some((socket, peers)) = hub.udp(&listener) else {
             return Err(self.refuse(&listener, format!("no UDP listener `{listener}` is granted to this block")));
         };
         let Some(to) = socket_addr(&peer) else {
             return Err(NetError::Io(format!("`{peer}` is not an IP:PORT address")));
         };
+        // Only a peer that sent to this listener, or an address granted with `connect`.
+        if !peers.knows(&to) && !hub.may_connect(&peer) {
+            return Err(self.refuse(
+                &peer,
+                format!(
+                    "sending to `{peer}` from `{listener}` is not granted: a listener answers the peers that \
+                     sent to it; grant other addresses with connect = [\"{peer}\"]"
+                ),
+            ));
+        }
         let sent = self.clock.waiting(tokio::time::timeout(self.timeout, socket.send_to(&data, to))).await;
         match sent {
             Ok(Ok(_)) => Ok(()),
@@ -107,6 +122,36 @@ impl net::Host for NetCtx {
 }
 
 impl NetCtx {
+    /// Room for `n` bytes in the block's send buffer, waiting (like for a full queue) at most the
+    /// enqueue timeout, and not at all once a wait in this call ran out.
+    async fn send_budget(&self, hub: &NetHub, n: usize) -> Result<OwnedSemaphorePermit, NetError> {
+        let spent = || {
+            Counters::bump(&hub.status.counters.budget_refusals);
+            NetError::WouldBlock
+        };
+        let permits = u32::try_from(n).ok().filter(|_| n <= hub.send_buffer_bytes).ok_or_else(|| {
+            Counters::bump(&hub.status.counters.budget_refusals);
+            NetError::Io(format!(
+                "a send of {n} bytes is larger than the block's send buffer ({} bytes, send_buffer_bytes)",
+                hub.send_buffer_bytes
+            ))
+        })?;
+        if let Ok(permit) = hub.send_buffer.clone().try_acquire_many_owned(permits) {
+            return Ok(permit);
+        }
+        if self.clock.waited_in_vain() {
+            return Err(spent());
+        }
+        let wait = tokio::time::timeout(self.timeout, hub.send_buffer.clone().acquire_many_owned(permits));
+        match self.clock.waiting(wait).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.clock.note_wait_in_vain();
+                Err(spent())
+            }
+        }
+    }
+
     /// A refusal of something not granted: logged, and returned to the guest.
     fn refuse(&self, target: &str, why: String) -> NetError {
         tracing::warn!(event = "not_granted", target = %target, "refused: {why}");

@@ -14,6 +14,7 @@
 
 mod calls;
 mod grants;
+mod peers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,8 +41,8 @@ struct Bound {
     grant: Listen,
     /// As bound, e.g. `tcp://127.0.0.1:40123`.
     url: String,
-    /// The UDP socket, for `send-datagram`.
-    udp: Option<Arc<UdpSocket>>,
+    /// The UDP socket, for `send-datagram`, and the peers it heard from.
+    udp: Option<(Arc<UdpSocket>, Arc<peers::Peers>)>,
     /// Stops this listener (not the connections accepted on it).
     cancel: CancellationToken,
     /// Its accept loop or datagram receiver, which owns the socket.
@@ -64,7 +65,8 @@ enum Socket {
 
 /// A writer's work.
 enum Write {
-    Data(Vec<u8>),
+    /// Bytes to write, holding their part of the block's send buffer until written.
+    Data(Vec<u8>, OwnedSemaphorePermit),
     Close,
 }
 
@@ -88,6 +90,10 @@ pub struct NetHub {
     next_id: AtomicU64,
     queue: BlockQueue,
     status: Arc<BlockStatus>,
+    /// The bytes the block may have waiting to be written, over all its connections
+    /// (`send_buffer_bytes`).
+    send_buffer: Arc<Semaphore>,
+    send_buffer_bytes: usize,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -103,6 +109,8 @@ impl NetHub {
             next_id: AtomicU64::new(1),
             queue,
             status,
+            send_buffer: Arc::new(Semaphore::new(spec.limits.send_buffer_bytes.min(Semaphore::MAX_PERMITS))),
+            send_buffer_bytes: spec.limits.send_buffer_bytes,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
@@ -126,9 +134,10 @@ impl NetHub {
                     (None, self.tasks.spawn(self.clone().accept_loop(listener, url.clone(), cancel.clone())))
                 }
                 Socket::Udp(socket) => {
-                    let task =
-                        self.tasks.spawn(self.clone().datagram_loop(socket.clone(), url.clone(), cancel.clone()));
-                    (Some(socket), task)
+                    let peers = Arc::new(peers::Peers::default());
+                    let receiving =
+                        self.clone().datagram_loop(socket.clone(), peers.clone(), url.clone(), cancel.clone());
+                    (Some((socket, peers)), self.tasks.spawn(receiving))
                 }
             };
             bound.push(Bound { grant, url, udp, cancel, task, granted: true });
@@ -175,7 +184,13 @@ impl NetHub {
         }
     }
 
-    async fn datagram_loop(self: Arc<Self>, socket: Arc<UdpSocket>, url: String, cancel: CancellationToken) {
+    async fn datagram_loop(
+        self: Arc<Self>,
+        socket: Arc<UdpSocket>,
+        peers: Arc<peers::Peers>,
+        url: String,
+        cancel: CancellationToken,
+    ) {
         let mut buf = vec![0u8; DATAGRAM_BYTES];
         loop {
             let received = tokio::select! {
@@ -184,6 +199,7 @@ impl NetHub {
             };
             match received {
                 Ok((n, peer)) => {
+                    peers.heard(peer);
                     let event =
                         Envelope::Datagram { listener: url.clone(), peer: peer.to_string(), data: buf[..n].to_vec() };
                     // A full queue drops the datagram (counted by the queue).
@@ -303,7 +319,7 @@ impl NetHub {
         lock(&self.connect_grants).iter().any(|g| g == address)
     }
 
-    fn udp(&self, listener: &str) -> Option<Arc<UdpSocket>> {
+    fn udp(&self, listener: &str) -> Option<(Arc<UdpSocket>, Arc<peers::Peers>)> {
         lock(&self.bound).iter().find(|b| b.granted && b.url == listener).and_then(|b| b.udp.clone())
     }
 
@@ -328,7 +344,7 @@ async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
             op = rx.recv() => op,
         };
         match op {
-            Some(Write::Data(data)) => {
+            Some(Write::Data(data, _budget)) => {
                 let written = tokio::select! {
                     () = cancel.cancelled() => break,
                     r = write.write_all(&data) => r,

@@ -96,6 +96,8 @@ impl BlockTask {
             }
         }
         self.settle(left, failed);
+        // What its last lines over the log rate were, said once.
+        self.parts.log_rate.flush();
         if let Some(net) = self.parts.net.take() {
             net.shutdown().await;
         }

@@ -32,6 +32,7 @@ use crate::io::server::{BlockServer, ServerState};
 use crate::manifest::BlockSpec;
 use crate::restart::Intensity;
 use crate::routing::queue::{Envelope, QueueReceiver};
+use crate::runtime::log_rate::LogRate;
 use crate::stats::Counters;
 
 mod end;
@@ -219,13 +220,20 @@ impl BlockTask {
         mailbox: Mailbox,
     ) -> Self {
         let intensity = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+        let log_lines_per_sec = spec.limits.log_lines_per_sec;
         Self {
             index,
             engine: engine.clone(),
             component,
             spec,
             server_state: mailbox.server.as_ref().map(|s| s.link().state()),
-            parts: BlockParts { status, links, net: mailbox.net, server: mailbox.server },
+            parts: BlockParts {
+                log_rate: Arc::new(LogRate::new(log_lines_per_sec, status.clone())),
+                status,
+                links,
+                net: mailbox.net,
+                server: mailbox.server,
+            },
             control: mailbox.control,
             queue: mailbox.queue,
             events: mailbox.events,
