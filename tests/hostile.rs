@@ -3,7 +3,7 @@
 //! binary: the host stays up, the block gets a typed error or a fault of its own, and the refusal
 //! is counted or logged.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, artifacts, wat_block};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -217,4 +217,72 @@ async fn log_lines_past_the_rate_are_counted_and_summarised() {
 #[tokio::test]
 async fn stderr_lines_past_the_rate_are_counted_and_summarised() {
     floods("stderr_flood", "flooding stderr").await;
+}
+
+/// Runs the WAT block `extra` describes (optional, so the host runs on without it) beside a
+/// probe that shuts the host down once running; returns why the WAT block failed, if it did.
+async fn wat_block_beside_a_neighbour(extra: &str, limits: &str) -> Option<String> {
+    let dir = BlockDir::new(
+        &format!(
+            "[[block]]\nname = \"wat\"\nrequired = false\n{limits}\n\n\
+             [[block]]\nname = \"probe\"\nafter = []\n[block.config]\nshutdown_on_run = true\n"
+        ),
+        &[("probe", artifacts::PROBE)],
+    );
+    dir.write("wat.wasm", &wat_block(extra));
+    let report = dir.report_path().display().to_string();
+    let out = Bagpipe::run_with(BIN, &dir, &["--report", &report]).finish().await;
+    out.assert_success();
+    assert!(out.events.iter().any(|e| e["event"] == "run" && e["block"] == "probe"), "the neighbour ran");
+    dir.report().failed().into_iter().find(|(block, _)| block == "wat").map(|(_, why)| why)
+}
+
+#[tokio::test]
+async fn a_wat_block_within_its_limits_runs() {
+    // The fixture itself works: what the tests below refuse is the abuse, not the block.
+    let failed = wat_block_beside_a_neighbour("(memory 1) (table 10 funcref)", "").await;
+    assert_eq!(failed, None);
+}
+
+#[tokio::test]
+async fn memories_count_together_against_the_memory_limit() {
+    // Eight memories of 4 MiB each: each is under memory_mb = 16, together they are not.
+    let failed = wat_block_beside_a_neighbour(&"(memory 64) ".repeat(8), "memory_mb = 16").await;
+    let why = failed.expect("refused");
+    assert!(why.contains("memory") && why.contains("memories and tables together"), "{why}");
+}
+
+/// Loads (`bagpipe check`) a WAT block declaring `extra`: a component that declares more than
+/// a block may hold is refused before anything runs, and the error says why.
+async fn refused_when_loaded(extra: &str) -> String {
+    let dir = BlockDir::new("[[block]]\nname = \"wat\"\n", &[]);
+    dir.write("wat.wasm", &wat_block(extra));
+    let out = Bagpipe::start(BIN, ["check".as_ref(), dir.path().as_os_str()]).finish().await;
+    assert!(!out.status.success(), "refused: {}", out.stderr);
+    assert!(out.stderr.contains("block `wat`"), "names the block: {}", out.stderr);
+    out.stderr
+}
+
+#[tokio::test]
+async fn a_table_bomb_is_refused_when_loaded() {
+    // Eight tables of a million references: 128 MiB against the default 64.
+    let why = refused_when_loaded(&"(table 1000000 funcref) ".repeat(8)).await;
+    assert!(why.contains("table"), "{why}");
+}
+
+#[tokio::test]
+async fn a_store_holds_a_bounded_number_of_memories() {
+    let why = refused_when_loaded(&"(memory 1) ".repeat(40)).await;
+    assert!(why.contains("memory count"), "{why}");
+}
+
+#[tokio::test]
+async fn a_component_file_past_the_size_limit_is_not_read() {
+    let dir = BlockDir::new("[[block]]\nname = \"big\"\n", &[]);
+    // Sparse: 60 MiB on paper, nothing on disk; the host must refuse it from its size.
+    let file = std::fs::File::create(dir.path().join("big.wasm")).expect("create");
+    file.set_len(60 << 20).expect("size");
+    let out = Bagpipe::start(BIN, ["check".as_ref(), dir.path().as_os_str()]).finish().await;
+    assert!(!out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("larger than the limit of 50331648 bytes"), "{}", out.stderr);
 }

@@ -234,6 +234,45 @@ async fn a_durable_block_loses_nothing_when_its_host_is_killed() {
 }
 
 #[tokio::test]
+async fn a_graceful_restart_of_a_durable_block_hands_each_bag_over_once() {
+    // The block is stopped with a backlog: what it processed while finishing is acknowledged,
+    // so the next host gets every other bag and none of those again.
+    let nats = Nats::start(true).await;
+    let cluster = "[host]\ncluster = \"handover\"\ndurable_ack_wait_ms = 1000\n\n";
+    let store = BlockDir::from_manifest(&format!(
+        "{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\nqueue = 8\n[block.config]\nbusy_ms = 10\n"
+    ));
+    let source = BlockDir::from_manifest(&format!(
+        "{cluster}[[block]]\nname = \"bench_source\"\n[block.config]\nto = \"store\"\ncount = 100\nbatch = 100\n"
+    ));
+    let mut store_host = start(&store, &nats);
+    store_host.log_record(Want::event("consuming_stream").block("store")).await;
+    let source_host = start(&source, &nats);
+    store_host.wait_for(20, |e| e["event"] == "bag").await;
+    store_host.signal(libc::SIGTERM);
+    let first_run = store_host.finish().await;
+    first_run.assert_success();
+    let first: Vec<u64> = first_run.bags_of("store").iter().filter_map(|b| b["n"].as_u64()).collect();
+    let mut store_host = start(&store, &nats);
+    let mut second = Vec::new();
+    while first.len() + second.len() < 100 {
+        let event = store_host.next_event().await.expect("the store host ended early");
+        if let Some(n) = event["bag"]["n"].as_u64() {
+            second.push(n);
+        }
+    }
+    let again: Vec<&u64> = second.iter().filter(|n| first.contains(n)).collect();
+    assert!(again.is_empty(), "handed over twice: {again:?} (first run {first:?})");
+    let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=100).collect::<Vec<_>>(), "every bag once");
+    store_host.signal(libc::SIGTERM);
+    source_host.signal(libc::SIGTERM);
+    store_host.finish().await.assert_success();
+    source_host.finish().await.assert_success();
+}
+
+#[tokio::test]
 async fn a_slow_durable_block_is_not_handed_its_waiting_bags_twice() {
     let nats = Nats::start(true).await;
     // Ten bags arrive at once; the last waits in the queue about four times the ack wait.

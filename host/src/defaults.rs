@@ -17,6 +17,9 @@ pub const BUILTIN_RESPONSIBILITIES: [&str; 2] = ["initiator", "finisher"];
 /// The name the built-in blocks report as their component.
 pub const BUILTIN_NAME: &str = "bagpipe";
 
+/// The largest component file the host reads (a Python block, CPython included, is ~40 MB).
+pub const MAX_COMPONENT_BYTES: u64 = 48 << 20;
+
 /// The manifest's file name inside a component directory.
 pub const MANIFEST_FILE: &str = "bagpipe.toml";
 
@@ -39,8 +42,23 @@ pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
 /// Most host-side resources (pollables, streams, ...) one block instance may hold at once.
 pub const MAX_RESOURCES: usize = 10_000;
 
+/// The most the host's keys (`__from`, `__seq`) add to a bag: a queue must hold its largest bag
+/// with them.
+pub const STAMP_BYTES: usize = 1024;
+
 /// Most elements a guest's table may grow to.
 pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// What one table element counts for against a block's `memory_mb` (a reference the host holds).
+pub const TABLE_ELEMENT_BYTES: usize = 16;
+
+/// Most core instances, tables and linear memories one block's store may hold (a component made
+/// by the usual toolchains has a handful of each; wasmtime's own defaults allow thousands).
+pub const MAX_INSTANCES: usize = 64;
+/// See [`MAX_INSTANCES`].
+pub const MAX_TABLES: usize = 64;
+/// See [`MAX_INSTANCES`].
+pub const MAX_MEMORIES: usize = 16;
 
 /// How much longer than its remaining budget a call may run before the wall-clock guard stops
 /// it. The epoch deadline stops a computing guest within a tick; the guard is for a guest blocked
@@ -150,7 +168,7 @@ pub struct Limits {
     pub queue: usize,
     /// Bytes the block's queue holds, all it holds together (bags, socket data, datagrams).
     pub queue_bytes: usize,
-    /// Largest linear memory, in bytes.
+    /// Most bytes of linear memory and tables, all of the block's together.
     pub memory_bytes: usize,
     /// Longest a single call into the guest may compute (time spent waiting in host calls, such
     /// as an `enqueue` to a full queue, does not count).

@@ -50,6 +50,14 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is larger than a component may be (or grew past it while being read).
+    #[error("component `{path}` is larger than the limit of {limit} bytes; nothing of it was run")]
+    TooLarge {
+        /// The component file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// Not a WebAssembly component (corrupt, truncated, a core module, ...).
     #[error("`{path}` is not a valid WebAssembly component: {reason}")]
     Invalid {

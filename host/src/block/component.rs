@@ -13,6 +13,7 @@ use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::block::ctx::{BlockCtx, BlockParts};
+use crate::defaults::MAX_COMPONENT_BYTES;
 use crate::error::LoadError;
 use crate::routing::controller::Links;
 use crate::runtime::cache::{ComponentCache, ContentHash};
@@ -58,8 +59,7 @@ impl Loader {
 
     /// Reads, compiles (or takes from the cache) and checks the component at `path`.
     pub async fn load(&self, path: &Path) -> Result<Arc<BlockComponent>, LoadError> {
-        let bytes =
-            tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        let bytes = read_component(path).await?;
         self.load_bytes(path, bytes).await
     }
 
@@ -149,4 +149,23 @@ impl BlockComponent {
         drop(Store::into_data(store));
         Ok(())
     }
+}
+
+/// Reads a component file, at most [`MAX_COMPONENT_BYTES`] of it: a larger file (or one that
+/// grows past the limit while being read) is refused without being read whole.
+pub async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use tokio::io::AsyncReadExt as _;
+    let read = |source| LoadError::Read { path: path.to_path_buf(), source };
+    let too_large = || LoadError::TooLarge { path: path.to_path_buf(), limit: MAX_COMPONENT_BYTES };
+    let file = tokio::fs::File::open(path).await.map_err(read)?;
+    let size = file.metadata().await.map_err(read)?.len();
+    if size > MAX_COMPONENT_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_COMPONENT_BYTES + 1).read_to_end(&mut bytes).await.map_err(read)?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }

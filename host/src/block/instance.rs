@@ -193,7 +193,7 @@ fn classify(e: &wasmtime::Error, timeout: Duration, memory_hit: Option<usize>, s
     match (e.downcast_ref::<Trap>(), memory_hit) {
         (Some(Trap::Interrupt), _) => CallError::Deadline(timeout),
         (Some(Trap::StackOverflow), _) => limit("wasm stack", None),
-        (_, Some(asked)) => limit("memory", Some(format!("it asked for {asked} bytes"))),
+        (_, Some(asked)) => limit("memory", Some(format!("its memories and tables together would take {asked} bytes"))),
         // The root cause is the trap itself; the chain above it is a long wasm backtrace that
         // belongs in a debug log, not in every error message.
         _ => {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{BlockSpec, Listen, Locator};
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, Policy};
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, Policy, STAMP_BYTES};
 use crate::error::ManifestError;
 use crate::restart::{GiveUp, Restart};
 
@@ -158,14 +158,15 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     if let Some(v) = &raw.queue_bytes {
         limits.queue_bytes = at.in_range(v, "queue_bytes", 1024, 4 << 30)? as usize;
     }
-    if limits.queue_bytes < limits.max_bag_bytes {
+    if limits.queue_bytes < limits.max_bag_bytes + STAMP_BYTES {
         let span = raw.queue_bytes.as_ref().or(raw.max_bag_bytes.as_ref()).map_or(raw.name.span(), Spanned::span);
         let key = if raw.queue_bytes.is_some() { "queue_bytes" } else { "max_bag_bytes" };
         return Err(at.error(
             span,
             key,
             format!(
-                "queue_bytes ({}) is smaller than max_bag_bytes ({}): the largest bag could never be queued",
+                "queue_bytes ({}) is smaller than max_bag_bytes ({}) plus the host's keys ({STAMP_BYTES}): \
+                 the largest bag could never be queued",
                 limits.queue_bytes, limits.max_bag_bytes
             ),
         ));

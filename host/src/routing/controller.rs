@@ -72,7 +72,8 @@ pub struct Links {
 }
 
 impl Links {
-    /// Links to nothing: for checking a component, which runs no guest function.
+    /// Links to nothing: for checking a component, which calls no export (only start functions
+    /// run, and find nothing to reach).
     pub fn detached() -> Self {
         let (requests, _) = mpsc::channel(1);
         Self {
@@ -100,7 +101,7 @@ pub struct ControllerCtx {
     limits: BagLimits,
     /// The other blocks it may finish (`control`; `"*"`: any).
     control: Vec<String>,
-    /// How many log lines it may write; `None`: no limit (a component being checked).
+    /// How many log lines it may write (set by `logging_within`; `None` only before it is).
     log_rate: Option<Arc<LogRate>>,
     clock: Arc<CallClock>,
 }
@@ -191,7 +192,7 @@ impl controller::Host for ControllerCtx {
                 }
                 waited
             }
-            Err((other, _)) => Err(other),
+            Err((other, _)) => Err(queue.refuse(other)),
         };
         sent.map_err(|r| refusal(&target, r))?;
         self.me.seq.store(seq, Ordering::Relaxed);
@@ -274,11 +275,18 @@ impl controller::Host for ControllerCtx {
 impl ControllerCtx {
     /// `enqueue` through the cluster: checked and stamped here, answered by the host that takes it.
     async fn enqueue_remote(&mut self, cluster: &dyn Cluster, target: &str, bag: &str) -> Result<bool, EnqueueError> {
+        // Like a local queue: a call whose earlier wait ran out does not wait again.
+        if self.clock.waited_in_vain() {
+            return Err(EnqueueError::QueueFull);
+        }
         let seq = self.next_seq();
         let stamped =
             bag::stamp(bag, &self.me.responsibility, seq, self.limits).map_err(|e| refusal(target, e.into()))?;
         let timeout = self.links.settings.enqueue_timeout;
         let answer = self.clock.waiting(cluster.enqueue(target, stamped, timeout)).await;
+        if matches!(answer, Err(EnqueueError::QueueFull | EnqueueError::Unavailable(_))) {
+            self.clock.note_wait_in_vain();
+        }
         if answer.is_ok() {
             self.me.seq.store(seq, Ordering::Relaxed);
             Counters::bump(&self.me.counters.sent);

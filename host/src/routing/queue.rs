@@ -4,8 +4,8 @@
 //! bags from other blocks (the controller's `enqueue`), dead letters, bags from other hosts and
 //! from the server, and the events of the block's sockets.
 //!
-//! A queue is bounded twice: by count (`queue`) and by the bytes it holds (`queue_bytes`), so a
-//! block cannot make the host hold more than its budget whatever the size of what it is sent.
+//! A queue is bounded twice: by count (`queue`) and by the bytes it holds (`queue_bytes`), so
+//! what waits for a block never passes its budget, whatever the size of what it is sent.
 //!
 //! Architecture invariant: [`BlockQueue`] is the only sender into a block's queue, and the only
 //! place that counts what was queued (`received`), what was refused and why (`refused_full`,
@@ -201,6 +201,8 @@ impl std::fmt::Debug for BlockQueue {
 /// bytes.
 pub struct QueueReceiver {
     rx: mpsc::Receiver<Queued>,
+    /// Closed with the queue, so that a sender waiting for bytes is refused at once too.
+    bytes: Arc<Semaphore>,
 }
 
 impl QueueReceiver {
@@ -214,9 +216,11 @@ impl QueueReceiver {
         self.rx.try_recv().map(|q| q.envelope)
     }
 
-    /// Refuses everything from now on; what is queued can still be taken out.
+    /// Refuses everything from now on (senders waiting for room included); what is queued can
+    /// still be taken out.
     pub fn close(&mut self) {
         self.rx.close();
+        self.bytes.close();
     }
 }
 
@@ -232,12 +236,17 @@ impl BlockQueue {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let bytes = Arc::new(Semaphore::new(max_bytes));
-        (Self { tx, bytes, max_bytes, status, limits }, QueueReceiver { rx })
+        (Self { tx, bytes: bytes.clone(), max_bytes, status, limits }, QueueReceiver { rx, bytes })
     }
 
     /// What bags for this block must keep to.
     pub fn limits(&self) -> BagLimits {
         self.limits
+    }
+
+    /// The most bytes the queue holds; nothing larger can ever be queued.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     /// Envelopes waiting now.
@@ -276,8 +285,9 @@ impl BlockQueue {
         })
     }
 
-    /// Queues `envelope` if there is room now. A full queue hands it back uncounted: the caller
-    /// then waits for room with [`BlockQueue::push_within`] or gives up with [`BlockQueue::refuse`].
+    /// Queues `envelope` if there is room now. A refusal is handed back uncounted (a full queue:
+    /// the caller then waits for room with [`BlockQueue::push_within`]); the caller counts it with
+    /// [`BlockQueue::refuse`] when it gives up.
     pub fn offer(&self, envelope: Envelope) -> Result<(), (Refusal, Envelope)> {
         let permit = match self.permits(&envelope) {
             Err(too_large) => return Err((too_large, envelope)),

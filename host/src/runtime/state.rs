@@ -1,7 +1,7 @@
 //! The sandbox part of a block's store: its WASI context (no environment, arguments,
 //! directories or sockets), its resource table, the clock of the call in progress, its memory
 //! limit and its captured stderr. The capabilities a block reaches the host through are not
-//! here: see `runtime::ctx`, which puts them together.
+//! here: see `block::ctx`, which puts them together.
 //!
 //! Invariant: nothing in here is shared with another block's store; a trap poisons this store
 //! only.
@@ -12,7 +12,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView};
 
-use crate::defaults::{Limits, MAX_RESOURCES, MAX_TABLE_ELEMENTS};
+use crate::defaults::{
+    Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_RESOURCES, MAX_TABLE_ELEMENTS, MAX_TABLES, TABLE_ELEMENT_BYTES,
+};
 use crate::runtime::clock::CallClock;
 use crate::runtime::guest_io::StderrTail;
 use crate::runtime::log_rate::LogRate;
@@ -44,7 +46,7 @@ impl Sandbox {
             wasi,
             table,
             clock: Arc::new(CallClock::new(limits.call_timeout)),
-            memory: MemoryLimit { limit: limits.memory_bytes, hit: None },
+            memory: MemoryLimit::new(limits.memory_bytes),
             stderr,
         }
     }
@@ -62,27 +64,79 @@ impl Sandbox {
     }
 }
 
-/// Caps a block's linear memory.
+/// Caps what a block's store may hold in linear memories and tables, all of them together (a
+/// component may have several of each).
 #[derive(Debug, Clone)]
 pub struct MemoryLimit {
-    /// Largest memory, in bytes.
+    /// Most bytes, memories and tables together.
     pub limit: usize,
-    /// The size the guest asked for when it ran into the limit.
+    /// Bytes held now: every memory's size plus every table's elements at
+    /// [`TABLE_ELEMENT_BYTES`] each.
+    used: usize,
+    /// The total the guest asked for when it ran into the limit.
     pub hit: Option<usize>,
 }
 
-impl ResourceLimiter for Sandbox {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory.limit {
-            // Refuse the growth; the guest sees an allocation failure (a Rust guest aborts). The
-            // note lets the host say which limit ended it.
-            self.memory.hit = Some(desired);
-            return Ok(false);
-        }
-        Ok(true)
+impl MemoryLimit {
+    /// Nothing held yet, at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, used: 0, hit: None }
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+    /// Whether growing something from `current` to `desired` bytes keeps the store within the
+    /// limit; if so, it counts.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
+            // Refused; the guest sees an allocation failure (a Rust guest aborts). The note lets
+            // the host say which limit ended it.
+            self.hit = Some(total);
+            return false;
+        }
+        self.used = total;
+        true
+    }
+}
+
+impl ResourceLimiter for Sandbox {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.memory.grow(current, desired))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(self.memory.grow(bytes(current), bytes(desired)))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_holds_for_everything_together() {
+        let mut limit = MemoryLimit::new(100);
+        assert!(limit.grow(0, 60), "a first memory");
+        assert!(!limit.grow(0, 50), "a second one past the total");
+        assert_eq!(limit.hit, Some(110));
+        assert!(limit.grow(0, 40), "one that fits");
+        assert!(limit.grow(40, 10), "shrinking frees");
+        assert!(limit.grow(60, 90), "so the first may grow");
+        assert!(!limit.grow(10, 11));
     }
 }

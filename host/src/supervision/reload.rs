@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::block::component::{BlockComponent, Loader};
 use crate::defaults::{MANIFEST_FILE, RELOAD_DEBOUNCE};
+use crate::error::LoadError;
 use crate::manifest::Manifest;
 use crate::routing::router::Router;
 use crate::runtime::cache::ContentHash;
@@ -140,14 +141,14 @@ impl<'a> Reloader<'a> {
 
     async fn component_changed(&mut self, path: &Path, quiet: bool) {
         let Some(name) = component_name(path) else { return };
-        let bytes = match tokio::fs::read(path).await {
+        let bytes = match crate::block::component::read_component(path).await {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 tracing::info!("`{}` was removed; the running version carries on", path.display());
                 return;
             }
             Err(e) => {
-                tracing::warn!("cannot read `{}`: {e}; the running version carries on", path.display());
+                tracing::warn!(event = "version_refused", component = %name, "{e}; the running version carries on");
                 return;
             }
         };

@@ -17,6 +17,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::Child;
 
+mod wat;
+
+pub use wat::wat_block;
+
 /// Paths of the guest components, built by this crate's build script.
 pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));

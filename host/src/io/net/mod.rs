@@ -199,12 +199,14 @@ impl NetHub {
             };
             match received {
                 Ok((n, peer)) => {
-                    peers.heard(peer);
                     let event =
                         Envelope::Datagram { listener: url.clone(), peer: peer.to_string(), data: buf[..n].to_vec() };
-                    // A full queue drops the datagram (counted by the queue).
-                    if let Err((crate::routing::queue::Refusal::Closed, _)) = self.queue.try_push(event) {
-                        return;
+                    // A full queue drops the datagram (counted by the queue); only a peer whose
+                    // datagram the block will see may be answered.
+                    match self.queue.try_push(event) {
+                        Ok(()) => peers.heard(peer),
+                        Err((crate::routing::queue::Refusal::Closed, _)) => return,
+                        Err(_) => {}
                     }
                 }
                 Err(e) => tracing::debug!(block = %self.responsibility, "receiving on {url}: {e}"),
@@ -261,7 +263,8 @@ impl NetHub {
     /// Queues what arrives on connection `id` until it ends, is cancelled or the block takes no
     /// more events.
     async fn pump(&self, id: u64, read: &mut tokio::net::tcp::OwnedReadHalf, cancel: &CancellationToken) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        // A read never holds more than the queue may: a small `queue_bytes` means small reads.
+        let mut buf = vec![0u8; READ_CHUNK.min(self.queue.max_bytes()).max(1)];
         loop {
             let n = tokio::select! {
                 () = cancel.cancelled() => return,

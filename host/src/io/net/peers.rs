@@ -1,6 +1,7 @@
 //! The peers a UDP listener has heard from: the only addresses `send-datagram` may reach from it
 //! without a `connect` grant (a block answers whoever sent to it; it cannot aim datagrams at
-//! anyone else). Bounded: the oldest peers are forgotten first.
+//! anyone else). Only peers whose datagram was queued count. Bounded: the peers first heard
+//! from are forgotten first.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;

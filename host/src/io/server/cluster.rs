@@ -221,7 +221,9 @@ impl BlockServer {
     }
 
     /// Feeds a durable block from its JetStream stream (created if missing), one bag at a time
-    /// in flight per queue slot; each is acknowledged by the block's task after `on-enqueue`.
+    /// in flight per queue slot; each is acknowledged once its receipt is done (the block is done
+    /// with it). What is held outlives a consumer that failed or a queue that closed: it is still
+    /// kept alive and acknowledged until the block's server side shuts down.
     pub fn serve_durable(self: &Arc<Self>, cluster: &str, capacity: usize) {
         let Some(queue) = self.queue.clone() else { return };
         let responsibility = self.status.responsibility.clone();
@@ -229,18 +231,40 @@ impl BlockServer {
         let me = self.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
+            let mut held = Held::default();
+            let mut progress = tokio::time::interval(me.link.durable_ack_wait / 3);
+            progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                if let Err(e) = me.consume(&subject, &stream, capacity, &queue, &cancel).await {
-                    tracing::warn!("durable stream `{stream}`: {e}; trying again");
+                let taking =
+                    match me.consume(&subject, &stream, capacity, &queue, &cancel, &mut held, &mut progress).await {
+                        Ok(Consumed::Cancelled) => break,
+                        Ok(Consumed::QueueClosed) => false,
+                        Err(e) => {
+                            tracing::warn!("durable stream `{stream}`: {e}; trying again");
+                            true
+                        }
+                    };
+                // Between two consumers, and once the block takes no more bags, what is held is
+                // still kept alive and acknowledged when done.
+                let retry = tokio::time::sleep(DURABLE_RETRY);
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        _ = progress.tick() => me.keep_alive(&held).await,
+                        Some(done) = held.next_done() => me.settle(&mut held, done).await,
+                        () = &mut retry, if taking => break,
+                    }
                 }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(DURABLE_RETRY) => {}
+                if cancel.is_cancelled() {
+                    break;
                 }
             }
+            me.settle_done(&mut held).await;
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn consume(
         &self,
         subject: &str,
@@ -248,7 +272,9 @@ impl BlockServer {
         capacity: usize,
         queue: &BlockQueue,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
+        held: &mut Held,
+        progress: &mut tokio::time::Interval,
+    ) -> anyhow::Result<Consumed> {
         let js = jetstream::new(self.link.client().clone());
         let stream = js
             .get_or_create_stream(jetstream::stream::Config {
@@ -277,27 +303,21 @@ impl BlockServer {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(event = "consuming_stream", block = %self.status.responsibility, "taking bags from the durable stream `{}`", stream.cached_info().config.name);
-        let mut held = Held::default();
-        let mut progress = tokio::time::interval(self.link.durable_ack_wait / 3);
-        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
-                () = cancel.cancelled() => {
-                    self.settle_done(&mut held).await;
-                    return Ok(());
-                }
+                () = cancel.cancelled() => return Ok(Consumed::Cancelled),
                 _ = progress.tick() => {
-                    self.keep_alive(&held).await;
+                    self.keep_alive(held).await;
                     continue;
                 }
                 Some(done) = held.next_done() => {
-                    self.settle(&mut held, done).await;
+                    self.settle(held, done).await;
                     continue;
                 }
                 m = messages.next() => match m {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => return Err(anyhow::anyhow!("{e}")),
-                    None => return Ok(()),
+                    None => return Err(anyhow::anyhow!("the consumer ended")),
                 },
             };
             self.link.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -315,17 +335,14 @@ impl BlockServer {
             // what the block is done with.
             let sent = loop {
                 tokio::select! {
-                    () = cancel.cancelled() => {
-                        self.settle_done(&mut held).await;
-                        return Ok(());
-                    }
-                    _ = progress.tick() => self.keep_alive(&held).await,
-                    Some(done) = held.next_done() => self.settle(&mut held, done).await,
+                    () = cancel.cancelled() => return Ok(Consumed::Cancelled),
+                    _ = progress.tick() => self.keep_alive(held).await,
+                    Some(done) = held.next_done() => self.settle(held, done).await,
                     sent = &mut send => break sent,
                 }
             };
             if sent.is_err() {
-                return Ok(());
+                return Ok(Consumed::QueueClosed);
             }
             Counters::bump(&self.status.counters.from_server);
         }
@@ -360,6 +377,14 @@ impl BlockServer {
     }
 }
 
+/// How a consumer of a durable stream ended without an error.
+enum Consumed {
+    /// The block's server side is shutting down.
+    Cancelled,
+    /// The block takes no more bags (its task is ending).
+    QueueClosed,
+}
+
 /// Bags taken from a durable stream and not yet acknowledged, with their receipts.
 #[derive(Default)]
 struct Held {
@@ -381,7 +406,7 @@ impl Held {
         receipt
     }
 
-    /// The next receipt done (`true`) or dropped (`false`); `None` while none is held.
+    /// The next receipt done (`true`) or dropped (`false`); pending while none is held.
     async fn next_done(&mut self) -> Option<(u64, bool)> {
         if self.receipts.is_empty() {
             return std::future::pending().await;

@@ -146,8 +146,12 @@ impl Supervisor {
             server.grant(&spec.publish, &spec.subscribe);
         }
         let took = if needs_swap {
-            if (old.limits.queue, old.limits.queue_bytes) != (spec.limits.queue, spec.limits.queue_bytes) {
-                tracing::warn!(block = %spec.responsibility, "a new queue capacity applies when the host restarts");
+            if restart_only(&old.limits) != restart_only(&spec.limits) {
+                tracing::warn!(
+                    block = %spec.responsibility,
+                    "new queue, bag, send buffer, subscription or log limits apply when the host restarts; \
+                     the new instance runs with the rest of the change"
+                );
             }
             tracing::info!(block = %spec.responsibility, "its manifest entry changed: swapping");
             self.swap(i, component, spec.clone(), outcome).await
@@ -250,4 +254,18 @@ impl Supervisor {
             Err(e) => tracing::error!("the new dependencies cannot be ordered ({e:?}); keeping the old order"),
         }
     }
+}
+
+/// The limits that belong to the block rather than to an instance (its queue, its sockets, its
+/// server side, its log rate): a swap does not change them.
+fn restart_only(limits: &crate::defaults::Limits) -> impl PartialEq {
+    (
+        limits.queue,
+        limits.queue_bytes,
+        limits.max_bag_bytes,
+        limits.max_bag_depth,
+        limits.send_buffer_bytes,
+        limits.max_subscriptions,
+        limits.log_lines_per_sec,
+    )
 }

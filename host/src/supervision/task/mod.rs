@@ -12,7 +12,8 @@
 //! bags are delivered only while the block runs, in queue order; the queue outlives every
 //! instance, so a restart loses no queued bag; the bag being processed when a fault hit is
 //! delivered again (up to `max_attempts` in all) and then becomes a dead letter; when the task
-//! ends every bag left in the queue is counted as lost and logged, never dropped silently.
+//! ends every bag left in the queue becomes a dead letter (after a fault) or is counted as lost
+//! (otherwise), and is logged, never dropped silently.
 
 use std::future::poll_fn;
 use std::sync::Arc;

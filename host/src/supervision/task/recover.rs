@@ -20,7 +20,10 @@ impl BlockTask {
     pub(super) async fn recover(&mut self, fault: Fault) -> Result<Option<Command>, Outcome> {
         let Fault { mut error, bag } = fault;
         self.fault_at.get_or_insert_with(Instant::now);
-        self.life = Life::Faulted;
+        // A block that was told to run runs again; one that was only initialised waits for `Run`.
+        let runs = self.life.wants_run();
+        let down = || if runs { Life::Faulted } else { Life::Down };
+        self.life = down();
         let status = self.parts.status.clone();
         Counters::bump(&status.counters.faults);
         tracing::error!(event = "fault", "block faulted: {error}");
@@ -75,7 +78,12 @@ impl BlockTask {
                 () = tokio::task::yield_now(), if delay.is_zero() => {}
             }
             let started = match self.ready_instance(&self.component.clone(), &self.spec.clone(), None).await {
-                Ok(instance) => self.start_running(instance, None).await,
+                Ok(instance) if runs => self.start_running(instance, None).await,
+                Ok(instance) => {
+                    status.set_state(BlockState::Starting);
+                    self.life = Life::Ready(instance);
+                    Ok(())
+                }
                 Err(e) => Err(e.into()),
             };
             match started {
@@ -86,7 +94,7 @@ impl BlockTask {
                 Err(fault) => {
                     tracing::error!("restart failed: {}", fault.error);
                     Counters::bump(&status.counters.faults);
-                    self.life = Life::Faulted;
+                    self.life = down();
                     error = fault.error;
                 }
             }
