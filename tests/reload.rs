@@ -243,3 +243,29 @@ async fn bagpipe_dev_rebuilds_an_edited_block_and_the_host_swaps_it_in() {
     assert!(!out.log_events("rebuilt").is_empty(), "{}", out.stderr);
     assert!(!out.log_events("swapped").is_empty(), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn an_edited_bag_limit_holds_for_every_sender_at_once() {
+    let manifest = |limit: &str, round: u32| {
+        format!(
+            "[[block]]\nname = \"recorder\"\nresponsibility = \"sink\"\n{limit}\n\n\
+             [[block]]\nname = \"sender\"\nafter = [\"sink\"]\n[block.config]\nto = \"sink\"\nphase = \"init\"\nbig_bytes = 100\nround = {round}\n"
+        )
+    };
+    let dir = BlockDir::from_manifest(&manifest("", 1));
+    let mut host = start(&dir);
+    let first = host.wait_for(1, |e| e["event"] == "sent").await;
+    assert_eq!(first.iter().find(|e| e["event"] == "sent").expect("sent")["delivered"], true);
+    // The sink's limit drops to 64 bytes; the sender is swapped too (its config changed) and
+    // sends the same bag again from its new instance's init.
+    dir.write_as("bagpipe.toml", manifest("max_bag_bytes = 64", 2).as_bytes(), Write::Rename);
+    let second = host.wait_for(1, |e| e["event"] == "sent").await;
+    let refused = second.iter().find(|e| e["event"] == "sent").expect("sent");
+    assert_eq!(refused["error"], "too-large", "{refused}");
+    assert_eq!(refused["detail"], "64", "{refused}");
+    host.log_event("manifest_applied").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(out.bags_of("sink").len(), 1, "only the bag sent before the edit");
+}

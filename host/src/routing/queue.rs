@@ -14,7 +14,7 @@
 //! task takes it out. No I/O: a durable bag carries a [`Receipt`], and the server side that took
 //! it from its stream acknowledges it once the receipt is done.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -188,7 +188,16 @@ pub struct BlockQueue {
     bytes: Arc<Semaphore>,
     max_bytes: usize,
     status: Arc<BlockStatus>,
-    limits: BagLimits,
+    /// What bags must keep to, shared by every clone: a manifest edit changes it for all paths
+    /// in (other blocks, the server, the cluster) at once.
+    limits: Arc<SharedLimits>,
+}
+
+/// Bag limits every clone of a queue sees, changed in place.
+#[derive(Debug)]
+struct SharedLimits {
+    max_bytes: AtomicUsize,
+    max_depth: AtomicUsize,
 }
 
 impl std::fmt::Debug for BlockQueue {
@@ -236,12 +245,26 @@ impl BlockQueue {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let bytes = Arc::new(Semaphore::new(max_bytes));
+        let limits = Arc::new(SharedLimits {
+            max_bytes: AtomicUsize::new(limits.max_bytes),
+            max_depth: AtomicUsize::new(limits.max_depth),
+        });
         (Self { tx, bytes: bytes.clone(), max_bytes, status, limits }, QueueReceiver { rx, bytes })
     }
 
     /// What bags for this block must keep to.
     pub fn limits(&self) -> BagLimits {
-        self.limits
+        BagLimits {
+            max_bytes: self.limits.max_bytes.load(Ordering::Relaxed),
+            max_depth: self.limits.max_depth.load(Ordering::Relaxed),
+        }
+    }
+
+    /// From now on, bags for this block must keep to `limits` (whichever way they come). A limit
+    /// larger than the queue's bytes still cannot pass them.
+    pub fn set_limits(&self, limits: BagLimits) {
+        self.limits.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+        self.limits.max_depth.store(limits.max_depth, Ordering::Relaxed);
     }
 
     /// The most bytes the queue holds; nothing larger can ever be queued.
@@ -263,13 +286,13 @@ impl BlockQueue {
     /// Checks a block's bag against this block's limits and stamps the host's keys on it (a
     /// refusal is counted).
     pub fn stamp(&self, bag: &str, from: &str, seq: u64) -> Result<String, Refusal> {
-        bag::stamp(bag, from, seq, self.limits).map_err(|e| self.refused(e.into(), false))
+        bag::stamp(bag, from, seq, self.limits()).map_err(|e| self.refused(e.into(), false))
     }
 
     /// Checks a bag stamped elsewhere (by another host, or from a server message) against this
     /// block's limits (a refusal is counted).
     pub fn check(&self, bag: &str) -> Result<(), Refusal> {
-        bag::check_inbound(bag, self.limits).map_err(|e| self.refused(e.into(), false))
+        bag::check_inbound(bag, self.limits()).map_err(|e| self.refused(e.into(), false))
     }
 
     /// Counts a bag refused before it was checked (e.g. one too large to read).

@@ -15,6 +15,7 @@ use crate::block::component::BlockComponent;
 use crate::deps::Graph;
 use crate::error::CallError;
 use crate::manifest::{BlockSpec, Manifest};
+use crate::routing::bag::BagLimits;
 use crate::supervision::task::Command;
 
 /// A change for the supervisor to apply.
@@ -149,7 +150,7 @@ impl Supervisor {
             if restart_only(&old.limits) != restart_only(&spec.limits) {
                 tracing::warn!(
                     block = %spec.responsibility,
-                    "new queue, bag, send buffer, subscription or log limits apply when the host restarts; \
+                    "new queue, send buffer, subscription or log limits apply when the host restarts; \
                      the new instance runs with the rest of the change"
                 );
             }
@@ -160,6 +161,14 @@ impl Supervisor {
             self.slots[i].spec = spec.clone();
             true
         };
+        if took
+            && (old.limits.max_bag_bytes, old.limits.max_bag_depth)
+                != (spec.limits.max_bag_bytes, spec.limits.max_bag_depth)
+            && let Some(queue) = self.router.resolve(&spec.responsibility).and_then(|r| r.queue.clone())
+        {
+            // Whichever way bags come (other blocks, the server, the cluster), the new limits hold.
+            queue.set_limits(BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth });
+        }
         if !took {
             if let Some(hub) = &net {
                 hub.grant(&old.listen, &old.connect);
@@ -259,13 +268,5 @@ impl Supervisor {
 /// The limits that belong to the block rather than to an instance (its queue, its sockets, its
 /// server side, its log rate): a swap does not change them.
 fn restart_only(limits: &crate::defaults::Limits) -> impl PartialEq {
-    (
-        limits.queue,
-        limits.queue_bytes,
-        limits.max_bag_bytes,
-        limits.max_bag_depth,
-        limits.send_buffer_bytes,
-        limits.max_subscriptions,
-        limits.log_lines_per_sec,
-    )
+    (limits.queue, limits.queue_bytes, limits.send_buffer_bytes, limits.max_subscriptions, limits.log_lines_per_sec)
 }
