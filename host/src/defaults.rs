@@ -17,6 +17,12 @@ pub const BUILTIN_RESPONSIBILITIES: [&str; 2] = ["initiator", "finisher"];
 /// The name the built-in blocks report as their component.
 pub const BUILTIN_NAME: &str = "bagpipe";
 
+/// Compiled components kept in memory (the most recently used).
+pub const COMPILED_IN_MEMORY: usize = 64;
+
+/// Bytes of compiled components kept on disk (the least recently used go first).
+pub const DISK_CACHE_BYTES: u64 = 1 << 30;
+
 /// The largest component file the host reads (a Python block, CPython included, is ~40 MB).
 pub const MAX_COMPONENT_BYTES: u64 = 48 << 20;
 

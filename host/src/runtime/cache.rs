@@ -1,5 +1,6 @@
-//! Compiled components, cached by the SHA-256 of their bytes: in memory for the life of the host,
-//! and on disk across runs.
+//! Compiled components, cached by the SHA-256 of their bytes: in memory (the most recently used
+//! `COMPILED_IN_MEMORY`) and on disk across runs (at most `DISK_CACHE_BYTES`, the least recently
+//! used entries removed first), so that a stream of new versions cannot fill either.
 //!
 //! Compiling is the slow step of loading a block (~0.1 s per component in a release host, over a
 //! second in a debug one); loading a cached compilation takes well under a millisecond. The disk
@@ -21,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::defaults::{COMPILED_IN_MEMORY, DISK_CACHE_BYTES};
 
 /// The SHA-256 of a component file: the version of a block.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +63,15 @@ pub struct ComponentCache {
     engine: Engine,
     dir: Option<PathBuf>,
     engine_tag: String,
-    memory: Mutex<HashMap<ContentHash, Component>>,
+    /// Compiled components with the tick they were last used at.
+    memory: Mutex<HashMap<ContentHash, (Component, u64)>>,
+    tick: AtomicU64,
+    /// Most components kept in memory.
+    in_memory: usize,
+    /// Most bytes of entries kept on disk.
+    disk_bytes: u64,
+    /// Components compiled (not found in either cache), for tests and stats.
+    compiled: AtomicU64,
 }
 
 impl ComponentCache {
@@ -78,7 +89,24 @@ impl ComponentCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         let engine_tag = format!("{:016x}", hasher.finish());
-        Self { engine: engine.clone(), dir, engine_tag, memory: Mutex::new(HashMap::new()) }
+        Self {
+            engine: engine.clone(),
+            dir,
+            engine_tag,
+            memory: Mutex::new(HashMap::new()),
+            tick: AtomicU64::new(0),
+            in_memory: COMPILED_IN_MEMORY,
+            disk_bytes: DISK_CACHE_BYTES,
+            compiled: AtomicU64::new(0),
+        }
+    }
+
+    /// This cache, keeping at most `in_memory` components in memory and `disk_bytes` on disk.
+    #[cfg(test)]
+    fn bounded(mut self, in_memory: usize, disk_bytes: u64) -> Self {
+        self.in_memory = in_memory.max(1);
+        self.disk_bytes = disk_bytes;
+        self
     }
 
     /// The default disk cache: `$BAGPIPE_CACHE_DIR`, else `$XDG_CACHE_HOME/bagpipe`, else
@@ -93,7 +121,9 @@ impl ComponentCache {
     /// The compiled form of `bytes` (whose hash is `hash`), from the cache or freshly compiled.
     /// Blocking: call it off the async workers.
     pub fn get(&self, hash: ContentHash, bytes: &[u8]) -> wasmtime::Result<Component> {
-        if let Some(c) = self.lock().get(&hash) {
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        if let Some((c, used)) = self.lock().get_mut(&hash) {
+            *used = tick;
             return Ok(c.clone());
         }
         let entry = self.dir.as_ref().map(|d| d.join(format!("{}-{}.cwasm", hash.hex(), self.engine_tag)));
@@ -101,17 +131,24 @@ impl ComponentCache {
             Some(c) => c,
             None => {
                 let c = Component::new(&self.engine, bytes)?;
+                self.compiled.fetch_add(1, Ordering::Relaxed);
                 if let Some(path) = &entry {
                     self.write(path, &c);
                 }
                 c
             }
         };
-        self.lock().insert(hash, component.clone());
+        let mut memory = self.lock();
+        // The least recently used goes; instances of it keep their code (a `Component` is shared).
+        while memory.len() >= self.in_memory {
+            let Some(oldest) = memory.iter().min_by_key(|(_, (_, used))| *used).map(|(h, _)| *h) else { break };
+            memory.remove(&oldest);
+        }
+        memory.insert(hash, (component.clone(), tick));
         Ok(component)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Component>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, (Component, u64)>> {
         // The map holds plain values; a panic elsewhere cannot leave it half-written.
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -124,7 +161,13 @@ impl ComponentCache {
         // written only by `write` below into the user's cache directory, named by content and
         // engine hash; wasmtime also checks the engine and version recorded in the file.
         match unsafe { Component::deserialize_file(&self.engine, path) } {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                // Recently used: the last to be removed when the cache is over its size.
+                if let Ok(file) = std::fs::File::options().append(true).open(path) {
+                    let _ = file.set_modified(std::time::SystemTime::now());
+                }
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(entry = %path.display(), "ignoring unreadable compile cache entry: {e:#}");
                 None
@@ -148,6 +191,33 @@ impl ComponentCache {
         if let Err(e) = result {
             tracing::warn!(entry = %path.display(), "could not write compile cache entry: {e}");
         }
+        if let Some(dir) = path.parent() {
+            self.trim(dir);
+        }
+    }
+
+    /// Removes the least recently used entries until the directory's entries fit the disk budget.
+    fn trim(&self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut found: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = found.iter().map(|(_, len, _)| len).sum();
+        found.sort();
+        for (_, len, path) in found {
+            if total <= self.disk_bytes {
+                break;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => total = total.saturating_sub(len),
+                Err(e) => tracing::warn!(entry = %path.display(), "could not remove a compile cache entry: {e}"),
+            }
+        }
     }
 }
 
@@ -166,4 +236,48 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("others can write to it (mode {:o})", meta.mode() & 0o777));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bagpipe_test_support::wat_block;
+
+    fn components(n: usize) -> Vec<(ContentHash, Vec<u8>)> {
+        (1..=n).map(|i| wat_block(&format!("(memory {i})"))).map(|bytes| (ContentHash::of(&bytes), bytes)).collect()
+    }
+
+    #[test]
+    fn memory_keeps_the_most_recently_used() {
+        let engine = crate::runtime::engine::new_engine().unwrap();
+        let cache = ComponentCache::new(&engine, None).bounded(2, 0);
+        let c = components(3);
+        for (hash, bytes) in &c {
+            cache.get(*hash, bytes).unwrap();
+        }
+        assert_eq!(cache.compiled.load(Ordering::Relaxed), 3);
+        assert_eq!(cache.lock().len(), 2, "at most two in memory");
+        cache.get(c[2].0, &c[2].1).unwrap();
+        assert_eq!(cache.compiled.load(Ordering::Relaxed), 3, "the last one is still there");
+        cache.get(c[0].0, &c[0].1).unwrap();
+        assert_eq!(cache.compiled.load(Ordering::Relaxed), 4, "the first one was evicted");
+    }
+
+    #[test]
+    fn the_disk_cache_stays_within_its_size() {
+        let engine = crate::runtime::engine::new_engine().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let c = components(3);
+        let cache = ComponentCache::new(&engine, Some(dir.path().to_path_buf())).bounded(1, 1);
+        for (hash, bytes) in &c {
+            cache.get(*hash, bytes).unwrap();
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert!(left.len() <= 1, "over the budget, entries go: {left:?}");
+        let roomy = ComponentCache::new(&engine, Some(dir.path().to_path_buf())).bounded(1, 1 << 30);
+        for (hash, bytes) in &c {
+            roomy.get(*hash, bytes).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "within it, they stay");
+    }
 }
