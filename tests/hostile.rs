@@ -203,7 +203,8 @@ async fn floods(attempt: &str, line: &str) {
     out.assert_success();
     let written = out.log.iter().filter(|r| r["message"].as_str().is_some_and(|m| m.contains(line))).count() as u64;
     let dropped = dir.report().count("hostile", "logs_dropped");
-    assert!(written <= 60, "about a second's worth was written: {written}");
+    // 50 a second with a second's burst: a few seconds of flooding write a few hundred at most.
+    assert!(written < 1000, "the rate held: {written} of 5000 written");
     assert_eq!(written + dropped, 5000, "every line was written or counted");
     let summarised: u64 = out.log_events("logs_dropped").iter().filter_map(|r| r["lines"].as_u64()).sum();
     assert_eq!(summarised, dropped, "the dropped lines are summarised:\n{}", out.stderr);
@@ -264,10 +265,11 @@ async fn refused_when_loaded(extra: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_table_bomb_is_refused_when_loaded() {
+async fn a_table_bomb_counts_against_the_memory_limit() {
     // Eight tables of a million references: 128 MiB against the default 64.
-    let why = refused_when_loaded(&"(table 1000000 funcref) ".repeat(8)).await;
-    assert!(why.contains("table"), "{why}");
+    let failed = wat_block_beside_a_neighbour(&"(table 1000000 funcref) ".repeat(8), "").await;
+    let why = failed.expect("refused");
+    assert!(why.contains("memories and tables together"), "{why}");
 }
 
 #[tokio::test]

@@ -238,7 +238,7 @@ async fn a_graceful_restart_of_a_durable_block_hands_each_bag_over_once() {
     // The block is stopped with a backlog: what it processed while finishing is acknowledged,
     // so the next host gets every other bag and none of those again.
     let nats = Nats::start(true).await;
-    let cluster = "[host]\ncluster = \"handover\"\ndurable_ack_wait_ms = 1000\n\n";
+    let cluster = "[host]\ncluster = \"handover\"\ndurable_ack_wait_ms = 3000\n\n";
     let store = BlockDir::from_manifest(&format!(
         "{cluster}[[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\nqueue = 8\n[block.config]\nbusy_ms = 10\n"
     ));

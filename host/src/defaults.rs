@@ -52,6 +52,9 @@ pub const MAX_RESOURCES: usize = 10_000;
 /// with them.
 pub const STAMP_BYTES: usize = 1024;
 
+/// The largest `memory_mb` a manifest may give a block, in bytes.
+pub const MAX_MEMORY_BYTES: usize = 4096 << 20;
+
 /// Most elements a guest's table may grow to.
 pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 

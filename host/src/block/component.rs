@@ -131,7 +131,11 @@ impl BlockComponent {
             net: None,
             server: None,
         };
-        let mut store = BlockCtx::new(&parts, self.hooks, &crate::defaults::Limits::default(), &[]).into_store(engine);
+        // The block's own `memory_mb` is not known here (one component may serve several blocks):
+        // the check allows the most any block may have; counts of instances, tables and memories
+        // hold as always.
+        let limits = crate::defaults::Limits { memory_bytes: crate::defaults::MAX_MEMORY_BYTES, ..Default::default() };
+        let mut store = BlockCtx::new(&parts, self.hooks, &limits, &[]).into_store(engine);
         // Instantiating runs the component's start functions, if it has any: bounded like a call
         // (the default call timeout, the wall-clock guard). No export is called.
         store.data_mut().sandbox.enter();

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{BlockSpec, Listen, Locator};
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, Policy, STAMP_BYTES};
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MAX_MEMORY_BYTES, Policy, STAMP_BYTES};
 use crate::error::ManifestError;
 use crate::restart::{GiveUp, Restart};
 
@@ -132,7 +132,7 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
         limits.queue = at.in_range(v, "queue", 1, 1 << 20)? as usize;
     }
     if let Some(v) = &raw.memory_mb {
-        limits.memory_bytes = (at.in_range(v, "memory_mb", 1, 4096)? as usize) << 20;
+        limits.memory_bytes = (at.in_range(v, "memory_mb", 1, (MAX_MEMORY_BYTES >> 20) as u64)? as usize) << 20;
     }
     if let Some(v) = &raw.call_timeout_ms {
         limits.call_timeout = Duration::from_millis(at.in_range(v, "call_timeout_ms", 1, 3_600_000)?);

@@ -284,7 +284,7 @@ impl ControllerCtx {
             bag::stamp(bag, &self.me.responsibility, seq, self.limits).map_err(|e| refusal(target, e.into()))?;
         let timeout = self.links.settings.enqueue_timeout;
         let answer = self.clock.waiting(cluster.enqueue(target, stamped, timeout)).await;
-        if matches!(answer, Err(EnqueueError::QueueFull | EnqueueError::Unavailable(_))) {
+        if matches!(answer, Err(EnqueueError::QueueFull)) {
             self.clock.note_wait_in_vain();
         }
         if answer.is_ok() {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
 use crate::routing::bag::{self, BagError, BagLimits};
 use crate::stats::{BlockStatus, Counters};
@@ -260,10 +260,12 @@ impl BlockQueue {
         }
     }
 
-    /// From now on, bags for this block must keep to `limits` (whichever way they come). A limit
-    /// larger than the queue's bytes still cannot pass them.
+    /// From now on, bags for this block must keep to `limits` (whichever way they come); the size
+    /// limit is capped by what the queue's bytes hold.
     pub fn set_limits(&self, limits: BagLimits) {
-        self.limits.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+        // What the queue's bytes cannot hold (with the host's keys) is never a bag for it.
+        let max_bytes = limits.max_bytes.min(self.max_bytes.saturating_sub(crate::defaults::STAMP_BYTES));
+        self.limits.max_bytes.store(max_bytes, Ordering::Relaxed);
         self.limits.max_depth.store(limits.max_depth, Ordering::Relaxed);
     }
 
@@ -317,7 +319,8 @@ impl BlockQueue {
             Ok(0) => None,
             Ok(n) => match self.bytes.clone().try_acquire_many_owned(n) {
                 Ok(permit) => Some(permit),
-                Err(_) => return Err((Refusal::Full, envelope)),
+                Err(TryAcquireError::NoPermits) => return Err((Refusal::Full, envelope)),
+                Err(TryAcquireError::Closed) => return Err((Refusal::Closed, envelope)),
             },
         };
         match self.tx.try_send(Queued { envelope, _bytes: permit }) {
@@ -442,6 +445,7 @@ mod tests {
         rx.close();
         while rx.recv().await.is_some() {}
         assert_eq!(q.push(Envelope::Bag("{}".into())).await, Err(Refusal::Closed));
+        assert_eq!(q.try_push(Envelope::Bag("{}".into())).unwrap_err().0, Refusal::Closed, "not full: closed");
         assert_eq!(count(&status), [2, 3, 1, 2, 1, 2], "a closed queue refuses without counting");
     }
 

@@ -122,11 +122,15 @@ impl ComponentCache {
     /// Blocking: call it off the async workers.
     pub fn get(&self, hash: ContentHash, bytes: &[u8]) -> wasmtime::Result<Component> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        let entry = self.dir.as_ref().map(|d| d.join(format!("{}-{}.cwasm", hash.hex(), self.engine_tag)));
         if let Some((c, used)) = self.lock().get_mut(&hash) {
             *used = tick;
+            // Recently used on disk too: another host's trim keeps it.
+            if let Some(path) = &entry {
+                touch(path);
+            }
             return Ok(c.clone());
         }
-        let entry = self.dir.as_ref().map(|d| d.join(format!("{}-{}.cwasm", hash.hex(), self.engine_tag)));
         let component = match entry.as_deref().and_then(|p| self.read(p)) {
             Some(c) => c,
             None => {
@@ -162,10 +166,7 @@ impl ComponentCache {
         // engine hash; wasmtime also checks the engine and version recorded in the file.
         match unsafe { Component::deserialize_file(&self.engine, path) } {
             Ok(c) => {
-                // Recently used: the last to be removed when the cache is over its size.
-                if let Ok(file) = std::fs::File::options().append(true).open(path) {
-                    let _ = file.set_modified(std::time::SystemTime::now());
-                }
+                touch(path);
                 Some(c)
             }
             Err(e) => {
@@ -218,6 +219,13 @@ impl ComponentCache {
                 Err(e) => tracing::warn!(entry = %path.display(), "could not remove a compile cache entry: {e}"),
             }
         }
+    }
+}
+
+/// Marks a cache entry as used now: the last to be removed when the cache is over its size.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 

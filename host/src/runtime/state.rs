@@ -75,12 +75,14 @@ pub struct MemoryLimit {
     used: usize,
     /// The total the guest asked for when it ran into the limit.
     pub hit: Option<usize>,
+    /// The last growth allowed (from, to), taken back if the engine then fails it.
+    last: Option<(usize, usize)>,
 }
 
 impl MemoryLimit {
     /// Nothing held yet, at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { limit, used: 0, hit: None }
+        Self { limit, used: 0, hit: None, last: None }
     }
 
     /// Whether growing something from `current` to `desired` bytes keeps the store within the
@@ -91,10 +93,20 @@ impl MemoryLimit {
             // Refused; the guest sees an allocation failure (a Rust guest aborts). The note lets
             // the host say which limit ended it.
             self.hit = Some(total);
+            // Nothing to take back if the engine reports this refusal as a failure.
+            self.last = None;
             return false;
         }
         self.used = total;
+        self.last = Some((current, desired));
         true
+    }
+
+    /// The growth just allowed did not happen (past a declared maximum, or out of memory).
+    fn failed(&mut self) {
+        if let Some((current, desired)) = self.last.take() {
+            self.used = self.used.saturating_sub(desired).saturating_add(current);
+        }
     }
 }
 
@@ -109,6 +121,16 @@ impl ResourceLimiter for Sandbox {
         }
         let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
         Ok(self.memory.grow(bytes(current), bytes(desired)))
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory.failed();
+        Ok(())
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory.failed();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -138,5 +160,11 @@ mod tests {
         assert!(limit.grow(40, 10), "shrinking frees");
         assert!(limit.grow(60, 90), "so the first may grow");
         assert!(!limit.grow(10, 11));
+        assert!(limit.grow(10, 10), "no change");
+        assert!(limit.grow(0, 0));
+        let mut limit = MemoryLimit::new(100);
+        assert!(limit.grow(0, 80));
+        limit.failed();
+        assert!(limit.grow(0, 90), "a growth the engine failed is not counted");
     }
 }

@@ -329,6 +329,7 @@ impl BlockServer {
                 continue;
             }
             let receipt = held.hold(message);
+            let refused = receipt.clone();
             let send = queue.push(Envelope::Durable { bag, receipt });
             tokio::pin!(send);
             // Waits while the block's queue is full, keeping what waits alive and acknowledging
@@ -341,8 +342,17 @@ impl BlockServer {
                     sent = &mut send => break sent,
                 }
             };
-            if sent.is_err() {
-                return Ok(Consumed::QueueClosed);
+            match sent {
+                Ok(()) => {}
+                Err(Refusal::Closed) => return Ok(Consumed::QueueClosed),
+                // Larger than the queue may ever hold (its limits were raised past its bytes):
+                // never going to be a bag here, so acknowledged (its receipt is done) rather than
+                // delivered again and again; counted by the queue.
+                Err(_) => {
+                    tracing::warn!(block = %self.status.responsibility, "refused a durable bag: larger than the queue holds");
+                    refused.done();
+                    continue;
+                }
             }
             Counters::bump(&self.status.counters.from_server);
         }
