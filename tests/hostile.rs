@@ -288,3 +288,47 @@ async fn a_component_file_past_the_size_limit_is_not_read() {
     assert!(!out.status.success(), "{}", out.stderr);
     assert!(out.stderr.contains("larger than the limit of 50331648 bytes"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn a_stdout_nobody_reads_never_holds_a_block() {
+    // 30,000 lines (4 MB) printed while nobody reads the host's stdout: the block must finish
+    // its call, the host must stop when asked, and what it could not write is counted.
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 30000\n[block.config]\ntry = \"stdout_flood\"\ncount = 30000\n",
+    );
+    let report = dir.report_path();
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("run")
+        .arg(dir.path())
+        .arg("--report")
+        .arg(&report)
+        .env("BAGPIPE_CACHE_DIR", bagpipe_test_support::workspace_root().join("target").join("bagpipe-test-cache"))
+        .env("BAGPIPE_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start bagpipe");
+    // Held open and never read until the host has stopped.
+    let _stdout = child.stdout.take().expect("stdout");
+    let mut log = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    bagpipe_test_support::within(async {
+        while let Some(line) = log.next_line().await.expect("log") {
+            if line.contains("stdout flood done") {
+                return;
+            }
+        }
+        panic!("the host ended before the flood was done");
+    })
+    .await;
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let drain = async { while log.next_line().await.ok().flatten().is_some() {} };
+    let (status, ()) = bagpipe_test_support::within(async { tokio::join!(child.wait(), drain) }).await;
+    assert!(status.expect("exit").success(), "the host stopped cleanly");
+    let dropped = dir.report().count("hostile", "stdout_dropped");
+    assert!(dropped > 0, "what could not be written is counted");
+}

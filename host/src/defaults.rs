@@ -42,6 +42,13 @@ pub const STDERR_LINE_BYTES: usize = 4096;
 /// Most bytes a guest may write to stderr in one write.
 pub const STDERR_WRITE_BYTES: usize = 64 * 1024;
 
+/// Writes of blocks' stdout the host holds while its own stdout is slow (past them, what blocks
+/// print is dropped and counted).
+pub const STDOUT_CHUNKS: usize = 4096;
+
+/// How long a host that stops waits for what blocks printed to be written out.
+pub const STDOUT_DRAIN: Duration = Duration::from_secs(2);
+
 /// Longest guest log message passed to the logger (longer ones are cut).
 pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
 

@@ -14,6 +14,7 @@ use crate::manifest::{BlockSpec, Manifest};
 use crate::ops::admin::{AdminListener, AdminView};
 use crate::runtime::cache::ComponentCache;
 use crate::runtime::engine::{EpochTicker, new_engine};
+use crate::runtime::guest_stdout::StdoutWriter;
 use crate::supervision::reload::Reloader;
 use crate::supervision::supervisor::{RunReport, Supervisor};
 
@@ -37,6 +38,8 @@ pub struct Host {
     engine: Engine,
     loader: Loader,
     _ticker: EpochTicker,
+    /// Where blocks' stdout goes; dropped last, after every block, to write out what is queued.
+    stdout: StdoutWriter,
 }
 
 impl Host {
@@ -45,7 +48,8 @@ impl Host {
         let engine = new_engine()?;
         let loader = Loader::new(&engine, ComponentCache::new(&engine, config.cache_dir.clone()))?;
         let ticker = EpochTicker::start(&engine)?;
-        Ok(Self { config, engine, loader, _ticker: ticker })
+        let stdout = StdoutWriter::start().map_err(|e| anyhow::anyhow!("starting the stdout writer: {e}"))?;
+        Ok(Self { config, engine, loader, _ticker: ticker, stdout })
     }
 
     /// Loads and checks every component of `manifest` (each file once), reporting each block's
@@ -110,8 +114,16 @@ impl Host {
         };
         let router = Arc::new(crate::routing::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let started =
-            Supervisor::start(&self.engine, manifest, &components, router.clone(), reload_rx, server.clone()).await;
+        let started = Supervisor::start(
+            &self.engine,
+            manifest,
+            &components,
+            router.clone(),
+            reload_rx,
+            server.clone(),
+            self.stdout.streams(),
+        )
+        .await;
         let supervisor = match started {
             Ok(supervisor) => supervisor,
             Err(e) => {

@@ -54,7 +54,8 @@ impl BlockCtx {
     /// The store data of a new instance of the block `parts` describe, within `limits`, which
     /// may finish the blocks `control` grants.
     pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits, control: &[String]) -> Self {
-        let sandbox = Sandbox::new(limits, parts.log_rate.clone());
+        let stdout = parts.links.stdout.for_block(parts.status.clone());
+        let sandbox = Sandbox::new(limits, stdout, parts.log_rate.clone());
         let clock = sandbox.clock.clone();
         let timeout = parts.links.settings.enqueue_timeout;
         let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone())

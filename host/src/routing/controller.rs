@@ -24,6 +24,7 @@ use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::{Envelope, Refusal};
 use crate::routing::router::Router;
 use crate::runtime::clock::CallClock;
+use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::hooks::Hooks;
 use crate::runtime::log_rate::LogRate;
 use crate::runtime::timers::Timers;
@@ -69,6 +70,8 @@ pub struct Links {
     pub dead_letters: Arc<DeadLetters>,
     /// The cluster, when the host is in one.
     pub cluster: Option<Arc<dyn Cluster>>,
+    /// Where blocks' stdout goes.
+    pub stdout: GuestStdout,
 }
 
 impl Links {
@@ -83,6 +86,7 @@ impl Links {
             settings: Arc::new(Settings::default()),
             dead_letters: Arc::new(DeadLetters::new(None)),
             cluster: None,
+            stdout: GuestStdout::discard(),
         }
     }
 }

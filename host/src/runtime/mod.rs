@@ -8,6 +8,7 @@ pub(crate) mod cache;
 pub(crate) mod clock;
 pub(crate) mod engine;
 pub(crate) mod guest_io;
+pub(crate) mod guest_stdout;
 pub(crate) mod hooks;
 pub(crate) mod log_rate;
 pub(crate) mod state;

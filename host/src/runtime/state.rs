@@ -17,6 +17,7 @@ use crate::defaults::{
 };
 use crate::runtime::clock::CallClock;
 use crate::runtime::guest_io::StderrTail;
+use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::log_rate::LogRate;
 
 /// The sandbox of one block instance.
@@ -32,12 +33,14 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox within `limits`, whose stderr lines are logged within `log_rate`.
-    pub fn new(limits: &Limits, log_rate: Arc<LogRate>) -> Self {
+    /// A sandbox within `limits`, printing to `stdout`, whose stderr lines are logged within
+    /// `log_rate`.
+    pub fn new(limits: &Limits, stdout: GuestStdout, log_rate: Arc<LogRate>) -> Self {
         let stderr = StderrTail::new(log_rate);
         // No environment, arguments, directories or sockets: a block reaches the world only
-        // through its capabilities. Stdout is the host's (a sink may print); stderr is logged.
-        let wasi = WasiCtx::builder().inherit_stdout().stderr(stderr.clone()).build();
+        // through its capabilities. Stdout is the host's, never waited on (a sink may print);
+        // stderr is logged.
+        let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();
         let mut table = ResourceTable::new();
         // Host-side objects a guest can create (pollables, streams) live outside its linear
         // memory limit; this bounds them.

@@ -64,6 +64,8 @@ pub struct Counters {
     pub budget_refusals: AtomicU64,
     /// Log and stderr lines past the block's rate (counted, summarised in the log, not written).
     pub logs_dropped: AtomicU64,
+    /// Writes to stdout dropped because the host's stdout was not keeping up.
+    pub stdout_dropped: AtomicU64,
     /// Bags still queued when the block ended, never delivered (counted, and logged).
     pub lost: AtomicU64,
     /// Bags this block sent that were queued somewhere.
@@ -181,6 +183,7 @@ impl BlockStatus {
             refused_invalid: get(&c.refused_invalid),
             budget_refusals: get(&c.budget_refusals),
             logs_dropped: get(&c.logs_dropped),
+            stdout_dropped: get(&c.stdout_dropped),
             lost: get(&c.lost),
             sent: get(&c.sent),
             timers_fired: get(&c.timers_fired),
@@ -238,6 +241,9 @@ pub struct StatsSnapshot {
     /// See [`Counters::logs_dropped`].
     #[serde(default)]
     pub logs_dropped: u64,
+    /// See [`Counters::stdout_dropped`].
+    #[serde(default)]
+    pub stdout_dropped: u64,
     /// See [`Counters::lost`].
     pub lost: u64,
     /// See [`Counters::sent`].

@@ -32,6 +32,7 @@ use crate::routing::controller::{Cluster, Links, Request};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::BlockQueue;
 use crate::routing::router::{Route, Router};
+use crate::runtime::guest_stdout::GuestStdout;
 use crate::stats::{BlockStatus, StatsSnapshot};
 use crate::supervision::task::{BlockTask, Command, Event, Mailbox, Outcome};
 
@@ -108,6 +109,7 @@ impl Supervisor {
         router: Arc<Router>,
         reloads: mpsc::Receiver<Reload>,
         server: Option<Arc<ServerLink>>,
+        stdout: GuestStdout,
     ) -> Result<Self, RunError> {
         let (request_tx, requests) = mpsc::channel(FINISH_REQUESTS);
         // Room for one event per block and then some: a task never waits to send one (it uses
@@ -122,6 +124,7 @@ impl Supervisor {
             settings: Arc::new(manifest.settings.clone()),
             dead_letters: dead_letters.clone(),
             cluster: server.clone().filter(|link| link.cluster.is_some()).map(|link| link as Arc<dyn Cluster>),
+            stdout,
         };
         let mut sup = Supervisor {
             engine: engine.clone(),
