@@ -332,3 +332,51 @@ async fn a_stdout_nobody_reads_never_holds_a_block() {
     let dropped = dir.report().count("hostile", "stdout_dropped");
     assert!(dropped > 0, "what could not be written is counted");
 }
+
+#[tokio::test]
+async fn a_log_nobody_reads_never_holds_a_block() {
+    // The host's stderr is never read while a block logs 200,000 lines (its rate set high enough
+    // to let them all through): the host's log writer drops what stderr does not take, and the
+    // block finishes its call.
+    use tokio::io::AsyncBufReadExt as _;
+    use tokio::io::AsyncReadExt as _;
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 60000\nlog_lines_per_sec = 1000000\n\
+         [block.config]\ntry = \"log_flood\"\ncount = 200000\n",
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("run")
+        .arg(dir.path())
+        .env("BAGPIPE_CACHE_DIR", bagpipe_test_support::workspace_root().join("target").join("bagpipe-test-cache"))
+        .env("BAGPIPE_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start bagpipe");
+    // Held open and never read until the block is done logging.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut events = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    bagpipe_test_support::within(async {
+        while let Some(line) = events.next_line().await.expect("stdout") {
+            if line.contains("\"logged\"") {
+                return;
+            }
+        }
+        panic!("the host ended before the block was done logging");
+    })
+    .await;
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let mut log = Vec::new();
+    let drain = async {
+        let _ = stderr.read_to_end(&mut log).await;
+        while events.next_line().await.ok().flatten().is_some() {}
+    };
+    let (status, ()) = bagpipe_test_support::within(async { tokio::join!(child.wait(), drain) }).await;
+    assert!(status.expect("exit").success(), "the host stopped cleanly");
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("log lines were dropped: stderr was not keeping up"), "the drops are counted");
+}

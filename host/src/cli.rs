@@ -96,8 +96,29 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs go to stderr; stdout belongs to the blocks.
-pub fn init_logging(default: &str, format: LogFormat) {
+/// Log lines the host holds while stderr is slow; past them lines are dropped and counted.
+const LOG_LINES_BUFFERED: usize = 64 * 1024;
+
+/// The host's log writer: lines go to stderr from a thread of their own, so logging never blocks
+/// a runtime thread (or a guest call that logs); when stderr is not keeping up, lines are dropped
+/// and counted. Dropping it writes out what is queued, then says how many lines were dropped.
+pub struct LogWriter {
+    guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let dropped = self.dropped.dropped_lines();
+        if dropped > 0 {
+            eprintln!("warning: {dropped} log lines were dropped: stderr was not keeping up");
+        }
+    }
+}
+
+/// Logs go to stderr (through a [`LogWriter`]); stdout belongs to the blocks.
+pub fn init_logging(default: &str, format: LogFormat) -> LogWriter {
     use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_env("BAGPIPE_LOG")
         .or_else(|_| EnvFilter::try_new(default))
@@ -107,11 +128,18 @@ pub fn init_logging(default: &str, format: LogFormat) {
         Ok("text") => LogFormat::Text,
         _ => format,
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_LINES_BUFFERED)
+        .thread_name("bagpipe-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
     }
+    LogWriter { guard: Some(guard), dropped }
 }
 
 /// Runs the chosen subcommand.

@@ -9,7 +9,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(&args.log, args.log_format);
+    // Dropped last: what is logged until the very end is written out.
+    let _logs = cli::init_logging(&args.log, args.log_format);
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
