@@ -99,3 +99,73 @@ fn a_reloaded_entry_keeps_the_routing_the_block_was_started_with() {
     assert!(!changed);
     assert_eq!(same, running.blocks[0]);
 }
+
+mod props {
+    //! Whatever a manifest says, reading it never panics, and a refusal names the file and a line
+    //! and key that are really in it.
+    use proptest::prelude::*;
+
+    use super::parse;
+
+    /// Keys a block entry may have (and a few it may not), with values of any kind.
+    fn entry() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("queue"),
+            Just("queue_bytes"),
+            Just("memory_mb"),
+            Just("call_timeout_ms"),
+            Just("max_bag_bytes"),
+            Just("max_bag_depth"),
+            Just("max_timers"),
+            Just("max_subscriptions"),
+            Just("send_buffer_bytes"),
+            Just("log_lines_per_sec"),
+            Just("restart"),
+            Just("max_restarts"),
+            Just("backoff_ms"),
+            Just("after"),
+            Just("listen"),
+            Just("connect"),
+            Just("publish"),
+            Just("control"),
+            Just("responsibility"),
+            Just("qeue"),
+        ];
+        let value = prop_oneof![
+            (0u64..100_000_000).prop_map(|n| n.to_string()),
+            "[ -~&&[^\"\\\\]]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            prop::collection::vec("[a-z0-9:./*>]{0,10}", 0..3)
+                .prop_map(|v| format!("[{}]", v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "))),
+        ];
+        prop::collection::vec((key, value), 0..5)
+            .prop_map(|pairs| pairs.into_iter().map(|(k, v)| format!("{k} = {v}\n")).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_refusal_names_the_file_and_a_line_and_key_in_it(
+            first in entry(),
+            second in entry(),
+            name in prop_oneof![Just("a"), Just("b"), Just("missing"), Just("../a")],
+        ) {
+            let text = format!("[[block]]\nname = \"{name}\"\n{first}\n[[block]]\nname = \"b\"\nresponsibility = \"two\"\n{second}");
+            if let Err(e) = parse(&text) {
+                prop_assert!(e.to_string().contains("bagpipe.toml"), "{e}");
+                if let Some(line) = e.line {
+                    prop_assert!((1..=text.lines().count()).contains(&line), "{e}: line {line}");
+                }
+                if let Some(key) = &e.key {
+                    prop_assert!(text.contains(key.as_str()), "{e}: key {key}");
+                }
+            }
+        }
+
+        #[test]
+        fn any_text_is_read_without_panicking(text in "\\PC{0,300}") {
+            let _ = parse(&text);
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! the `controller` import blocks send them with.
 
 pub(crate) mod bag;
+#[cfg(test)]
+mod bag_props;
 pub(crate) mod controller;
 pub(crate) mod deadletter;
 pub(crate) mod queue;
