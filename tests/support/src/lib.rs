@@ -17,8 +17,13 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::Child;
 
+mod log;
+mod nats;
 mod wat;
 
+use log::parse_record;
+pub use log::{Want, block_of, render};
+pub use nats::Nats;
 pub use wat::wat_block;
 
 /// Paths of the guest components, built by this crate's build script.
@@ -127,87 +132,6 @@ pub struct Finished {
     /// The log rendered for people, one [`render`]ed record a line: for failure messages, and
     /// for the words that come from a guest or are the point of a test.
     pub stderr: String,
-}
-
-/// A log record to wait for: its `event` and the fields it must carry.
-#[derive(Debug, Clone)]
-pub struct Want {
-    event: String,
-    fields: Vec<(String, Value)>,
-}
-
-impl Want {
-    /// A record whose `event` is `name`.
-    pub fn event(name: &str) -> Self {
-        Self { event: name.to_owned(), fields: Vec::new() }
-    }
-
-    /// And logged for block `responsibility` (a `block` field or the block's span, [`block_of`]).
-    pub fn block(self, responsibility: &str) -> Self {
-        self.field("block", responsibility)
-    }
-
-    /// And whose `field` is `value`.
-    pub fn field(mut self, field: &str, value: impl Into<Value>) -> Self {
-        self.fields.push((field.to_owned(), value.into()));
-        self
-    }
-
-    /// Whether `record` is one of these.
-    pub fn matches(&self, record: &Value) -> bool {
-        record["event"] == self.event.as_str()
-            && self.fields.iter().all(|(field, value)| match field.as_str() {
-                "block" => block_of(record).is_some_and(|b| *value == b),
-                _ => record[field] == *value,
-            })
-    }
-}
-
-impl std::fmt::Display for Want {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "event={}", self.event)?;
-        for (field, value) in &self.fields {
-            write!(f, " {field}={value}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The block a log record is about: its `block` field, or the responsibility of the block span
-/// it was logged in.
-pub fn block_of(record: &Value) -> Option<&str> {
-    record["block"].as_str().or_else(|| record["span"]["responsibility"].as_str())
-}
-
-/// `record` for people: `LEVEL [responsibility] message field=value ...`; a line that was not
-/// JSON as it was.
-pub fn render(record: &Value) -> String {
-    use std::fmt::Write as _;
-    let Some(fields) = record.as_object() else {
-        return record.as_str().map_or_else(|| record.to_string(), str::to_owned);
-    };
-    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    let mut line = fields.get("level").map(text).unwrap_or_default();
-    if let Some(block) = record["span"]["responsibility"].as_str() {
-        let _ = write!(line, " [{block}]");
-    }
-    if let Some(message) = fields.get("message") {
-        let _ = write!(line, " {}", text(message));
-    }
-    for (field, value) in fields {
-        if !["timestamp", "level", "message", "span"].contains(&field.as_str()) {
-            let _ = write!(line, " {field}={}", text(value));
-        }
-    }
-    line
-}
-
-/// A stderr line as a log record: the JSON object it is, or the line as a string.
-fn parse_record(line: String) -> Value {
-    match serde_json::from_str::<Value>(&line) {
-        Ok(record) if record.is_object() => record,
-        _ => Value::String(line),
-    }
 }
 
 impl Bagpipe {
@@ -571,73 +495,5 @@ impl BlockDir {
                 }
             }
         }
-    }
-}
-
-/// A NATS server of a test's own (`nats-server` from the machine), on a port it picks, that the
-/// test can stop and start again on the same port.
-pub struct Nats {
-    child: Option<tokio::process::Child>,
-    /// The port it listens on.
-    pub port: u16,
-    store: tempfile::TempDir,
-    jetstream: bool,
-}
-
-impl Nats {
-    /// Starts a server on a free port, with JetStream when `jetstream`.
-    pub async fn start(jetstream: bool) -> Self {
-        let store = tempfile::tempdir().expect("store dir");
-        let mut nats = Self { child: None, port: 0, store, jetstream };
-        nats.spawn("-1").await;
-        nats
-    }
-
-    /// `nats://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the server (SIGKILL: a crash, not a goodbye).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Starts it again on the same port.
-    pub async fn restart(&mut self) {
-        let port = self.port.to_string();
-        self.spawn(&port).await;
-    }
-
-    async fn spawn(&mut self, port: &str) {
-        let mut cmd = tokio::process::Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", port]);
-        if self.jetstream {
-            cmd.arg("-js").arg("-sd").arg(self.store.path());
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server must be installed (Debian package nats-server)");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let ready = async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                    self.port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-                }
-                if line.contains("Server is ready") {
-                    return true;
-                }
-            }
-            false
-        };
-        assert!(tokio::time::timeout(SAFETY, ready).await.unwrap_or(false), "nats-server did not start");
-        // Keep reading its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.child = Some(child);
     }
 }

@@ -1,0 +1,75 @@
+//! A NATS server of a test's own.
+
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::SAFETY;
+
+/// A NATS server of a test's own (`nats-server` from the machine), on a port it picks, that the
+/// test can stop and start again on the same port.
+pub struct Nats {
+    child: Option<tokio::process::Child>,
+    /// The port it listens on.
+    pub port: u16,
+    store: tempfile::TempDir,
+    jetstream: bool,
+}
+
+impl Nats {
+    /// Starts a server on a free port, with JetStream when `jetstream`.
+    pub async fn start(jetstream: bool) -> Self {
+        let store = tempfile::tempdir().expect("store dir");
+        let mut nats = Self { child: None, port: 0, store, jetstream };
+        nats.spawn("-1").await;
+        nats
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL: a crash, not a goodbye).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        let port = self.port.to_string();
+        self.spawn(&port).await;
+    }
+
+    async fn spawn(&mut self, port: &str) {
+        let mut cmd = tokio::process::Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", port]);
+        if self.jetstream {
+            cmd.arg("-js").arg("-sd").arg(self.store.path());
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server must be installed (Debian package nats-server)");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let ready = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                    self.port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+                }
+                if line.contains("Server is ready") {
+                    return true;
+                }
+            }
+            false
+        };
+        assert!(tokio::time::timeout(SAFETY, ready).await.unwrap_or(false), "nats-server did not start");
+        // Keep reading its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+}
