@@ -5,13 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use tokio::io::AsyncWrite;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-
-use crate::defaults::{STDERR_LINE_BYTES, STDERR_TAIL_LINES, STDERR_WRITE_BYTES};
+use crate::defaults::{STDERR_LINE_BYTES, STDERR_TAIL_LINES};
 use crate::runtime::log_rate::LogRate;
+use crate::runtime::output::Put;
 
 /// The shared end: the block's store writes into it, the block's task reads the tail.
 #[derive(Clone, Default)]
@@ -78,64 +74,9 @@ fn push_line(tail: &mut Tail, line: &[u8], rate: Option<&LogRate>) {
     tail.lines.push_back(line);
 }
 
-impl IsTerminal for StderrTail {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for StderrTail {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for StderrTail {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        StderrTail::write(self, &bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(STDERR_WRITE_BYTES)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for StderrTail {
-    async fn ready(&mut self) {}
-}
-
-impl AsyncWrite for StderrTail {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        StderrTail::write(&self, buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+impl Put for StderrTail {
+    fn put(&self, bytes: &[u8]) {
+        self.write(bytes);
     }
 }
 

@@ -11,12 +11,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 
-use bytes::Bytes;
-use tokio::io::AsyncWrite;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-
-use crate::defaults::{STDERR_WRITE_BYTES, STDOUT_CHUNKS, STDOUT_DRAIN};
+use crate::defaults::{STDOUT_CHUNKS, STDOUT_DRAIN};
+use crate::runtime::output::Put;
 use crate::stats::{BlockStatus, Counters};
 
 /// The host's stdout for its blocks: a bounded channel and the thread that writes it out.
@@ -93,63 +89,8 @@ impl GuestStdout {
     }
 }
 
-impl IsTerminal for GuestStdout {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for GuestStdout {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for GuestStdout {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.send(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(STDERR_WRITE_BYTES)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for GuestStdout {
-    async fn ready(&mut self) {}
-}
-
-impl AsyncWrite for GuestStdout {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.send(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+impl Put for GuestStdout {
+    fn put(&self, bytes: &[u8]) {
+        self.send(bytes);
     }
 }

@@ -11,5 +11,6 @@ pub(crate) mod guest_io;
 pub(crate) mod guest_stdout;
 pub(crate) mod hooks;
 pub(crate) mod log_rate;
+pub(crate) mod output;
 pub(crate) mod state;
 pub(crate) mod timers;

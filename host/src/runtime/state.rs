@@ -19,6 +19,7 @@ use crate::runtime::clock::CallClock;
 use crate::runtime::guest_io::StderrTail;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::log_rate::LogRate;
+use crate::runtime::output::Output;
 
 /// The sandbox of one block instance.
 pub struct Sandbox {
@@ -40,7 +41,7 @@ impl Sandbox {
         // No environment, arguments, directories or sockets: a block reaches the world only
         // through its capabilities. Stdout is the host's, never waited on (a sink may print);
         // stderr is logged.
-        let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();
+        let wasi = WasiCtx::builder().stdout(Output(stdout)).stderr(Output(stderr.clone())).build();
         let mut table = ResourceTable::new();
         // Host-side objects a guest can create (pollables, streams) live outside its linear
         // memory limit; this bounds them.
