@@ -289,6 +289,31 @@ async fn a_component_file_past_the_size_limit_is_not_read() {
     assert!(out.stderr.contains("larger than the limit of 50331648 bytes"), "{}", out.stderr);
 }
 
+/// `bagpipe run DIR --report ...` with its stdout and stderr piped and left to the test: for tests
+/// that must not read one of them (the support's driver reads both).
+fn raw_bagpipe(dir: &BlockDir) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .arg("run")
+        .arg(dir.path())
+        .arg("--report")
+        .arg(dir.report_path())
+        .env("BAGPIPE_CACHE_DIR", bagpipe_test_support::workspace_root().join("target").join("bagpipe-test-cache"))
+        .env("BAGPIPE_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start bagpipe")
+}
+
+/// Sends SIGTERM to `child`.
+fn terminate(child: &tokio::process::Child) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
 #[tokio::test]
 async fn a_stdout_nobody_reads_never_holds_a_block() {
     // 30,000 lines (4 MB) printed while nobody reads the host's stdout: the block must finish
@@ -297,20 +322,7 @@ async fn a_stdout_nobody_reads_never_holds_a_block() {
     let dir = BlockDir::from_manifest(
         "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 30000\n[block.config]\ntry = \"stdout_flood\"\ncount = 30000\n",
     );
-    let report = dir.report_path();
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("run")
-        .arg(dir.path())
-        .arg("--report")
-        .arg(&report)
-        .env("BAGPIPE_CACHE_DIR", bagpipe_test_support::workspace_root().join("target").join("bagpipe-test-cache"))
-        .env("BAGPIPE_LOG_FORMAT", "json")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start bagpipe");
+    let mut child = raw_bagpipe(&dir);
     // Held open and never read until the host has stopped.
     let _stdout = child.stdout.take().expect("stdout");
     let mut log = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
@@ -323,9 +335,7 @@ async fn a_stdout_nobody_reads_never_holds_a_block() {
         panic!("the host ended before the flood was done");
     })
     .await;
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    let rc = unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    terminate(&child);
     let drain = async { while log.next_line().await.ok().flatten().is_some() {} };
     let (status, ()) = bagpipe_test_support::within(async { tokio::join!(child.wait(), drain) }).await;
     assert!(status.expect("exit").success(), "the host stopped cleanly");
@@ -344,17 +354,7 @@ async fn a_log_nobody_reads_never_holds_a_block() {
         "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 60000\nlog_lines_per_sec = 1000000\n\
          [block.config]\ntry = \"log_flood\"\ncount = 200000\n",
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("run")
-        .arg(dir.path())
-        .env("BAGPIPE_CACHE_DIR", bagpipe_test_support::workspace_root().join("target").join("bagpipe-test-cache"))
-        .env("BAGPIPE_LOG_FORMAT", "json")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start bagpipe");
+    let mut child = raw_bagpipe(&dir);
     // Held open and never read until the block is done logging.
     let mut stderr = child.stderr.take().expect("stderr");
     let mut events = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -367,9 +367,7 @@ async fn a_log_nobody_reads_never_holds_a_block() {
         panic!("the host ended before the block was done logging");
     })
     .await;
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    let rc = unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    terminate(&child);
     let mut log = Vec::new();
     let drain = async {
         let _ = stderr.read_to_end(&mut log).await;
