@@ -3,7 +3,7 @@
 //! binary: the host stays up, the block gets a typed error or a fault of its own, and the refusal
 //! is counted or logged.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats, artifacts, wat_block};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, Want, artifacts, block_of, wat_block};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -377,4 +377,50 @@ async fn a_log_nobody_reads_never_holds_a_block() {
     assert!(status.expect("exit").success(), "the host stopped cleanly");
     let log = String::from_utf8_lossy(&log);
     assert!(log.contains("log lines were dropped: stderr was not keeping up"), "the drops are counted");
+}
+
+#[tokio::test]
+async fn a_host_panic_in_a_block_task_ends_only_that_block_and_accounts_for_its_bags() {
+    // The victim takes 20 ms over each bag, so bags queue behind the third one, on which the
+    // host's task for it panics (fault injection of debug builds).
+    let mut bags: Vec<String> = (1..=20).map(|i| format!("\"{{\\\"i\\\":{i}}}\"")).collect();
+    bags[2] = "\"{\\\"panic_the_host_task\\\":true}\"".to_owned();
+    let manifest = format!(
+        "[[block]]\nname = \"recorder\"\nresponsibility = \"victim\"\nafter = []\nqueue = 100\n[block.config]\nbusy_ms = 20\n\n\
+         [[block]]\nname = \"recorder\"\nresponsibility = \"neighbour\"\nafter = []\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"poisoner\"\nafter = [\"victim\"]\n[block.config]\nto = \"victim\"\nphase = \"init\"\nbags = [{}]\n\n\
+         [[block]]\nname = \"sender\"\nresponsibility = \"feeder\"\nafter = [\"neighbour\"]\n[block.config]\nto = \"neighbour\"\ncount = 50\n",
+        bags.join(", ")
+    );
+    let dir = BlockDir::from_manifest(&manifest);
+    let report_path = dir.report_path().display().to_string();
+    let panic_on = std::ffi::OsString::from("victim");
+    let mut host = Bagpipe::start_env(
+        BIN,
+        ["run".as_ref(), dir.path().as_os_str(), "--report".as_ref(), report_path.as_ref()],
+        &[("BAGPIPE_TEST_PANIC_ON_BAG", &panic_on)],
+    );
+    host.log_record(Want::event("host_panic").block("victim")).await;
+    host.log_record(Want::event("left_dead").block("victim")).await;
+    host.wait_for(50, |e| e["event"] == "bag" && e["block"] == "neighbour").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    let report = dir.report();
+    assert_eq!(report.block("victim")["state"], "failed", "the victim does not look alive:\n{}", out.stderr);
+    let (received, processed, dead, lost) = (
+        report.count("victim", "received"),
+        report.count("victim", "processed"),
+        report.count("victim", "dead_letters"),
+        report.count("victim", "lost"),
+    );
+    assert_eq!((received, processed, lost), (20, 2, 1), "two processed, the one in flight lost:\n{}", out.stderr);
+    assert_eq!(dead, 17, "every bag queued behind it is a dead letter");
+    assert_eq!(report.dead_letters().len(), 17);
+    assert_eq!(report.count("neighbour", "processed"), 50, "the neighbour got every bag");
+    assert!(
+        out.events("bag").iter().filter(|e| e["block"] == "victim").count() == 2,
+        "the victim processed the two bags before the poisoned one"
+    );
+    let finished: Vec<_> = out.log_events("finished").iter().filter_map(|r| block_of(r)).collect();
+    assert!(finished.contains(&"neighbour"), "the neighbour was finished normally:\n{}", out.stderr);
 }

@@ -141,6 +141,10 @@ pub enum CallError {
     /// The block is not running (it failed or finished earlier).
     #[error("block is not running")]
     Gone,
+    /// The host itself failed while serving the block (a bug in the host, caught: the block
+    /// ends, its queued bags become dead letters, the rest of the host carries on).
+    #[error("the host failed while serving the block: {0}")]
+    Host(String),
 }
 
 impl CallError {

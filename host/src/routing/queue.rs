@@ -212,6 +212,27 @@ pub struct QueueReceiver {
     rx: mpsc::Receiver<Queued>,
     /// Closed with the queue, so that a sender waiting for bytes is refused at once too.
     bytes: Arc<Semaphore>,
+    /// Whose queue it is, to count what is left in it if it is dropped unsettled.
+    status: Arc<BlockStatus>,
+}
+
+/// A block task settles its queue when it ends (dead letters or lost, logged); a receiver dropped
+/// with bags still in it (a task that ended abnormally) counts them as lost, so no bag leaves
+/// the counts silently.
+impl Drop for QueueReceiver {
+    fn drop(&mut self) {
+        self.close();
+        let mut left = 0u64;
+        while let Ok(queued) = self.rx.try_recv() {
+            if matches!(queued.envelope, Envelope::Bag(_) | Envelope::Durable { .. }) {
+                left += 1;
+            }
+        }
+        if left > 0 {
+            self.status.counters.lost.fetch_add(left, Ordering::Relaxed);
+            tracing::error!(event = "lost", bags = left, "{left} queued bags were dropped with the block's queue");
+        }
+    }
 }
 
 impl QueueReceiver {
@@ -249,7 +270,8 @@ impl BlockQueue {
             max_bytes: AtomicUsize::new(limits.max_bytes),
             max_depth: AtomicUsize::new(limits.max_depth),
         });
-        (Self { tx, bytes: bytes.clone(), max_bytes, status, limits }, QueueReceiver { rx, bytes })
+        let receiver = QueueReceiver { rx, bytes: bytes.clone(), status: status.clone() };
+        (Self { tx, bytes, max_bytes, status, limits }, receiver)
     }
 
     /// What bags for this block must keep to.

@@ -88,6 +88,8 @@ pub struct Supervisor {
     slots: Vec<Slot>,
     graph: Graph,
     tasks: JoinSet<(usize, Outcome)>,
+    /// Which slot each task serves, for a task that ended abnormally (and so returned no index).
+    task_slots: std::collections::HashMap<tokio::task::Id, usize>,
     requests: mpsc::Receiver<Request>,
     events: mpsc::Receiver<Event>,
     router: Arc<Router>,
@@ -134,6 +136,7 @@ impl Supervisor {
             slots: Vec::new(),
             graph: manifest.graph.clone(),
             tasks: JoinSet::new(),
+            task_slots: std::collections::HashMap::new(),
             requests,
             events,
             router,
@@ -201,7 +204,8 @@ impl Supervisor {
         let task =
             BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);
-        self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
+        let handle = self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
+        self.task_slots.insert(handle.id(), index);
         let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
         self.slots.push(Slot {
             spec,
@@ -361,7 +365,7 @@ impl Supervisor {
                         return Some(escalate);
                     }
                 }
-                Some(joined) = self.tasks.join_next() => {
+                Some(joined) = self.tasks.join_next_with_id() => {
                     if let Some(escalate) = self.reap(joined) {
                         return Some(escalate);
                     }
@@ -371,13 +375,25 @@ impl Supervisor {
     }
 
     /// Records a task that ended on its own; returns the fault to escalate, if its policy says so.
-    fn reap(&mut self, joined: Result<(usize, Outcome), tokio::task::JoinError>) -> Option<(String, CallError)> {
+    fn reap(
+        &mut self,
+        joined: Result<(tokio::task::Id, (usize, Outcome)), tokio::task::JoinError>,
+    ) -> Option<(String, CallError)> {
         let (i, outcome) = match joined {
-            Ok(ended) => ended,
-            // A panic in a task is a host bug; the block is gone, the host carries on.
+            Ok((id, ended)) => {
+                self.task_slots.remove(&id);
+                ended
+            }
+            // A task catches a panic in its steps and ends as failed; one that still ends
+            // abnormally (a panic while ending) leaves its block failed, never looking alive.
             Err(e) => {
-                tracing::error!("a block task ended abnormally: {e}");
-                return None;
+                let Some(i) = self.task_slots.remove(&e.id()) else {
+                    tracing::error!("a block task ended abnormally: {e}");
+                    return None;
+                };
+                let error = CallError::Host(format!("its task ended abnormally: {e}"));
+                self.slots[i].status.set_state(BlockState::Failed);
+                (i, Outcome::Failed { error, gave_up: true })
             }
         };
         let slot = &mut self.slots[i];

@@ -74,7 +74,7 @@ impl Supervisor {
         for slot in &mut self.slots {
             slot.control = None;
         }
-        while let Some(joined) = self.tasks.join_next().await {
+        while let Some(joined) = self.tasks.join_next_with_id().await {
             // Escalation is moot now: we are stopping anyway.
             let _ = self.reap(joined);
         }

@@ -255,14 +255,19 @@ impl BlockTask {
                 Some(cmd) => Next::Command(Some(cmd)),
                 None => self.next().await,
             };
+            let carries_bag = matches!(next, Next::Envelope(_));
             let step = match next {
                 Next::Command(None) => return self.end(Outcome::Abandoned).await,
                 Next::Command(Some(Command::Finish { reply })) => return self.finish(reply).await,
-                Next::Command(Some(cmd)) => self.command(cmd).await,
-                Next::Redeliver => self.redeliver().await,
-                Next::Timer(tag) => self.timer(tag).await,
-                Next::Envelope(env) => self.deliver_batch(env).await,
-                Next::Server => self.sync_server().await,
+                Next::Command(Some(cmd)) => caught(self.command(cmd)).await,
+                Next::Redeliver => caught(self.redeliver()).await,
+                Next::Timer(tag) => caught(self.timer(tag)).await,
+                Next::Envelope(env) => caught(self.deliver_batch(env)).await,
+                Next::Server => caught(self.sync_server()).await,
+            };
+            let step = match step {
+                Ok(step) => step,
+                Err(panic) => return self.host_failed(panic, carries_bag).await,
             };
             if let Err(fault) = step {
                 match self.recover(fault).await {
@@ -271,6 +276,21 @@ impl BlockTask {
                 }
             }
         }
+    }
+
+    /// The host panicked in one of this task's steps: a host bug, not the guest's. The instance
+    /// (whose state the panic may have left half-changed) is dropped and the block ends as
+    /// failed, so its queued bags become dead letters and its sockets and subscriptions close;
+    /// the bag in flight, if the step was delivering one, is counted lost.
+    async fn host_failed(mut self, panic: String, carries_bag: bool) -> Outcome {
+        tracing::error!(event = "host_panic", "the host panicked while serving the block: {panic}");
+        Counters::bump(&self.parts.status.counters.faults);
+        if carries_bag {
+            Counters::bump(&self.parts.status.counters.lost);
+            tracing::error!(event = "lost", bags = 1, "the bag being delivered when the host panicked is lost");
+        }
+        self.life = Life::Down;
+        self.end(Outcome::Failed { error: CallError::Host(panic), gave_up: true }).await
     }
 
     async fn next(&mut self) -> Next {
@@ -429,6 +449,8 @@ impl BlockTask {
     /// Calls the hook `env` is for: `on-enqueue` for a bag, the `net-hook` functions for socket
     /// events.
     async fn deliver(&mut self, env: Envelope) -> Result<(), Fault> {
+        #[cfg(debug_assertions)]
+        test_panic(&self.spec.responsibility, &env);
         let Some(instance) = self.life.instance() else {
             return Err(Fault { error: CallError::Gone, bag: Some(Box::new(env)) });
         };
@@ -474,5 +496,31 @@ impl BlockTask {
         if let Some(at) = self.fault_at.take() {
             self.parts.status.recovery.record(at.elapsed());
         }
+    }
+}
+
+/// Runs one step of the task, catching a panic (a host bug) so that the task can still account
+/// for the block's bags and close its sockets; the panic's message is the error.
+async fn caught<T>(step: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(step).catch_unwind().await.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
+}
+
+/// Fault injection for the tests of the paragraph above, in debug builds only: with
+/// `BAGPIPE_TEST_PANIC_ON_BAG=<responsibility>` set, that block's task panics when it is about
+/// to deliver a bag containing `"panic_the_host_task"`. A release build has no such hook.
+#[cfg(debug_assertions)]
+fn test_panic(responsibility: &str, env: &Envelope) {
+    if let Envelope::Bag(bag) | Envelope::Durable { bag, .. } = env
+        && bag.contains("panic_the_host_task")
+        && std::env::var("BAGPIPE_TEST_PANIC_ON_BAG").is_ok_and(|r| r == responsibility)
+    {
+        panic!("injected by BAGPIPE_TEST_PANIC_ON_BAG for `{responsibility}`");
     }
 }
