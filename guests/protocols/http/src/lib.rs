@@ -18,135 +18,14 @@
 //! (`state` hook).
 //!
 //! Config: `max_body` (the largest body in bytes, default 1048576).
+mod request;
+
 use std::collections::HashMap;
 
 use bagpipe_guest::serde_json::from_slice;
 use bagpipe_guest::{Block, Config, Connection, Controller, EnqueueError, Value, export_block, json};
 
-/// The largest request head (request line and headers).
-const MAX_HEAD: usize = 16 * 1024;
-/// The most headers a request may have.
-const MAX_HEADERS: usize = 64;
-
-/// The head of a request whose body is still to come or just came.
-struct Head {
-    method: String,
-    path: String,
-    head_len: usize,
-    body_len: usize,
-    /// `content-length` was given.
-    has_length: bool,
-    keep_alive: bool,
-    /// `expect: 100-continue` and `100 Continue` not sent yet.
-    wants_continue: bool,
-}
-
-/// An answer.
-struct Response {
-    status: u16,
-    body: Value,
-    allow: Option<&'static str>,
-}
-
-impl Response {
-    fn ok(status: u16, body: Value) -> Self {
-        Response { status, body, allow: None }
-    }
-
-    fn error(status: u16, why: impl Into<String>) -> Self {
-        Response { status, body: json!({ "error": why.into() }), allow: None }
-    }
-
-    fn not_allowed(allow: &'static str) -> Self {
-        Response { allow: Some(allow), ..Self::error(405, format!("use {allow}")) }
-    }
-}
-
-/// What the bytes at the start of a buffer are.
-enum Step {
-    /// Part of a head: wait for more.
-    Wait,
-    /// A whole head.
-    Head(Head),
-    /// Not a request we can read: answer, then close.
-    Fail(Response),
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
-/// Reads the head at the start of `buf`.
-fn read_head(buf: &[u8], max_body: usize) -> Step {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Step::Fail(too_big_head()),
-        Ok(httparse::Status::Partial) => return Step::Wait,
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Step::Fail(too_big_head()),
-        Ok(httparse::Status::Complete(n)) => n,
-        Err(httparse::Error::TooManyHeaders) => return Step::Fail(Response::error(431, "too many headers")),
-        Err(e) => return Step::Fail(Response::error(400, format!("malformed request: {e}"))),
-    };
-    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
-        return Step::Fail(Response::error(400, "malformed request"));
-    };
-    let mut length: Option<u64> = None;
-    let (mut close, mut keep) = (false, false);
-    let mut wants_continue = false;
-    for header in req.headers.iter() {
-        let value = String::from_utf8_lossy(header.value);
-        let value = value.trim();
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let n = value.parse::<u64>().ok().filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
-            match (n, length) {
-                (None, _) => return Step::Fail(Response::error(400, "bad content-length")),
-                (Some(n), Some(before)) if n != before => {
-                    return Step::Fail(Response::error(400, "conflicting content-length"));
-                }
-                (Some(n), _) => length = Some(n),
-            }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Step::Fail(Response::error(411, "chunked bodies are not supported: send content-length"));
-        } else if header.name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                close |= token.eq_ignore_ascii_case("close");
-                keep |= token.eq_ignore_ascii_case("keep-alive");
-            }
-        } else if header.name.eq_ignore_ascii_case("expect") {
-            wants_continue = value.eq_ignore_ascii_case("100-continue");
-        }
-    }
-    let body_len = match usize::try_from(length.unwrap_or(0)) {
-        Ok(n) if n <= max_body => n,
-        _ => return Step::Fail(Response::error(413, format!("body larger than {max_body} bytes"))),
-    };
-    Step::Head(Head {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        head_len,
-        body_len,
-        has_length: length.is_some(),
-        keep_alive: if version == 1 { !close } else { keep && !close },
-        wants_continue: wants_continue && body_len > 0,
-    })
-}
-
-fn too_big_head() -> Response {
-    Response::error(431, format!("request head larger than {MAX_HEAD} bytes"))
-}
+use request::{Client, Event, Head, Response, reason};
 
 /// Answers one whole request.
 fn route(ctl: &Controller, head: &Head, body: &[u8]) -> Response {
@@ -211,16 +90,6 @@ fn send(ctl: &Controller, conn: Connection, response: &Response, keep_alive: boo
     }
 }
 
-#[derive(Default)]
-struct Client {
-    /// Bytes not answered yet: the start of a request, or several.
-    buf: Vec<u8>,
-    /// The head of the request at the start of `buf`, when its body is still to come.
-    pending: Option<Head>,
-    /// Answered for the last time; `on_close` is to come.
-    closing: bool,
-}
-
 struct Http {
     max_body: usize,
     clients: HashMap<Connection, Client>,
@@ -269,51 +138,18 @@ impl Block for Http {
     }
 
     fn on_data(&mut self, ctl: &Controller, conn: Connection, data: Vec<u8>) {
-        let max_body = self.max_body;
         let client = self.clients.entry(conn).or_default();
-        if client.closing {
-            return;
-        }
-        client.buf.extend_from_slice(&data);
-        let mut pos = 0;
-        while pos < client.buf.len() {
-            let mut head = match client.pending.take() {
-                Some(head) => head,
-                None => match read_head(&client.buf[pos..], max_body) {
-                    Step::Wait => break,
-                    Step::Head(head) => head,
-                    Step::Fail(response) => {
-                        send(ctl, conn, &response, false);
-                        client.closing = true;
-                        break;
-                    }
-                },
-            };
-            let start = pos + head.head_len;
-            if client.buf.len() - start < head.body_len {
-                if head.wants_continue {
-                    head.wants_continue = false;
-                    if let Err(e) = ctl.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n") {
-                        ctl.debug(&format!("cannot answer connection {conn}: {e}"));
-                    }
+        let close = client.push(&data, self.max_body, &mut |event| match event {
+            Event::Continue => {
+                if let Err(e) = ctl.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n") {
+                    ctl.debug(&format!("cannot answer connection {conn}: {e}"));
                 }
-                client.pending = Some(head);
-                break;
             }
-            let response = route(ctl, &head, &client.buf[start..start + head.body_len]);
-            send(ctl, conn, &response, head.keep_alive);
-            pos = start + head.body_len;
-            if !head.keep_alive {
-                client.closing = true;
-                break;
-            }
-        }
-        if client.closing {
-            client.buf = Vec::new();
-            client.pending = None;
+            Event::Request(head, body) => send(ctl, conn, &route(ctl, head, body), head.keep_alive),
+            Event::Fail(response) => send(ctl, conn, &response, false),
+        });
+        if close {
             let _ = ctl.close(conn);
-        } else {
-            client.buf.drain(..pos);
         }
     }
 
