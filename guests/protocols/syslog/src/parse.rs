@@ -53,6 +53,7 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
             structured_data: Vec::new(),
             msg: after_pri.trim_start(),
         });
+    let msg = rfc3164_text(text, &message);
 
     let mut out = Map::new();
     out.insert("facility".into(), facility.map(|f| f.as_str()).into());
@@ -64,7 +65,7 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
     out.insert("app".into(), message.appname.into());
     out.insert("procid".into(), message.procid.map(|p| p.to_string()).into());
     out.insert("msgid".into(), message.msgid.into());
-    let msg = message.msg.strip_prefix('\u{feff}').unwrap_or(message.msg);
+    let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
     out.insert("msg".into(), msg.into());
     let protocol = match message.protocol {
         Protocol::RFC5424(_) => "rfc5424",
@@ -75,6 +76,22 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
         out.insert("structured_data".into(), structured_data(&message.structured_data).into());
     }
     Ok(out)
+}
+
+/// The text of `message`, read from `text`. `syslog_loose` reads structured data (as RFC 5424
+/// writes it) after an RFC 3164 tag too, and so takes a text that starts with `-` for RFC 5424's
+/// nil value and drops that `-` (`app: -5 degrees` would read `5 degrees`). RFC 3164 has no
+/// structured data: after `TAG:` the rest is the message, whole.
+fn rfc3164_text<'a>(text: &'a str, message: &Message<&'a str>) -> &'a str {
+    let msg = message.msg;
+    if !matches!(message.protocol, Protocol::RFC3164) || !message.structured_data.is_empty() || !text.ends_with(msg) {
+        return msg;
+    }
+    let before = text[..text.len() - msg.len()].trim_end_matches([' ', '\t']);
+    match before.strip_suffix('-') {
+        Some(head) if head.trim_end_matches([' ', '\t']).ends_with(':') => &text[before.len() - 1..],
+        _ => msg,
+    }
 }
 
 /// `[id k="v" ...]...` as `{"id": {"k": "v", ...}, ...}`, escapes undone. A name that repeats
