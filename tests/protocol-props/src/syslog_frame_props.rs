@@ -1,0 +1,144 @@
+//! Property tests of the syslog block's TCP framing (RFC 6587): whatever bytes a client sends,
+//! in whatever pieces, framing never panics and finds the same frames as in the whole stream;
+//! frames built by the rules come out as they went in, and one too long is reported, skipped,
+//! and does not disturb the frames after it.
+
+use proptest::prelude::*;
+
+use crate::syslog_frame::{Frame, Framer};
+
+/// A frame, owned, for comparing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got {
+    Message(Vec<u8>),
+    /// Which bytes of a skipped frame were at hand depends on how the stream was cut: only the
+    /// fact is compared.
+    TooLong,
+    Truncated(Vec<u8>),
+}
+
+fn got(frame: Frame<'_>) -> Got {
+    match frame {
+        Frame::Message(b) => Got::Message(b.to_vec()),
+        Frame::TooLong(_) => Got::TooLong,
+        Frame::Truncated(b) => Got::Truncated(b.to_vec()),
+    }
+}
+
+/// The frames of a stream that arrives in `chunks` and then ends.
+fn frames<'a>(max_frame: usize, chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Got> {
+    let mut framer = Framer::new(max_frame);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        framer.push(chunk, &mut |f| out.push(got(f)));
+    }
+    if let Some(f) = framer.finish() {
+        out.push(got(f));
+    }
+    out
+}
+
+/// `bytes` cut at the given points.
+fn cut<'a>(bytes: &'a [u8], at: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = at.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut from = 0;
+    for p in points.into_iter().chain([bytes.len()]) {
+        chunks.push(&bytes[from..p]);
+        from = p;
+    }
+    chunks
+}
+
+/// Bytes with plenty of what framing looks at: digits, spaces, `\r`, `\n`.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![Just(b'\n'), Just(b'\r'), Just(b' '), Just(b'<'), b'0'..=b'9', any::<u8>()];
+    prop::collection::vec(byte, 0..160)
+}
+
+/// A syslog message as a client frames it: octet-counted (any bytes) or newline-terminated
+/// (printable, with `\r\n` or `\n`). Both start with `<`, as every syslog message does.
+fn framed() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let counted = prop::collection::vec(any::<u8>(), 0..60).prop_map(|body| {
+        let mut msg = b"<".to_vec();
+        msg.extend(body);
+        let mut frame = format!("{} ", msg.len()).into_bytes();
+        frame.extend(&msg);
+        (msg, frame)
+    });
+    let line = ("<[ -~]{0,60}", any::<bool>()).prop_map(|(msg, crlf)| {
+        let frame = format!("{msg}{}", if crlf { "\r\n" } else { "\n" }).into_bytes();
+        (msg.into_bytes(), frame)
+    });
+    prop_oneof![counted, line]
+}
+
+proptest! {
+    #![proptest_config(crate::bounded(256))]
+
+    #[test]
+    fn any_bytes_in_any_pieces_frame_as_the_whole_stream(
+        bytes in stream(),
+        at in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        max_frame in 1usize..48,
+    ) {
+        let whole = frames(max_frame, [bytes.as_slice()]);
+        prop_assert_eq!(frames(max_frame, cut(&bytes, &at)), whole);
+    }
+
+    #[test]
+    fn a_stream_cut_at_any_byte_frames_as_the_whole_stream(
+        messages in prop::collection::vec(framed(), 0..6),
+        tail in stream(),
+        max_frame in 1usize..80,
+    ) {
+        let mut bytes: Vec<u8> = messages.iter().flat_map(|(_, frame)| frame.clone()).collect();
+        bytes.extend(tail);
+        let whole = frames(max_frame, [bytes.as_slice()]);
+        for i in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(i);
+            prop_assert_eq!(&frames(max_frame, [a, b]), &whole, "cut at {}", i);
+        }
+    }
+
+    #[test]
+    fn framed_messages_come_out_as_sent_and_too_long_ones_are_skipped(
+        messages in prop::collection::vec(framed(), 0..8),
+        at in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        max_frame in 1usize..80,
+    ) {
+        let bytes: Vec<u8> = messages.iter().flat_map(|(_, frame)| frame.clone()).collect();
+        let want: Vec<Got> = messages
+            .iter()
+            .map(|(msg, _)| if msg.len() > max_frame { Got::TooLong } else { Got::Message(msg.clone()) })
+            .collect();
+        prop_assert_eq!(frames(max_frame, cut(&bytes, &at)), want);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_counted_frame_says_so(body in prop::collection::vec(any::<u8>(), 1..60), keep in any::<prop::sample::Index>()) {
+        let mut frame = format!("{} ", body.len() + 1).into_bytes();
+        frame.push(b'<');
+        frame.extend(&body);
+        // Cut somewhere after the `LEN SP` and before the end.
+        let head = frame.len() - body.len() - 1;
+        let end = head + keep.index(body.len() + 1);
+        let got = frames(1024, [&frame[..end]]);
+        prop_assert_eq!(got, vec![Got::Truncated(frame[..end].to_vec())]);
+    }
+
+    #[test]
+    fn framing_state_survives_a_swap(bytes in stream(), at in any::<prop::sample::Index>(), max_frame in 1usize..48) {
+        // A swap snapshots the framer between two pieces and restores it in the new version.
+        let i = at.index(bytes.len() + 1);
+        let mut first = Framer::new(max_frame);
+        let mut out = Vec::new();
+        first.push(&bytes[..i], &mut |f| out.push(got(f)));
+        let state = first.snapshot();
+        let mut second = Framer::restore(max_frame, &state).expect("a snapshot restores");
+        second.push(&bytes[i..], &mut |f| out.push(got(f)));
+        out.extend(second.finish().map(got));
+        prop_assert_eq!(out, frames(max_frame, [bytes.as_slice()]));
+    }
+}
