@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -119,61 +119,128 @@ async fn serve(listener: TcpListener, view: AdminView, cancel: CancellationToken
     connections.shutdown().await;
 }
 
-async fn handle(mut stream: TcpStream, view: &AdminView) -> anyhow::Result<()> {
+/// A page the admin endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `/blocks`: every block's stats, as JSON.
+    Blocks,
+    /// `/dead-letters`: the dead letters kept, as JSON.
+    DeadLetters,
+    /// `/metrics`: the stats in Prometheus' text format.
+    Metrics,
+    /// `/server`: the message server connection, as JSON.
+    Server,
+    /// `/health`: `ok`.
+    Health,
+}
+
+/// The pages, by path.
+const PAGES: [(&str, Page); 5] = [
+    ("/blocks", Page::Blocks),
+    ("/dead-letters", Page::DeadLetters),
+    ("/metrics", Page::Metrics),
+    ("/server", Page::Server),
+    ("/health", Page::Health),
+];
+
+/// What the bytes of a request read so far ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Not a whole request head yet: read on.
+    Partial,
+    /// `GET` of a page.
+    Get(Page),
+    /// Refused with this status line; `why` (the body) says what is wrong.
+    Refused {
+        /// The status line's code and reason, a 4xx.
+        status: &'static str,
+        /// What is wrong, one line.
+        why: String,
+    },
+}
+
+/// Reads the bytes of a request read so far. Pure, so that any bytes can be tried on it (the
+/// property tests, `fuzz/`). Only the first `ADMIN_MAX_REQUEST` bytes are read: a longer head
+/// is refused, whatever follows and however it arrived.
+pub fn read_request(buf: &[u8]) -> Request {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let refused = |status, why: String| Request::Refused { status, why: why + "\n" };
+    match request.parse(&buf[..buf.len().min(ADMIN_MAX_REQUEST)]) {
+        Ok(httparse::Status::Complete(_)) => {
+            let method = request.method.unwrap_or_default();
+            if method != "GET" {
+                return refused("405 Method Not Allowed", format!("`{method}` is not allowed here: only GET"));
+            }
+            let path = request.path.unwrap_or("/");
+            let path = path.split('?').next().unwrap_or(path);
+            match PAGES.iter().find(|(p, _)| *p == path) {
+                Some((_, page)) => Request::Get(*page),
+                None => refused(
+                    "404 Not Found",
+                    format!("no page `{path}`: try /blocks, /metrics, /dead-letters, /server or /health"),
+                ),
+            }
+        }
+        Ok(httparse::Status::Partial) if buf.len() < ADMIN_MAX_REQUEST => Request::Partial,
+        Ok(httparse::Status::Partial) => refused(
+            "431 Request Header Fields Too Large",
+            format!("request head larger than {ADMIN_MAX_REQUEST} bytes"),
+        ),
+        Err(e) => refused("400 Bad Request", format!("malformed request: {e}")),
+    }
+}
+
+/// Serves one connection: reads one request and answers it.
+pub(crate) async fn handle<S>(mut stream: S, view: &AdminView) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
-    let path = loop {
+    let page = loop {
         let mut chunk = [0u8; 1024];
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                if request.method != Some("GET") {
-                    return respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET\n").await;
-                }
-                break request.path.unwrap_or("/").to_owned();
-            }
-            Ok(httparse::Status::Partial) if buf.len() < ADMIN_MAX_REQUEST => continue,
-            Ok(httparse::Status::Partial) => {
-                return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "too large\n").await;
-            }
-            Err(e) => return respond(&mut stream, "400 Bad Request", "text/plain", &format!("{e}\n")).await,
+        match read_request(&buf) {
+            Request::Partial => continue,
+            Request::Get(page) => break page,
+            Request::Refused { status, why } => return respond(&mut stream, status, "text/plain", &why).await,
         }
     };
-    let path = path.split('?').next().unwrap_or("/");
-    match path {
-        "/blocks" => {
+    match page {
+        Page::Blocks => {
             let body = serde_json::to_string_pretty(&view.blocks())?;
             respond(&mut stream, "200 OK", "application/json", &body).await
         }
-        "/dead-letters" => {
+        Page::DeadLetters => {
             let body = serde_json::to_string_pretty(&serde_json::json!({
                 "total": view.dead_letters.total(),
                 "kept": view.dead_letters.list(),
             }))?;
             respond(&mut stream, "200 OK", "application/json", &body).await
         }
-        "/metrics" => {
+        Page::Metrics => {
             let mut text = prometheus(&view.blocks(), &view.dead_letters);
             if let Some(server) = &view.server {
                 text.push_str(&server_metrics(&server.snapshot()));
             }
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &text).await
         }
-        "/server" => {
+        Page::Server => {
             let body = serde_json::to_string_pretty(&view.server.as_ref().map(|s| s.snapshot()))?;
             respond(&mut stream, "200 OK", "application/json", &body).await
         }
-        "/health" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /blocks, /metrics or /dead-letters\n").await,
+        Page::Health => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> anyhow::Result<()> {
+async fn respond<S>(stream: &mut S, status: &str, content_type: &str, body: &str) -> anyhow::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
