@@ -89,10 +89,15 @@ async fn a_missing_manifest_is_reported() {
 fn every_fixture_is_used_by_a_test() {
     let root = bagpipe_test_support::workspace_root();
     let mut sources = String::new();
-    for dir in [root.join("tests"), root.join("host/benches")] {
+    // Test files and benchmarks, one folder deep (a test or bench with modules of its own).
+    let mut dirs = vec![root.join("tests"), root.join("host/benches")];
+    while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("tests dir").flatten() {
-            if entry.path().extension().is_some_and(|e| e == "rs") {
-                sources.push_str(&std::fs::read_to_string(entry.path()).expect("test source"));
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).expect("test source"));
+            } else if path.is_dir() && path.parent() != Some(root.as_path()) && !path.ends_with("support") {
+                dirs.push(path);
             }
         }
     }

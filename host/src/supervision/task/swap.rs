@@ -37,6 +37,10 @@ impl BlockTask {
             // version. A block that was running (a swap interrupted its restart backoff) starts
             // it at once: the new version may be the fix.
             self.adopt(component, spec);
+            // A swap with no pause (nothing was running) and no snapshot, counted and logged as
+            // every swap is.
+            Counters::bump(&self.parts.status.counters.swaps);
+            tracing::info!(event = "swapped", version = %version, pause_us = 0u64, "swapped (no instance was running)");
             let _ = reply.send(Ok(()));
             if !self.life.wants_run() {
                 return Ok(());

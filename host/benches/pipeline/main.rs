@@ -5,7 +5,8 @@
 //!
 //! Then the supervision figures: the time from a trap to the fresh instance having processed its
 //! next bag (p50/p99 over many traps), and the pipeline's rate while a neighbour block crash-loops,
-//! as a ratio to the pipeline alone.
+//! as a ratio to the pipeline alone, and beside blocks that keep trying to break their budgets
+//! ([`hostile`]).
 //!
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
@@ -19,6 +20,8 @@ use bagpipe_test_support::{BlockDir, artifacts, workspace_root};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt as _;
+
+mod hostile;
 
 const RUNS: usize = 5;
 const QUEUE: usize = 1024;
@@ -69,6 +72,10 @@ fn main() {
             println!("swaps {} failed {} p50 {} p99 {} lost {}", s.done, s.failed, s.pause_p50_us, s.pause_p99_us, s.lost);
             return;
         }
+        if std::env::var_os("BAGPIPE_BENCH_HOSTILE").is_some() {
+            hostile::print(&hostile::neighbours(host, &three_hops(bags)).await);
+            return;
+        }
         if std::env::var_os("BAGPIPE_BENCH_PROFILE").is_some() {
             // For a profiler: only the 3-hop bagpipe pipeline, over and over.
             for _ in 0..RUNS {
@@ -99,6 +106,7 @@ fn main() {
         };
         let hammering_restarts = restarts(format!("{crash_loop}{}", three_hops(bags))).await;
         let backing_off_restarts = restarts(format!("{default_policy}{}", three_hops(bags))).await;
+        let beside_hostile = hostile::neighbours(host, &three_hops(bags)).await;
         let recovery = recovery(host).await;
         let watching = Host::new(HostConfig {
             cache_dir: Some(workspace_root().join("target").join("bagpipe-test-cache")),
@@ -142,6 +150,8 @@ fn main() {
         println!("| 3 hops beside a block crash-looping with no backoff at all, bags/s | {beside_hammering:>10.0} |");
         println!("| ... as a ratio to the 3 hops alone                                 | {hammering_ratio:>10.2} |");
         println!("| ... restarts of the crash-looping block in one run                 | {hammering_restarts:>10} |");
+        println!();
+        hostile::print(&beside_hostile);
         println!();
         println!("| hot swap: 20 swaps of the transform under load ({} bags at ~20k/s)   | value      |", swaps.bags);
         println!("|--------------------------------------------------------------------|-----------:|");
@@ -326,6 +336,7 @@ async fn run_blocks(host: &Host, manifest: String) -> (f64, RunReport) {
             ("bench_sink", artifacts::BENCH_SINK),
             ("faulty", artifacts::FAULTY),
             ("sender", artifacts::SENDER),
+            ("hostile", artifacts::HOSTILE),
         ],
     );
     let manifest = Manifest::load(dir.path()).expect("manifest");
@@ -437,7 +448,7 @@ fn native_syslog(n: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-#[path = "../../guests/protocols/syslog/src/parse.rs"]
+#[path = "../../../guests/protocols/syslog/src/parse.rs"]
 #[allow(dead_code)]
 mod syslog_parse;
 
