@@ -290,3 +290,23 @@ async fn a_slow_block_gets_the_drain_timeout_at_shutdown_and_the_rest_is_counted
     let logged: Vec<_> = out.log_events("lost").iter().map(|r| (block_of(r), r["bags"].as_u64())).collect();
     assert_eq!(logged, [(Some("slow"), Some(lost))], "and it is logged:\n{}", out.stderr);
 }
+
+#[tokio::test]
+async fn a_shutdown_during_a_restart_backoff_still_drains_the_queue() {
+    // The first bag traps twice (a dead letter then), and the block waits out a 3 s backoff with
+    // three bags queued when the shutdown comes: they are delivered, not counted lost.
+    let manifest = "[[block]]\nname = \"faulty\"\nmax_attempts = 2\nbackoff_ms = 3000\nbackoff_max_ms = 3000\n\
+         [block.config]\nfault = \"trap\"\nin = \"marked\"\nquiet = true\n\n\
+         [[block]]\nname = \"sender\"\nafter = [\"faulty\"]\n[block.config]\nto = \"faulty\"\nphase = \"init\"\n\
+         bags = ['{\"n\":1,\"crash\":true}', '{\"n\":2}', '{\"n\":3}', '{\"n\":4}']\n";
+    let dir = BlockDir::from_manifest(manifest);
+    let mut host = Bagpipe::run_with(BIN, &dir, &run_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
+    host.log_event_where("restarting", |r| r["attempt"] == 2).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert_eq!(report.count("faulty", "lost"), 0, "nothing queued is lost:\n{}", out.stderr);
+    assert_eq!(report.count("faulty", "processed"), 3, "the three queued bags were delivered:\n{}", out.stderr);
+    assert_eq!(report.count("faulty", "dead_letters"), 1, "the trapping bag is a dead letter");
+}

@@ -146,6 +146,7 @@ async fn what_a_block_sends_waits_in_a_bounded_buffer() {
     let dir = BlockDir::from_manifest(
         "[host]\nenqueue_timeout_ms = 50\n\n\
          [[block]]\nname = \"hostile\"\nlisten = [\"tcp://127.0.0.1:0\"]\nsend_buffer_bytes = 2097152\n\
+         call_timeout_ms = 10000\n\
          [block.config]\ntry = \"send_flood\"\ncount = 64\nbytes = 1048576\n",
     );
     let report = dir.report_path().display().to_string();

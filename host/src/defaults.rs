@@ -151,6 +151,16 @@ pub const BARRIER_WAIT: Duration = Duration::from_secs(1);
 /// How long closing the connection waits to flush what blocks published.
 pub const SERVER_CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
+/// Longest the host waits on any one call to the message server (a publish taken, a flush
+/// round trip, a stream's acknowledgement) before it counts the call as failed.
+pub const SERVER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Messages an outbox's flusher sends before it waits for one confirmation of them all.
+pub const OUTBOX_BATCH: usize = 256;
+
+/// How long an outbox's flusher waits after a failure before it sends again.
+pub const OUTBOX_RETRY: Duration = Duration::from_millis(100);
+
 // Dead letters (`routing::deadletter`) and timers (`runtime::timers`).
 
 /// How many dead letters are kept for listing.
@@ -201,6 +211,8 @@ pub struct Limits {
     pub send_buffer_bytes: usize,
     /// Log lines a second the block may write (its `log` calls and its stderr together).
     pub log_lines_per_sec: u32,
+    /// Bytes of published messages the block may have waiting for the server's confirmation.
+    pub outbox_bytes: usize,
 }
 
 impl Default for Limits {
@@ -216,6 +228,7 @@ impl Default for Limits {
             max_subscriptions: 64,
             send_buffer_bytes: 4 << 20,
             log_lines_per_sec: 200,
+            outbox_bytes: 8 << 20,
         }
     }
 }

@@ -29,6 +29,7 @@ pub(super) struct RawBlock {
     max_subscriptions: Option<Spanned<u64>>,
     send_buffer_bytes: Option<Spanned<u64>>,
     log_lines_per_sec: Option<Spanned<u64>>,
+    outbox_bytes: Option<Spanned<u64>>,
     restart: Option<Restart>,
     on_give_up: Option<GiveUp>,
     max_restarts: Option<Spanned<u64>>,
@@ -46,6 +47,7 @@ pub(super) struct RawBlock {
     control: Option<Spanned<Vec<String>>>,
     durable: Option<bool>,
     shared: Option<bool>,
+    publish_to_stream: Option<bool>,
 }
 
 /// Reads and checks one `[[block]]` entry, found on `line`, whose component is in `dir`.
@@ -75,6 +77,7 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         control: raw.control.map(Spanned::into_inner).unwrap_or_default(),
         durable: raw.durable.unwrap_or(false),
         shared: raw.shared.unwrap_or(false),
+        publish_to_stream: raw.publish_to_stream.unwrap_or(false),
         line,
     })
 }
@@ -154,6 +157,9 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     }
     if let Some(v) = &raw.log_lines_per_sec {
         limits.log_lines_per_sec = at.in_range(v, "log_lines_per_sec", 1, 1_000_000)? as u32;
+    }
+    if let Some(v) = &raw.outbox_bytes {
+        limits.outbox_bytes = at.in_range(v, "outbox_bytes", 1024, 4 << 30)? as usize;
     }
     if let Some(v) = &raw.queue_bytes {
         limits.queue_bytes = at.in_range(v, "queue_bytes", 1024, 4 << 30)? as usize;

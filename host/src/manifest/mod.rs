@@ -91,6 +91,9 @@ pub struct BlockSpec {
     /// Bags to it go through the cluster even from this host, so every host running it shares
     /// the work.
     pub shared: bool,
+    /// What it publishes counts as done only once a JetStream stream acknowledged it
+    /// (at-least-once from `publish` to the stream); otherwise once the server read it.
+    pub publish_to_stream: bool,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
 }

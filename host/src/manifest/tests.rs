@@ -120,6 +120,8 @@ mod props {
             Just("max_subscriptions"),
             Just("send_buffer_bytes"),
             Just("log_lines_per_sec"),
+            Just("outbox_bytes"),
+            Just("publish_to_stream"),
             Just("restart"),
             Just("max_restarts"),
             Just("backoff_ms"),

@@ -257,7 +257,7 @@ type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 /// The stats in Prometheus' text format.
 pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
     let mut out = String::new();
-    let counters: [Metric; 15] = [
+    let counters: [Metric; 18] = [
         ("received", "Bags put into the block's queue.", |s| s.received),
         ("processed", "Bags on-enqueue accepted.", |s| s.processed),
         ("failed", "Bags on-enqueue returned an error for.", |s| s.failed),
@@ -273,6 +273,9 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("faults", "Traps, deadlines and limit breaches.", |s| s.faults),
         ("restarts", "Fresh instances started after a fault.", |s| s.restarts),
         ("dead_letters", "Bags given up on after faulting.", |s| s.dead_letters),
+        ("publish_busy", "Publishes refused because the outbox was full.", |s| s.publish_busy),
+        ("publish_retries", "Published messages sent again, unconfirmed by the server.", |s| s.publish_retries),
+        ("publish_dropped", "Published messages never confirmed, left when the block ended.", |s| s.publish_dropped),
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP bagpipe_block_{name}_total {help}\n# TYPE bagpipe_block_{name}_total counter");
@@ -280,9 +283,11 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
             let _ = writeln!(out, "bagpipe_block_{name}_total{} {}", labels(s), get(s));
         }
     }
-    let gauges: [Metric; 2] = [
+    let gauges: [Metric; 4] = [
         ("queue_depth", "Bags in the queue now.", |s| s.queue_depth),
         ("queue_high_water", "Most bags the queue has held.", |s| s.queue_high_water),
+        ("outbox_messages", "Published messages waiting for the server now.", |s| s.outbox_messages),
+        ("outbox_bytes", "Bytes of published messages waiting for the server now.", |s| s.outbox_bytes),
     ];
     for (name, help, get) in gauges {
         let _ = writeln!(out, "# HELP bagpipe_block_{name} {help}\n# TYPE bagpipe_block_{name} gauge");

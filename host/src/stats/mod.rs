@@ -96,6 +96,16 @@ pub struct Counters {
     pub from_server: AtomicU64,
     /// The most bags the queue has held at once.
     pub queue_high_water: AtomicU64,
+    /// Publishes refused because the outbox was full (`busy`).
+    pub publish_busy: AtomicU64,
+    /// Published messages sent again because the server had not confirmed them.
+    pub publish_retries: AtomicU64,
+    /// Published messages the server never confirmed, left when the block ended.
+    pub publish_dropped: AtomicU64,
+    /// Messages in the outbox now (a gauge).
+    pub outbox_messages: AtomicU64,
+    /// Bytes in the outbox now (a gauge).
+    pub outbox_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -206,6 +216,11 @@ impl BlockStatus {
             swap_pause_p99_us: micros(self.swap_pause.percentile(99.0)),
             queue_depth,
             queue_high_water: get(&c.queue_high_water),
+            publish_busy: get(&c.publish_busy),
+            publish_retries: get(&c.publish_retries),
+            publish_dropped: get(&c.publish_dropped),
+            outbox_messages: get(&c.outbox_messages),
+            outbox_bytes: get(&c.outbox_bytes),
         }
     }
 }
@@ -288,6 +303,21 @@ pub struct StatsSnapshot {
     pub queue_depth: u64,
     /// See [`Counters::queue_high_water`].
     pub queue_high_water: u64,
+    /// See [`Counters::publish_busy`].
+    #[serde(default)]
+    pub publish_busy: u64,
+    /// See [`Counters::publish_retries`].
+    #[serde(default)]
+    pub publish_retries: u64,
+    /// See [`Counters::publish_dropped`].
+    #[serde(default)]
+    pub publish_dropped: u64,
+    /// See [`Counters::outbox_messages`].
+    #[serde(default)]
+    pub outbox_messages: u64,
+    /// See [`Counters::outbox_bytes`].
+    #[serde(default)]
+    pub outbox_bytes: u64,
 }
 
 /// The WIT spelling of a state.

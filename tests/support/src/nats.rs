@@ -37,6 +37,34 @@ impl Nats {
         }
     }
 
+    /// Pauses the server (SIGSTOP): its sockets stay open and nothing answers. Returns once the
+    /// kernel reports it stopped (a many-threaded process stops a moment after the signal).
+    pub async fn pause(&self) {
+        self.signal(libc::SIGSTOP, 'T').await;
+    }
+
+    /// Lets a paused server go on (SIGCONT), once it runs again.
+    pub async fn resume(&self) {
+        self.signal(libc::SIGCONT, 'S').await;
+    }
+
+    async fn signal(&self, signal: i32, until: char) {
+        let Some(pid) = self.child.as_ref().and_then(tokio::process::Child::id) else { return };
+        // SAFETY: a signal to the server process this struct started and still owns.
+        unsafe { libc::kill(pid as i32, signal) };
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit(')').next().and_then(|rest| rest.trim_start().chars().next())
+        };
+        let reached = async {
+            while state().is_some_and(|s| if until == 'T' { s != 'T' } else { s == 'T' }) {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        };
+        assert!(tokio::time::timeout(SAFETY, reached).await.is_ok(), "nats-server did not take signal {signal}");
+    }
+
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
         let port = self.port.to_string();

@@ -32,12 +32,16 @@ impl ServerCtx {
 }
 
 impl server::Host for ServerCtx {
+    /// Into the block's outbox, never waiting for the server: it is counted `published` once the
+    /// server confirmed it.
     async fn publish(&mut self, subject: String, bag: String) -> Result<(), ServerError> {
         let (server, text) = self.outgoing(&subject, &bag, "publish to", || format!("publishing to `{subject}` is"))?;
-        server.link().client().publish(subject, text.into()).await.map_err(|e| ServerError::Io(e.to_string()))?;
-        Counters::bump(&self.me.counters.published);
-        server.link().stats.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        server.outbox().push(subject, text.into()).map_err(|busy| {
+            ServerError::Busy(format!(
+                "the block's outbox holds {} of its {} bytes (outbox_bytes), waiting for the server",
+                busy.held, busy.max
+            ))
+        })
     }
 
     async fn subscribe(&mut self, subject: String) -> Result<(), ServerError> {
@@ -68,6 +72,9 @@ impl server::Host for ServerCtx {
 
     async fn request(&mut self, subject: String, bag: String, timeout_ms: u64) -> Result<String, ServerError> {
         let (server, text) = self.outgoing(&subject, &bag, "send to", || format!("requests to `{subject}` are"))?;
+        if !server.link().connected() {
+            return Err(ServerError::NotConnected);
+        }
         let timeout = Duration::from_millis(timeout_ms).min(MAX_REQUEST_TIMEOUT);
         let asked = tokio::time::timeout(timeout, server.link().client().request(subject, text.into()));
         let reply = self.clock.waiting(asked).await;
@@ -90,8 +97,7 @@ impl server::Host for ServerCtx {
 
 impl ServerCtx {
     /// What `publish` and `request` check, in this order: a server, a subject to `send` to, a
-    /// grant for it (`refused` starts the refusal: "publishing to `x` is"), the bag (stamped),
-    /// a connection.
+    /// grant for it (`refused` starts the refusal: "publishing to `x` is"), the bag (stamped).
     fn outgoing(
         &self,
         subject: &str,
@@ -108,9 +114,6 @@ impl ServerCtx {
             return Err(self.server_refusal(subject, why));
         }
         let text = self.server_bag(bag)?;
-        if !server.link().connected() {
-            return Err(ServerError::NotConnected);
-        }
         Ok((server, text))
     }
 

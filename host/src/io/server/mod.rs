@@ -8,12 +8,17 @@
 //! use the server gets a [`BlockServer`] (its grants and its subscriptions), which lives as long
 //! as the block, not an instance.
 //!
-//! Invariants: nothing is buffered while disconnected: calls fail with `not-connected` (a
-//! subscription is kept and resumes on reconnection); every task (subscription readers, cluster
-//! servers, durable consumers) is tracked and joined on shutdown.
+//! What a block publishes goes through its [`outbox`]: held (bounded in bytes) until the server
+//! confirmed it, sent again after an outage, in order. `subscribe` and `request` fail with
+//! `not-connected` while the host is disconnected (a subscription is kept and resumes on
+//! reconnection).
+//!
+//! Invariants: no broker wait runs without a timeout; every task (subscription readers, the
+//! outbox's flusher, cluster servers, durable consumers) is tracked and joined on shutdown.
 
 mod calls;
 pub mod cluster;
+pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +32,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::bindings::ServerInfo;
 use crate::defaults::{
-    BARRIER_WAIT, INITIAL_WAIT, MAX_REQUEST_TIMEOUT, RECONNECT_BACKOFF, REPLY_SUBJECTS, SERVER_CLOSE_FLUSH,
-    SUBSCRIPTION_BUFFER,
+    BARRIER_WAIT, INITIAL_WAIT, MAX_REQUEST_TIMEOUT, RECONNECT_BACKOFF, REPLY_SUBJECTS, SERVER_CALL_TIMEOUT,
+    SERVER_CLOSE_FLUSH, SUBSCRIPTION_BUFFER,
 };
 use crate::manifest::subject;
 use crate::routing::queue::{BlockQueue, Envelope};
 use crate::stats::{BlockStatus, Counters};
 pub use calls::ServerCtx;
+use outbox::Outbox;
 
 /// Where the host is with its server.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +89,9 @@ pub struct ServerLink {
     pub cluster: Option<String>,
     /// How long the server waits for a durable bag's acknowledgement before delivering it again.
     pub durable_ack_wait: Duration,
+    /// How long closing may wait for the server (the host's `drain_timeout`, at most
+    /// [`SERVER_CLOSE_FLUSH`]).
+    close_wait: Duration,
     client: async_nats::Client,
     state: watch::Receiver<ServerState>,
     /// Host-wide counters.
@@ -109,6 +118,20 @@ impl ServerLink {
             return false;
         }
         matches!(tokio::time::timeout(BARRIER_WAIT, echo.next()).await, Ok(Some(_)))
+    }
+
+    /// Returns once the server has processed everything this host published before, or says why
+    /// not: a request to a subject nobody listens on, which the server answers (no responders)
+    /// only after what came before it on the connection. (The client's own `flush` only writes
+    /// to the socket.) Bounded by [`SERVER_CALL_TIMEOUT`].
+    pub async fn confirm(&self) -> Result<(), String> {
+        let nobody = self.client.new_inbox();
+        match tokio::time::timeout(SERVER_CALL_TIMEOUT, self.client.request(nobody, bytes::Bytes::new())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the server did not confirm in time".to_owned()),
+        }
     }
 
     /// Starts connecting to `url` in the background, and waits up to [`INITIAL_WAIT`] for the
@@ -139,6 +162,7 @@ impl ServerLink {
             url: url.to_owned(),
             cluster: settings.cluster.clone(),
             durable_ack_wait: settings.durable_ack_wait,
+            close_wait: settings.drain_timeout.min(SERVER_CLOSE_FLUSH),
             client: client.clone(),
             state,
             stats: stats.clone(),
@@ -214,10 +238,16 @@ impl ServerLink {
         &self.client
     }
 
-    /// Flushes what was published, closes the connection and ends the link's task.
+    /// Flushes what was published, closes the connection and ends the link's task; waits for
+    /// the server at most the drain timeout (a paused server must not hold the host's exit).
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(SERVER_CLOSE_FLUSH, self.client.flush()).await;
-        let _ = self.client.drain().await;
+        let goodbye = async {
+            let _ = self.client.flush().await;
+            let _ = self.client.drain().await;
+        };
+        if tokio::time::timeout(self.close_wait, goodbye).await.is_err() {
+            tracing::warn!("the server did not answer while closing the connection");
+        }
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -244,29 +274,64 @@ pub struct BlockServer {
     status: Arc<BlockStatus>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// What the block published, until the server confirmed it.
+    outbox: Arc<Outbox>,
+    /// The outbox's flusher.
+    flushing: TaskTracker,
+    /// Tells the flusher the block is ending: send what is left, then stop.
+    flush_rest: CancellationToken,
+    /// Tells the flusher to stop now (what is left is counted as dropped).
+    flush_give_up: CancellationToken,
+}
+
+/// What a block's server side is made of, from its manifest entry.
+pub struct BlockServerSpec {
+    /// Its `publish` grants.
+    pub publish: Vec<String>,
+    /// Its `subscribe` grants.
+    pub subscribe: Vec<String>,
+    /// Most subscriptions it may hold at once.
+    pub max_subscriptions: usize,
+    /// Bytes its outbox holds.
+    pub outbox_bytes: usize,
+    /// Publish through JetStream, done when the stream acknowledged.
+    pub publish_to_stream: bool,
 }
 
 impl BlockServer {
-    /// The server side of a block: its grants, and where its subscriptions deliver.
+    /// The server side of a block: its grants, where its subscriptions deliver, and its outbox
+    /// (whose flusher starts now).
     pub fn new(
         link: Arc<ServerLink>,
-        publish: Vec<String>,
-        subscribe: Vec<String>,
-        max_subscriptions: usize,
+        spec: BlockServerSpec,
         queue: Option<BlockQueue>,
         status: Arc<BlockStatus>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            link,
-            grants: Mutex::new((publish, subscribe)),
+        let nuid = link.client().new_inbox();
+        let nuid = nuid.rsplit('.').next().unwrap_or_default();
+        let outbox = Outbox::new(spec.outbox_bytes, spec.publish_to_stream, status.clone(), nuid);
+        let server = Arc::new(Self {
+            link: link.clone(),
+            grants: Mutex::new((spec.publish, spec.subscribe)),
             replies: Mutex::new(std::collections::VecDeque::new()),
             subscriptions: Mutex::new(HashMap::new()),
-            max_subscriptions,
+            max_subscriptions: spec.max_subscriptions,
             queue,
             status,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
-        })
+            outbox: outbox.clone(),
+            flushing: TaskTracker::new(),
+            flush_rest: CancellationToken::new(),
+            flush_give_up: CancellationToken::new(),
+        });
+        server.flushing.spawn(outbox::flusher(outbox, link, server.flush_rest.clone(), server.flush_give_up.clone()));
+        server
+    }
+
+    /// The block's outbox.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     /// The host's link.
@@ -274,11 +339,19 @@ impl BlockServer {
         &self.link
     }
 
-    /// Ends every subscription and waits for their tasks.
-    pub async fn shutdown(&self) {
+    /// Ends every subscription and waits for their tasks; gives the outbox up to `drain` to send
+    /// what is left while the server is connected (what is still left is counted as dropped).
+    pub async fn shutdown(&self, drain: Duration) {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.flush_rest.cancel();
+        self.flushing.close();
+        let drain = if self.link.connected() { drain } else { Duration::ZERO };
+        if tokio::time::timeout(drain, self.flushing.wait()).await.is_err() {
+            self.flush_give_up.cancel();
+            self.flushing.wait().await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {

@@ -24,7 +24,7 @@ use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF};
 use crate::deps::Graph;
 use crate::error::{CallError, RunError};
 use crate::io::net::NetHub;
-use crate::io::server::{BlockServer, ServerLink};
+use crate::io::server::{BlockServer, BlockServerSpec, ServerLink};
 use crate::manifest::{BlockSpec, Manifest};
 use crate::restart::{GiveUp, Intensity, Restart, jitter};
 use crate::routing::bag::BagLimits;
@@ -177,9 +177,13 @@ impl Supervisor {
         let server = self.server.clone().map(|link| {
             let server = BlockServer::new(
                 link.clone(),
-                spec.publish.clone(),
-                spec.subscribe.clone(),
-                spec.limits.max_subscriptions,
+                BlockServerSpec {
+                    publish: spec.publish.clone(),
+                    subscribe: spec.subscribe.clone(),
+                    max_subscriptions: spec.limits.max_subscriptions,
+                    outbox_bytes: spec.limits.outbox_bytes,
+                    publish_to_stream: spec.publish_to_stream,
+                },
                 bag_queue.clone(),
                 status.clone(),
             );

@@ -14,12 +14,26 @@ impl BlockTask {
         if let Some(queue) = self.queue.as_mut() {
             queue.close();
         }
+        if matches!(self.life, Life::Faulted) {
+            // Told to finish during a restart's backoff: the queued bags are owed their drain,
+            // so the fresh instance starts now instead of after the backoff.
+            let component = self.component.clone();
+            let spec = self.spec.clone();
+            let started = match self.ready_instance(&component, &spec, None).await {
+                Ok(instance) => self.start_running(instance, None).await,
+                Err(error) => Err(error.into()),
+            };
+            if let Err(fault) = started {
+                return self.end_finish_with_fault(reply, fault).await;
+            }
+        }
         if self.life.instance().is_none() {
             let _ = reply.send(Err(CallError::Gone));
             return self.end(Outcome::Abandoned).await;
         }
         if self.life.is_running() {
             let deadline = tokio::time::Instant::now() + self.parts.links.settings.drain_timeout;
+            self.drain_deadline = Some(deadline);
             if let Err(fault) = self.redeliver().await {
                 return self.end_finish_with_fault(reply, fault).await;
             }
@@ -103,7 +117,12 @@ impl BlockTask {
         }
         // After the dead letters above: acknowledging a durable one needs the server side.
         if let Some(server) = self.parts.server.take() {
-            server.shutdown().await;
+            // What is left of the drain timeout (all of it when the block did not finish).
+            let drain = match self.drain_deadline {
+                Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+                None => self.parts.links.settings.drain_timeout,
+            };
+            server.shutdown(drain).await;
         }
         outcome
     }

@@ -183,6 +183,8 @@ pub struct BlockTask {
     fault_at: Option<Instant>,
     /// The server's connection state, watched for the instance's server hooks.
     server_state: Option<watch::Receiver<ServerState>>,
+    /// When finishing, the end of the drain timeout: the queue and then the outbox share it.
+    drain_deadline: Option<tokio::time::Instant>,
 }
 
 enum Next {
@@ -193,6 +195,8 @@ enum Next {
     Server,
     Timer(String),
     Envelope(Envelope),
+    /// The outbox has room again.
+    Room,
 }
 
 /// The supervisor's handles on a task: where its commands and bags go in.
@@ -243,6 +247,7 @@ impl BlockTask {
             consecutive: 0,
             intensity,
             fault_at: None,
+            drain_deadline: None,
         }
     }
 
@@ -264,6 +269,7 @@ impl BlockTask {
                 Next::Timer(tag) => caught(self.timer(tag)).await,
                 Next::Envelope(env) => caught(self.deliver_batch(env)).await,
                 Next::Server => caught(self.sync_server()).await,
+                Next::Room => continue,
             };
             let step = match step {
                 Ok(step) => step,
@@ -303,6 +309,10 @@ impl BlockTask {
         let queue = self.queue.as_mut();
         let timers = self.life.instance().filter(|_| running).map(|i| &mut i.ctx().controller.timers);
         let server = self.server_state.as_mut();
+        // While the block's outbox is over half full, its queue waits (and fills, and pushes
+        // back on whoever feeds it), so a block is never handed work it cannot publish.
+        let outbox = self.parts.server.as_ref().map(|s| s.outbox());
+        let room = outbox.is_none_or(|o| o.has_room());
         tokio::select! {
             biased;
             cmd = control.recv() => Next::Command(cmd),
@@ -323,7 +333,12 @@ impl BlockTask {
                     Some(q) => q.recv().await,
                     None => None,
                 }
-            }, if running => Next::Envelope(env),
+            }, if running && room => Next::Envelope(env),
+            () = async {
+                if let Some(o) = outbox {
+                    o.room().await;
+                }
+            }, if running && !room => Next::Room,
         }
     }
 

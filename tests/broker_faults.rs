@@ -1,0 +1,162 @@
+//! Broker faults: what a block publishes survives the server going away. Each test starts its own
+//! `nats-server` so that it can kill, restart or pause it while a block publishes a steady flow:
+//! every message arrives (at least once; duplicates are counted), local bags keep flowing, and a
+//! shutdown during an outage ends in time with what was never confirmed counted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, within};
+use futures_util::StreamExt as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+fn start(dir: &BlockDir, nats: &Nats) -> Bagpipe {
+    let report = dir.report_path().display().to_string();
+    Bagpipe::run_with(BIN, dir, &["--server", &nats.url(), "--report", &report])
+}
+
+/// A relay that publishes every bag it gets to `out.bags`, fed `count` bags (`n` = 1..=count) at
+/// about 400 a second.
+fn relay(count: u64, extra: &str) -> BlockDir {
+    BlockDir::from_manifest(&format!(
+        "[[block]]\nname = \"courier\"\nresponsibility = \"relay\"\nafter = []\npublish = [\"out.>\"]\nqueue = 4096\n{extra}\
+         [block.config]\nforward = \"out.bags\"\n\n\
+         [[block]]\nname = \"bench_source\"\nafter = [\"relay\"]\n[block.config]\nto = \"relay\"\ncount = {count}\nbatch = 2\ninterval_ms = 5\n"
+    ))
+}
+
+/// How many times each `n` arrived.
+fn tally(ns: impl IntoIterator<Item = u64>) -> BTreeMap<u64, u64> {
+    let mut seen = BTreeMap::new();
+    for n in ns {
+        *seen.entry(n).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn n_of(payload: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(payload).ok()?["n"].as_u64()
+}
+
+#[tokio::test]
+async fn published_messages_reach_the_stream_across_five_server_crashes() {
+    const COUNT: u64 = 3000;
+    let mut nats = Nats::start(true).await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "OUT".into(),
+        subjects: vec!["out.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let dir = relay(COUNT, "publish_to_stream = true\n");
+    let mut host = start(&dir, &nats);
+    host.wait_for(1, |e| e["event"] == "connected").await;
+    for _ in 0..5 {
+        // Crash the server while bags flow, and bring it back.
+        host.wait_for(200, |e| e["event"] == "bag").await;
+        nats.stop().await;
+        host.wait_for(1, |e| e["event"] == "disconnected").await;
+        nats.restart().await;
+        host.wait_for(1, |e| e["event"] == "connected").await;
+    }
+    // Local bags never stopped: the relay gets every one.
+    host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["last"] == true).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert_eq!(report.count("relay", "processed"), COUNT, "{}", out.stderr);
+    assert_eq!(report.count("relay", "publish_dropped"), 0, "{}", out.stderr);
+    assert!(out.events("error").is_empty(), "no publish failed for the block: {:?}", out.events("error"));
+
+    let client = async_nats::connect(nats.url()).await.expect("connect again");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("OUT").await.expect("the stream survived");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut ns = Vec::new();
+    for seq in 1..=last {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            ns.extend(n_of(&message.payload));
+        }
+    }
+    let seen = tally(ns);
+    let missing: Vec<u64> = (1..=COUNT).filter(|n| !seen.contains_key(n)).collect();
+    assert!(missing.is_empty(), "every message is in the stream; missing {} of them: {missing:?}", missing.len());
+    assert_eq!(seen.len() as u64, COUNT, "nothing else is in the stream");
+    // Messages sent again after a crash carry the same message id: the stream keeps one.
+    let duplicates: Vec<_> = seen.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(duplicates.is_empty(), "no duplicates in the stream: {duplicates:?}");
+    assert!(report.count("relay", "publish_retries") > 0, "the crashes made the host send again");
+    assert_eq!(report.count("relay", "published"), COUNT, "each message is confirmed once");
+    // An outage is logged at most about once a second per block, not once per message.
+    let warnings = out.log_events("publish_failing").len();
+    assert!(warnings <= 30, "{warnings} warnings for five outages:\n{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_paused_server_holds_nothing_up_and_gets_every_message_when_it_resumes() {
+    const COUNT: u64 = 1000;
+    let nats = Nats::start(false).await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let mut subscriber = client.subscribe("out.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let dir = relay(COUNT, "");
+    let mut host = start(&dir, &nats);
+    host.wait_for(100, |e| e["event"] == "bag").await;
+    nats.pause().await;
+    // Bags keep flowing through the relay while the server does not answer.
+    host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["last"] == true).await;
+    nats.resume().await;
+    let mut seen = BTreeMap::new();
+    while seen.len() < COUNT as usize {
+        let message = within(subscriber.next()).await.expect("the subscription ended");
+        if let Some(n) = n_of(&message.payload) {
+            *seen.entry(n).or_insert(0u64) += 1;
+        }
+    }
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (1..=COUNT).collect::<Vec<_>>());
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(dir.report().count("relay", "publish_dropped"), 0, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_shutdown_while_the_server_is_paused_ends_within_the_drain_timeout() {
+    let nats = Nats::start(false).await;
+    let dir = relay(400, "");
+    std::fs::write(
+        dir.path().join("bagpipe.toml"),
+        format!(
+            "[host]\ndrain_timeout_ms = 500\n\n{}",
+            std::fs::read_to_string(dir.path().join("bagpipe.toml")).expect("manifest")
+        ),
+    )
+    .expect("manifest");
+    let probe = async_nats::connect(nats.url()).await.expect("connect");
+    let mut host = start(&dir, &nats);
+    host.wait_for(50, |e| e["event"] == "bag").await;
+    nats.pause().await;
+    // (A request: the client's `flush` only writes to the socket.)
+    let answered = tokio::time::timeout(Duration::from_millis(300), probe.request(probe.new_inbox(), "".into())).await;
+    assert!(answered.is_err(), "the paused server does not answer: {answered:?}");
+    host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["last"] == true).await;
+    let asked = std::time::Instant::now();
+    host.signal(libc::SIGTERM);
+    let out = tokio::time::timeout(SAFETY, host.finish()).await.expect("the host ended");
+    let took = asked.elapsed();
+    nats.resume().await;
+    out.assert_success();
+    // The drain timeout (500 ms), shared by the queue and the outbox, then closing the
+    // connection (bounded by the drain timeout too) and the process's own exit.
+    assert!(took < Duration::from_millis(2500), "shutdown took {took:?}:\n{}", out.stderr);
+    let report = dir.report();
+    let (published, dropped) = (report.count("relay", "published"), report.count("relay", "publish_dropped"));
+    assert!(dropped > 0, "what the paused server never confirmed is counted ({published} published)");
+    assert!(published + dropped >= 400, "every message is published or counted dropped: {published} + {dropped}");
+    assert_eq!(out.log_events("publish_dropped").len(), 1, "and logged once:\n{}", out.stderr);
+}
