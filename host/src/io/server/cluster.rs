@@ -19,12 +19,13 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{BlockServer, ServerLink};
+use super::{BlockServer, ServerLink, bounded};
 use crate::bindings::EnqueueError;
 use crate::defaults::{DURABLE_RETRY, REMOTE_SLACK, SERVE_RETRY, STREAM_LOOKUP_TIMEOUT};
 use crate::routing::controller::{Cluster, refusal};
 use crate::routing::queue::{BlockQueue, Envelope, Receipt, Refusal};
 use crate::stats::Counters;
+use std::future::IntoFuture as _;
 
 /// A responsibility as one subject token (and stream name part): letters, digits, `-` and `_`
 /// stay, anything else becomes `_xx` (its bytes in hex).
@@ -86,9 +87,10 @@ impl ServerLink {
         if self.durable_stream_exists(cluster, responsibility).await {
             let js = jetstream::new(self.client().clone());
             let subject = durable_subject(cluster, responsibility);
-            let ack =
-                js.publish(subject, stamped.into()).await.map_err(|e| EnqueueError::Unavailable(e.to_string()))?;
-            ack.await.map_err(|e| EnqueueError::Unavailable(format!("the server did not store the bag: {e}")))?;
+            let ack = bounded(js.publish(subject, stamped.into())).await.map_err(EnqueueError::Unavailable)?;
+            bounded(ack.into_future())
+                .await
+                .map_err(|e| EnqueueError::Unavailable(format!("the server did not store the bag: {e}")))?;
             self.stats.published.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
@@ -167,7 +169,7 @@ impl BlockServer {
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
             let mut subscriber = loop {
-                match me.link.client().queue_subscribe(subject.clone(), subject.clone()).await {
+                match bounded(me.link.client().queue_subscribe(subject.clone(), subject.clone())).await {
                     Ok(s) => {
                         // Said once the server has the subscription: then bags for the block can come.
                         me.link.barrier().await;
@@ -193,10 +195,10 @@ impl BlockServer {
                 };
                 let answer = me.take_remote(&queue, &message.payload, enqueue_timeout).await;
                 if let Some(reply) = message.reply {
-                    let _ = me.link.client().publish(reply, encode_answer(answer).into()).await;
+                    let _ = bounded(me.link.client().publish(reply, encode_answer(answer).into())).await;
                 }
             }
-            let _ = subscriber.unsubscribe().await;
+            let _ = bounded(subscriber.unsubscribe()).await;
         });
     }
 
@@ -276,32 +278,30 @@ impl BlockServer {
         progress: &mut tokio::time::Interval,
     ) -> anyhow::Result<Consumed> {
         let js = jetstream::new(self.link.client().clone());
-        let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: stream.to_owned(),
-                subjects: vec![subject.to_owned()],
-                retention: jetstream::stream::RetentionPolicy::WorkQueue,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stream = bounded(js.get_or_create_stream(jetstream::stream::Config {
+            name: stream.to_owned(),
+            subjects: vec![subject.to_owned()],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let name = token(&self.status.responsibility);
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    // Bags waiting their turn are kept with progress acks (`keep_alive`) every third of
-                    // it; the bags of a host that crashed are delivered again this long after.
-                    ack_wait: self.link.durable_ack_wait,
-                    max_ack_pending: capacity.max(1) as i64,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let consumer: jetstream::consumer::PullConsumer = bounded(stream.get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                // Bags waiting their turn are kept with progress acks (`keep_alive`) every third of
+                // it; the bags of a host that crashed are delivered again this long after.
+                ack_wait: self.link.durable_ack_wait,
+                max_ack_pending: capacity.max(1) as i64,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut messages = bounded(consumer.messages()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(event = "consuming_stream", block = %self.status.responsibility, "taking bags from the durable stream `{}`", stream.cached_info().config.name);
         loop {
             let message = tokio::select! {
@@ -325,7 +325,7 @@ impl BlockServer {
             if let Err(e) = queue.check(&bag) {
                 // Never going to be a bag: acknowledge it, so it is not delivered again and again.
                 tracing::warn!(block = %self.status.responsibility, "refused a durable bag: {e}");
-                let _ = message.ack().await;
+                let _ = bounded(message.ack()).await;
                 continue;
             }
             let receipt = held.hold(message);
@@ -363,7 +363,7 @@ impl BlockServer {
     async fn keep_alive(&self, held: &Held) {
         for message in held.messages.values() {
             if let Some(reply) = &message.reply {
-                let _ = self.link.client().publish(reply.clone(), bytes::Bytes::from_static(b"+WPI")).await;
+                let _ = bounded(self.link.client().publish(reply.clone(), bytes::Bytes::from_static(b"+WPI"))).await;
             }
         }
     }
@@ -381,7 +381,7 @@ impl BlockServer {
     /// delivers it again).
     async fn settle(&self, held: &mut Held, (id, done): (u64, bool)) {
         let Some(message) = held.messages.remove(&id) else { return };
-        if done && let Err(e) = message.ack().await {
+        if done && let Err(e) = bounded(message.ack()).await {
             tracing::warn!("acknowledging a durable bag failed (it will be delivered again): {e}");
         }
     }

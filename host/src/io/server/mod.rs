@@ -113,8 +113,8 @@ impl ServerLink {
             return false;
         }
         let inbox = self.client.new_inbox();
-        let Ok(mut echo) = self.client.subscribe(inbox.clone()).await else { return false };
-        if self.client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+        let Ok(mut echo) = bounded(self.client.subscribe(inbox.clone())).await else { return false };
+        if bounded(self.client.publish(inbox, bytes::Bytes::new())).await.is_err() {
             return false;
         }
         matches!(tokio::time::timeout(BARRIER_WAIT, echo.next()).await, Ok(Some(_)))
@@ -251,6 +251,18 @@ impl ServerLink {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// One call to the server, bounded by [`SERVER_CALL_TIMEOUT`]: no broker call the host makes
+/// waits forever (a paused server keeps its sockets open and answers nothing).
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(SERVER_CALL_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("the server did not answer within {SERVER_CALL_TIMEOUT:?}")),
     }
 }
 
@@ -424,7 +436,7 @@ impl BlockServer {
             }
             self.within_budget(subscriptions.len())?;
         }
-        let subscriber = self.link.client.subscribe(subject.to_owned()).await.map_err(|e| e.to_string())?;
+        let subscriber = bounded(self.link.client.subscribe(subject.to_owned())).await?;
         let cancel = self.cancel.child_token();
         {
             let mut subscriptions = self.lock();
@@ -497,7 +509,7 @@ impl BlockServer {
                 break;
             }
         }
-        let _ = subscriber.unsubscribe().await;
+        let _ = bounded(subscriber.unsubscribe()).await;
     }
 }
 
