@@ -234,3 +234,21 @@ async fn restart_all_starts_blocks_after_an_optional_block_the_host_runs_without
     assert_eq!(count(&out, "init", "b"), 2, "b started again after the restart of everything");
     assert_eq!(count(&out, "run", "crasher"), 2);
 }
+
+#[tokio::test]
+async fn restarts_of_everything_count_for_the_supervisor_as_a_whole() {
+    // Two blocks that trap in every `run`, both `restart = "all"` with at most 4 restarts: four
+    // restarts of everything in all (not four per block), as an OTP supervisor counts them.
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"probe\"\nafter = []\n\n\
+         [[block]]\nname = \"faulty\"\nresponsibility = \"x\"\nafter = [\"probe\"]\nrestart = \"all\"\nmax_restarts = 4\n[block.config]\nfault = \"trap\"\nin = \"run\"\nquiet = true\n\n\
+         [[block]]\nname = \"faulty\"\nresponsibility = \"y\"\nafter = [\"probe\"]\nrestart = \"all\"\nmax_restarts = 4\n[block.config]\nfault = \"trap\"\nin = \"run\"\nquiet = true\n",
+    );
+    let mut host = with_report(&dir);
+    host.log_event("gave_up").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(out.log_events("restart_all").len(), 4, "{}", out.stderr);
+    assert_eq!(count(&out, "init", "probe"), 5, "started once and restarted four times");
+}

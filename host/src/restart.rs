@@ -76,11 +76,6 @@ impl Intensity {
         self.recent.push_back(now);
         true
     }
-
-    /// Restarts within the window as of the last `allow`.
-    pub fn recent(&self) -> usize {
-        self.recent.len()
-    }
 }
 
 /// A jitter factor in `[0.8, 1.2)` from a cheap per-process generator (xorshift seeded from the

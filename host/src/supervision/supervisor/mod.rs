@@ -26,7 +26,7 @@ use crate::error::{CallError, RunError};
 use crate::io::net::NetHub;
 use crate::io::server::{BlockServer, BlockServerSpec, ServerLink};
 use crate::manifest::{BlockSpec, Manifest};
-use crate::restart::{GiveUp, Intensity, Restart, jitter};
+use crate::restart::{GiveUp, Restart, jitter};
 use crate::routing::bag::BagLimits;
 use crate::routing::controller::{Cluster, Links, Request};
 use crate::routing::deadletter::DeadLetters;
@@ -70,8 +70,6 @@ struct Slot {
     control: Option<mpsc::Sender<Command>>,
     /// The current instance's `init` succeeded, so its `finish` is owed.
     inited: bool,
-    /// Restarts of every block this block caused (`restart = "all"`).
-    all_restarts: Intensity,
     /// The sockets of a block with `net-hook` (its `listen` and `connect` grants).
     net: Option<Arc<NetHub>>,
     /// What it may do on the server (its `publish` and `subscribe` grants).
@@ -99,6 +97,9 @@ pub struct Supervisor {
     /// Cancelled by a block that finishes `initiator`.
     shutdown: CancellationToken,
     report: RunReport,
+    /// When everything was restarted (`restart = "all"`), whichever block's fault caused it: the
+    /// restart intensity of the supervisor as a whole, as in OTP.
+    restarts_of_all: std::collections::VecDeque<Instant>,
 }
 
 impl Supervisor {
@@ -144,6 +145,7 @@ impl Supervisor {
             server,
             shutdown,
             report: RunReport::default(),
+            restarts_of_all: std::collections::VecDeque::new(),
         };
         for (spec, component) in manifest.blocks.iter().zip(components) {
             let responsibility = spec.responsibility.clone();
@@ -210,17 +212,7 @@ impl Supervisor {
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);
         let handle = self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
         self.task_slots.insert(handle.id(), index);
-        let all_restarts = Intensity::new(spec.policy.max_restarts, spec.policy.window);
-        self.slots.push(Slot {
-            spec,
-            removed: false,
-            status,
-            control: Some(control_tx),
-            inited: false,
-            all_restarts,
-            net,
-            server,
-        });
+        self.slots.push(Slot { spec, removed: false, status, control: Some(control_tx), inited: false, net, server });
         Ok(index)
     }
 
@@ -430,7 +422,13 @@ impl Supervisor {
         while self.events.try_recv().is_ok() {}
         let responsibility = self.slots[index].spec.responsibility.clone();
         let slot = &mut self.slots[index];
-        if !slot.all_restarts.allow(Instant::now()) {
+        // The faulting block's policy says how many restarts of everything, by any block, it
+        // tolerates within its window.
+        let now = Instant::now();
+        let window = slot.spec.policy.window;
+        self.restarts_of_all.retain(|at| now.duration_since(*at) <= window);
+        let recent = self.restarts_of_all.len();
+        if recent as u32 >= slot.spec.policy.max_restarts {
             tracing::error!(event = "gave_up", block = %responsibility, "restarted every block too often: giving up");
             if let Some(control) = slot.control.take() {
                 drop(control);
@@ -440,7 +438,8 @@ impl Supervisor {
             self.report.failed.push((responsibility.clone(), error.clone()));
             return (slot.spec.policy.on_give_up == GiveUp::Escalate).then_some((responsibility, error));
         }
-        let delay = slot.spec.policy.backoff.delay(slot.all_restarts.recent() as u32, jitter());
+        self.restarts_of_all.push_back(now);
+        let delay = slot.spec.policy.backoff.delay(recent as u32 + 1, jitter());
         tracing::warn!(event = "restart_all", block = %responsibility, delay_ms = delay.as_millis() as u64, "restarting every block: {error}");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
