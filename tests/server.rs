@@ -252,6 +252,8 @@ async fn a_graceful_restart_of_a_durable_block_hands_each_bag_over_once() {
     store_host.signal(libc::SIGTERM);
     let first_run = store_host.finish().await;
     first_run.assert_success();
+    // What was still queued goes back to the stream: counted as returned, never as lost.
+    assert_eq!(store.report().count("store", "lost"), 0, "{}", first_run.stderr);
     let first: Vec<u64> = first_run.bags_of("store").iter().filter_map(|b| b["n"].as_u64()).collect();
     let mut store_host = start(&store, &nats);
     let mut second = Vec::new();
@@ -358,4 +360,36 @@ async fn a_reply_subject_that_is_not_an_inbox_cannot_steer_a_block() {
     assert!(why.contains("not granted") && why.contains("$JS.API.STREAM.DELETE.victim"), "{refused}");
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
+}
+
+#[tokio::test]
+async fn a_durable_bag_the_block_refuses_is_delivered_again_then_a_dead_letter() {
+    // Never acknowledged and forgotten on a refusal: three deliveries in all, then a dead letter
+    // (which acknowledges it, so its stream does not hand it over again).
+    let nats = Nats::start(true).await;
+    let cluster = "[host]\ncluster = \"refusals\"\n\n";
+    let store = BlockDir::from_manifest(&format!(
+        "{cluster}[[block]]\nname = \"modelled\"\nresponsibility = \"store\"\ndurable = true\nmax_attempts = 3\n"
+    ));
+    let source = BlockDir::from_manifest(&format!(
+        "{cluster}[[block]]\nname = \"sender\"\n[block.config]\nto = \"store\"\n\
+         bags = ['{{\"s\":\"t\",\"k\":1,\"kind\":\"err\"}}', '{{\"s\":\"t\",\"k\":2,\"kind\":\"ok\"}}']\n"
+    ));
+    let mut store_host = start(&store, &nats);
+    store_host.log_record(Want::event("consuming_stream").block("store")).await;
+    let source_host = start(&source, &nats);
+    store_host.log_record(Want::event("dead_letter").block("store")).await;
+    store_host.wait_for(4, |e| e["event"] == "got").await;
+    store_host.signal(libc::SIGTERM);
+    source_host.signal(libc::SIGTERM);
+    let out = store_host.finish().await;
+    out.assert_success();
+    source_host.finish().await.assert_success();
+    let deliveries: Vec<u64> = out.events("got").iter().filter_map(|e| e["bag"]["k"].as_u64()).collect();
+    assert_eq!(deliveries.iter().filter(|k| **k == 1).count(), 3, "the refused bag, three times: {deliveries:?}");
+    assert_eq!(deliveries.iter().filter(|k| **k == 2).count(), 1, "the other once: {deliveries:?}");
+    let report = store.report();
+    assert_eq!(report.count("store", "dead_letters"), 1);
+    assert_eq!(report.count("store", "failed"), 3);
+    assert_eq!(report.count("store", "lost"), 0);
 }

@@ -257,7 +257,7 @@ type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 /// The stats in Prometheus' text format.
 pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
     let mut out = String::new();
-    let counters: [Metric; 18] = [
+    let counters: [Metric; 19] = [
         ("received", "Bags put into the block's queue.", |s| s.received),
         ("processed", "Bags on-enqueue accepted.", |s| s.processed),
         ("failed", "Bags on-enqueue returned an error for.", |s| s.failed),
@@ -273,6 +273,7 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("faults", "Traps, deadlines and limit breaches.", |s| s.faults),
         ("restarts", "Fresh instances started after a fault.", |s| s.restarts),
         ("dead_letters", "Bags given up on after faulting.", |s| s.dead_letters),
+        ("returned", "Durable bags still queued at the end, left to their stream.", |s| s.returned),
         ("publish_busy", "Publishes refused because the outbox was full.", |s| s.publish_busy),
         ("publish_retries", "Published messages sent again, unconfirmed by the server.", |s| s.publish_retries),
         ("publish_dropped", "Published messages never confirmed, left when the block ended.", |s| s.publish_dropped),

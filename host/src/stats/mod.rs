@@ -96,6 +96,8 @@ pub struct Counters {
     pub from_server: AtomicU64,
     /// The most bags the queue has held at once.
     pub queue_high_water: AtomicU64,
+    /// Durable bags still queued when the block ended, left to their stream (delivered again).
+    pub returned: AtomicU64,
     /// Publishes refused because the outbox was full (`busy`).
     pub publish_busy: AtomicU64,
     /// Published messages sent again because the server had not confirmed them.
@@ -216,6 +218,7 @@ impl BlockStatus {
             swap_pause_p99_us: micros(self.swap_pause.percentile(99.0)),
             queue_depth,
             queue_high_water: get(&c.queue_high_water),
+            returned: get(&c.returned),
             publish_busy: get(&c.publish_busy),
             publish_retries: get(&c.publish_retries),
             publish_dropped: get(&c.publish_dropped),
@@ -303,6 +306,9 @@ pub struct StatsSnapshot {
     pub queue_depth: u64,
     /// See [`Counters::queue_high_water`].
     pub queue_high_water: u64,
+    /// See [`Counters::returned`].
+    #[serde(default)]
+    pub returned: u64,
     /// See [`Counters::publish_busy`].
     #[serde(default)]
     pub publish_busy: u64,

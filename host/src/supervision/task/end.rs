@@ -146,8 +146,27 @@ impl BlockTask {
             }
             None => {
                 // Durable ones are not acknowledged: their stream delivers them again.
-                self.parts.status.counters.lost.fetch_add(left.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(event = "lost", bags = left.len(), "{} queued bags were never delivered", left.len());
+                let (durable, lost): (Vec<_>, Vec<_>) =
+                    left.into_iter().partition(|(bag, _)| matches!(bag, Envelope::Durable { .. }));
+                let counters = &self.parts.status.counters;
+                if !durable.is_empty() {
+                    counters.returned.fetch_add(durable.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        event = "returned",
+                        bags = durable.len(),
+                        "{} queued durable bags go back to their stream",
+                        durable.len()
+                    );
+                }
+                if !lost.is_empty() {
+                    counters.lost.fetch_add(lost.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        event = "lost",
+                        bags = lost.len(),
+                        "{} queued bags were never delivered",
+                        lost.len()
+                    );
+                }
             }
         }
     }

@@ -455,9 +455,13 @@ impl BlockTask {
     async fn redeliver(&mut self) -> Result<(), Fault> {
         let Some(retry) = self.retry.as_ref() else { return Ok(()) };
         tracing::info!(attempt = retry.attempts + 1, "delivering the bag that faulted again");
-        let bag = retry.bag.clone();
+        let (bag, attempts) = (retry.bag.clone(), retry.attempts);
         self.deliver(bag).await?;
-        self.retry = None;
+        // Delivered, unless a refused durable bag is back with one more attempt (or became a
+        // dead letter, which took it out already).
+        if self.retry.as_ref().is_some_and(|r| r.attempts == attempts) {
+            self.retry = None;
+        }
         Ok(())
     }
 
@@ -490,6 +494,15 @@ impl BlockTask {
                 // other; after a fault it is delivered again (or dead-lettered, then done with).
                 env.done();
                 Counters::bump(&status.counters.processed);
+                self.healthy();
+                Ok(())
+            }
+            Err(CallError::Guest(why)) if matches!(env, Envelope::Durable { .. }) => {
+                // A durable bag is never acknowledged and forgotten on a refusal: it is delivered
+                // again (up to `max_attempts` in all), then it is a dead letter.
+                Counters::bump(&status.counters.failed);
+                tracing::warn!("on-enqueue refused a durable bag: {why}");
+                self.account(env, &CallError::Guest(why), false);
                 self.healthy();
                 Ok(())
             }
