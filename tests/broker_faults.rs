@@ -160,3 +160,69 @@ async fn a_shutdown_while_the_server_is_paused_ends_within_the_drain_timeout() {
     assert!(published + dropped >= 400, "every message is published or counted dropped: {published} + {dropped}");
     assert_eq!(out.log_events("publish_dropped").len(), 1, "and logged once:\n{}", out.stderr);
 }
+
+#[tokio::test]
+async fn syslog_over_tcp_reaches_the_example_stream_across_five_server_crashes() {
+    // The example as shipped (a stream, publish_to_stream), a TCP client writing a steady flow
+    // of messages, and the server killed and restarted five times meanwhile.
+    const COUNT: usize = 2500;
+    let mut nats = Nats::start(true).await;
+    let example =
+        std::fs::read_to_string(bagpipe_test_support::workspace_root().join("examples/syslog-nats/bagpipe.toml"))
+            .expect("example manifest")
+            .replace("127.0.0.1:5514", "127.0.0.1:0");
+    let dir = BlockDir::from_manifest(&example);
+    let mut host = start(&dir, &nats);
+    let tcp = |r: &serde_json::Value| r["url"].as_str().is_some_and(|u| u.starts_with("tcp://127.0.0.1:"));
+    let listening = host.log_event_where("listening", tcp).await;
+    let addr = listening["url"].as_str().expect("url").trim_start_matches("tcp://").to_owned();
+    host.log_event("stream_ready").await;
+    // The writer says how far it got; the server crashes every 400 lines.
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        let mut client = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let mut pace = tokio::time::interval(Duration::from_millis(2));
+        for i in 1..=COUNT {
+            pace.tick().await;
+            let line = format!("<134>1 2026-11-29T10:00:00Z web-01 checkout 42 - - message {i}\n");
+            client.write_all(line.as_bytes()).await.expect("write");
+            if i % 400 == 0 {
+                let _ = progress_tx.send(i);
+            }
+        }
+        client.shutdown().await.expect("close");
+    });
+    for _ in 0..5 {
+        within(progress.recv()).await.expect("the writer went on");
+        nats.stop().await;
+        host.log_event("server_disconnected").await;
+        nats.restart().await;
+        host.log_event("server_connected").await;
+    }
+    within(writer).await.expect("the writer");
+    // Everything was written: a graceful shutdown sends what waits (the server is up).
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert_eq!(report.count("syslog", "publish_dropped"), 0, "{}", out.stderr);
+    assert_eq!(report.count("syslog", "published"), COUNT as u64, "{}", out.stderr);
+
+    let client = async_nats::connect(nats.url()).await.expect("connect again");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("LOGS").await.expect("the stream survived");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut seen = BTreeMap::new();
+    for seq in 1..=last {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            let bag: serde_json::Value = serde_json::from_slice(&message.payload).expect("a bag");
+            let msg = bag["msg"].as_str().unwrap_or_default().to_owned();
+            *seen.entry(msg).or_insert(0u64) += 1;
+        }
+    }
+    let missing: Vec<usize> = (1..=COUNT).filter(|i| !seen.contains_key(&format!("message {i}"))).collect();
+    assert!(missing.is_empty(), "every message is in the stream; {} missing: {missing:?}", missing.len());
+    let duplicates: Vec<_> = seen.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(duplicates.is_empty(), "each stored once: {duplicates:?}");
+}

@@ -302,7 +302,7 @@ async fn a_slow_durable_block_is_not_handed_its_waiting_bags_twice() {
 
 #[tokio::test]
 async fn the_syslog_example_publishes_what_logger_sends_to_nats() {
-    let nats = Nats::start(false).await;
+    let nats = Nats::start(true).await;
     let example =
         std::fs::read_to_string(bagpipe_test_support::workspace_root().join("examples/syslog-nats/bagpipe.toml"))
             .expect("example manifest")
@@ -332,6 +332,11 @@ async fn the_syslog_example_publishes_what_logger_sends_to_nats() {
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
     assert_eq!(dir.report().count("syslog", "published"), 1);
+    // The host made the example's stream, and the stream acknowledged the message.
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("LOGS").await.expect("the example's stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 1);
 }
 
 #[tokio::test]

@@ -284,6 +284,18 @@ pub struct Settings {
     /// again: how soon the bags a crashed host held reach another. A live host keeps the bags it
     /// holds (queued or being delivered) with progress acknowledgements every third of it.
     pub durable_ack_wait: Duration,
+    /// JetStream streams the host makes sure exist (`[[stream]]`), each time it connects.
+    pub streams: Vec<StreamSpec>,
+}
+
+/// A JetStream stream the manifest declares (`[[stream]]`): what blocks with
+/// `publish_to_stream` publish into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// The stream's name.
+    pub name: String,
+    /// The subjects it stores (NATS wildcards).
+    pub subjects: Vec<String>,
 }
 
 impl Default for Settings {
@@ -295,6 +307,7 @@ impl Default for Settings {
             server: None,
             cluster: None,
             durable_ack_wait: Duration::from_secs(6),
+            streams: Vec::new(),
         }
     }
 }

@@ -117,6 +117,8 @@ struct RawManifest {
     host: RawHost,
     #[serde(default)]
     block: Vec<Spanned<RawBlock>>,
+    #[serde(default)]
+    stream: Vec<settings::RawStream>,
 }
 
 impl Manifest {
@@ -137,7 +139,8 @@ impl Manifest {
             _ => PathBuf::from("."),
         };
         let dead_letters = raw.host.dead_letters.clone();
-        let settings = settings(&at, raw.host)?;
+        let mut settings = settings(&at, raw.host)?;
+        settings.streams = settings::streams(&at, raw.stream)?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut blocks = Vec::with_capacity(raw.block.len());
         for entry in raw.block {
@@ -159,7 +162,6 @@ impl Manifest {
         if blocks.is_empty() {
             return Err(ManifestError::new(file, "no blocks: add at least one [[block]]".into()));
         }
-        let mut settings = settings;
         if let Some(to) = dead_letters {
             if !blocks.iter().any(|b| b.responsibility == *to.get_ref()) {
                 return Err(at.error(

@@ -1,4 +1,5 @@
-//! The `[host]` table of the manifest: host-wide settings.
+//! The `[host]` table of the manifest: host-wide settings; and the `[[stream]]` tables, the
+//! JetStream streams the host makes sure exist.
 
 use std::time::Duration;
 
@@ -6,8 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Locator;
-use crate::defaults::Settings;
+use crate::defaults::{Settings, StreamSpec};
 use crate::error::ManifestError;
+use crate::manifest::subject;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -50,4 +52,43 @@ pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, Manif
         settings.cluster = Some(text.clone());
     }
     Ok(settings)
+}
+
+/// One `[[stream]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStream {
+    name: Spanned<String>,
+    subjects: Spanned<Vec<String>>,
+}
+
+/// Checks the `[[stream]]` tables: a name of letters, digits, `-` and `_`, used once; at least
+/// one subject, each one a block could subscribe to.
+pub(super) fn streams(at: &Locator<'_>, raw: Vec<RawStream>) -> Result<Vec<StreamSpec>, ManifestError> {
+    let mut streams: Vec<StreamSpec> = Vec::with_capacity(raw.len());
+    for stream in raw {
+        let name = stream.name.get_ref();
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(at.error(
+                stream.name.span(),
+                "name",
+                format!("`{name}` is not a stream name (letters, digits, - and _, at most 64)"),
+            ));
+        }
+        if streams.iter().any(|s| s.name == *name) {
+            return Err(at.error(stream.name.span(), "name", format!("stream `{name}` is declared twice")));
+        }
+        let subjects = stream.subjects.get_ref();
+        if subjects.is_empty() {
+            return Err(at.error(stream.subjects.span(), "subjects", format!("stream `{name}` stores no subject")));
+        }
+        if let Some(bad) = subjects.iter().find(|s| !subject::valid_subscribe(s)) {
+            return Err(at.error(stream.subjects.span(), "subjects", format!("`{bad}` is not a subject")));
+        }
+        streams.push(StreamSpec { name: name.clone(), subjects: subjects.clone() });
+    }
+    Ok(streams)
 }

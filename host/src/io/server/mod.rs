@@ -172,6 +172,7 @@ impl ServerLink {
         });
         // The watcher of connection events, owned by the link and ended by `close`.
         let url = url.to_owned();
+        let streams = settings.streams.clone();
         let cancel = link.cancel.clone();
         link.tasks.spawn(async move {
             loop {
@@ -194,10 +195,13 @@ impl ServerLink {
                             s.info = Some(ServerInfo { url: url.clone(), server_id: info.server_id.clone() });
                         });
                         tracing::info!(event = "server_connected", url = %url, "connected to the server {url} ({})", info.server_id);
+                        for stream in &streams {
+                            ensure_stream(&client, stream).await;
+                        }
                     }
                     async_nats::Event::Disconnected => {
                         tx.send_modify(|s| s.connected = false);
-                        tracing::warn!("disconnected from the server {url}; reconnecting");
+                        tracing::warn!(event = "server_disconnected", url = %url, "disconnected from the server {url}; reconnecting");
                     }
                     other => tracing::debug!("server: {other}"),
                 }
@@ -251,6 +255,22 @@ impl ServerLink {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Makes sure a `[[stream]]` of the manifest exists (an existing one is left as it is).
+async fn ensure_stream(client: &async_nats::Client, spec: &crate::defaults::StreamSpec) {
+    let js = async_nats::jetstream::new(client.clone());
+    let config = async_nats::jetstream::stream::Config {
+        name: spec.name.clone(),
+        subjects: spec.subjects.clone(),
+        ..Default::default()
+    };
+    match bounded(js.get_or_create_stream(config)).await {
+        Ok(_) => tracing::info!(event = "stream_ready", stream = %spec.name, "stream `{}` is there", spec.name),
+        Err(e) => {
+            tracing::warn!(event = "stream_failed", stream = %spec.name, "cannot make sure stream `{}` exists: {e}", spec.name);
+        }
     }
 }
 
