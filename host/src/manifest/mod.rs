@@ -284,6 +284,9 @@ impl Locator<'_> {
             .map(|(k, _)| k.trim())
             .filter(|k| !k.is_empty() && !k.starts_with('['))
             .map(|k| k.trim_matches('"').to_owned());
+        // An error at the end of a text that ends with a newline (an unterminated string, say)
+        // is one past its last line: name the last line, which is in the file.
+        let line_no = line_no.min(self.text.lines().count().max(1));
         ManifestError { file: self.file.to_path_buf(), line: Some(line_no), key, message }
     }
 }

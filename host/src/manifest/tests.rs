@@ -82,6 +82,13 @@ fn names_file_line_and_key_of_errors() {
     check_err("[[block]\n", Some(1), None, "");
 }
 
+/// Found by `just fuzz` (`fuzz/fuzz_targets/manifest.rs`): an error at the end of the text, as
+/// for an unterminated string, named the line after the last one.
+#[test]
+fn an_error_at_the_end_names_the_last_line() {
+    check_err("[host]\nserver = \"\"\"nats\n\n[[block]]\nname = \"a\"\n", Some(5), None, "multi-line basic string");
+}
+
 #[test]
 fn a_reloaded_entry_keeps_the_routing_the_block_was_started_with() {
     let host = "[host]\nserver = \"nats://127.0.0.1:4222\"\ncluster = \"c\"\n";
