@@ -107,6 +107,18 @@ pub const SERVE_RETRY: Duration = Duration::from_secs(1);
 /// Between attempts to consume a durable block's stream when it failed.
 pub const DURABLE_RETRY: Duration = Duration::from_millis(500);
 
+/// How long the host remembers that a responsibility has no durable stream (asking costs a
+/// round trip; a stream made meanwhile is seen at most this much later).
+pub const DURABLE_ABSENT_CACHE: Duration = Duration::from_secs(1);
+
+/// Server deliveries of a durable bag allowed per `max_attempts` (a host that crashes, or gives
+/// queued bags back at shutdown, spends one without settling it): the consumer's `max_deliver`
+/// is `max_attempts` times this, plus one last delivery that goes straight to the dead letters.
+pub const DURABLE_DELIVERIES_PER_ATTEMPT: u32 = 4;
+
+/// Longest error a durable dead letter carries in its `Bagpipe-Error` header (cut past it).
+pub const DURABLE_DEAD_ERROR_BYTES: usize = 1024;
+
 // Sockets a block is granted (`io::net`).
 
 /// Most connections a block may hold at once; more are accepted and closed at once.

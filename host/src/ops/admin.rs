@@ -257,7 +257,7 @@ type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 /// The stats in Prometheus' text format.
 pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
     let mut out = String::new();
-    let counters: [Metric; 19] = [
+    let counters: [Metric; 20] = [
         ("received", "Bags put into the block's queue.", |s| s.received),
         ("processed", "Bags on-enqueue accepted.", |s| s.processed),
         ("failed", "Bags on-enqueue returned an error for.", |s| s.failed),
@@ -274,6 +274,7 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("restarts", "Fresh instances started after a fault.", |s| s.restarts),
         ("dead_letters", "Bags given up on after faulting.", |s| s.dead_letters),
         ("returned", "Durable bags still queued at the end, left to their stream.", |s| s.returned),
+        ("redelivered", "Durable bags their stream delivered again.", |s| s.redelivered),
         ("publish_busy", "Publishes refused because the outbox was full.", |s| s.publish_busy),
         ("publish_retries", "Published messages sent again, unconfirmed by the server.", |s| s.publish_retries),
         ("publish_dropped", "Published messages never confirmed, left when the block ended.", |s| s.publish_dropped),

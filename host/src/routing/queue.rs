@@ -12,7 +12,8 @@
 //! `refused_too_large`, `refused_invalid`, `udp_dropped`) and the high-water mark. What a queue
 //! holds never passes either bound: every envelope carries the permit for its bytes until the
 //! task takes it out. No I/O: a durable bag carries a [`Receipt`], and the server side that took
-//! it from its stream acknowledges it once the receipt is done.
+//! it from its stream acknowledges it once the receipt is settled (done, or dead: then only once
+//! the cluster's dead-letter stream stored it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,32 +102,55 @@ impl Envelope {
         }
     }
 
-    /// Marks a durable bag as done with (processed, refused by the block, or a dead letter), so
-    /// that its stream does not deliver it again. Other envelopes need nothing.
+    /// Marks a durable bag as done with (processed, or refused by the block), so that its stream
+    /// does not deliver it again. Other envelopes need nothing.
     pub fn done(&self) {
         if let Envelope::Durable { receipt, .. } = self {
-            receipt.done();
+            receipt.settle(Settled::Done);
+        }
+    }
+
+    /// Marks a durable bag as a dead letter: the consumer stores it in the cluster's dead-letter
+    /// stream, and only then acknowledges it. Other envelopes need nothing.
+    pub fn dead(&self, error: &str, attempts: u32) {
+        if let Envelope::Durable { receipt, .. } = self {
+            receipt.settle(Settled::Dead { error: error.to_owned(), attempts });
         }
     }
 }
 
-/// The block is done with a durable bag. Clones share one receipt; it is done at most once, and
-/// when every clone is dropped without being done, the consumer learns that too (the bag was
-/// never finished with here, so its stream delivers it again).
+/// How the block was done with a durable bag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Processed, or refused by the block: acknowledge it.
+    Done,
+    /// Given up on: a dead letter, acknowledged once its dead-letter stream stored it.
+    Dead {
+        /// The last error.
+        error: String,
+        /// How many times the block was given it.
+        attempts: u32,
+    },
+}
+
+/// The block is done with a durable bag. Clones share one receipt; it is settled at most once,
+/// and when every clone is dropped unsettled, the consumer learns that too (the bag was never
+/// finished with here, so its stream delivers it again).
 #[derive(Clone)]
-pub struct Receipt(Arc<Mutex<Option<oneshot::Sender<()>>>>);
+pub struct Receipt(Arc<Mutex<Option<oneshot::Sender<Settled>>>>);
 
 impl Receipt {
-    /// A receipt, and what its consumer waits on: `Ok` once done, an error once dropped undone.
-    pub fn new() -> (Self, oneshot::Receiver<()>) {
+    /// A receipt, and what its consumer waits on: `Ok` once settled, an error once dropped
+    /// unsettled.
+    pub fn new() -> (Self, oneshot::Receiver<Settled>) {
         let (tx, rx) = oneshot::channel();
         (Self(Arc::new(Mutex::new(Some(tx)))), rx)
     }
 
-    /// Says the block is done with the bag (only the first call does anything).
-    pub fn done(&self) {
+    /// Says how the block is done with the bag (only the first call does anything).
+    pub fn settle(&self, how: Settled) {
         if let Some(tx) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(());
+            let _ = tx.send(how);
         }
     }
 }
@@ -495,7 +519,13 @@ mod tests {
         let envelope = Envelope::Durable { bag: "{}".into(), receipt: receipt.clone() };
         envelope.done();
         envelope.done();
-        assert_eq!(rx.try_recv(), Ok(()));
+        envelope.dead("too late", 2);
+        assert_eq!(rx.try_recv(), Ok(Settled::Done));
+        let (receipt, mut rx) = Receipt::new();
+        let envelope = Envelope::Durable { bag: "{}".into(), receipt };
+        envelope.dead("refused", 3);
+        envelope.done();
+        assert_eq!(rx.try_recv(), Ok(Settled::Dead { error: "refused".into(), attempts: 3 }));
         let (receipt, mut rx) = Receipt::new();
         drop(receipt);
         assert!(rx.try_recv().is_err());

@@ -98,6 +98,9 @@ pub struct Counters {
     pub queue_high_water: AtomicU64,
     /// Durable bags still queued when the block ended, left to their stream (delivered again).
     pub returned: AtomicU64,
+    /// Durable bags its stream delivered again (a host crashed, or gave them back, before they
+    /// were settled): the block may see them twice.
+    pub redelivered: AtomicU64,
     /// Publishes refused because the outbox was full (`busy`).
     pub publish_busy: AtomicU64,
     /// Published messages sent again because the server had not confirmed them.
@@ -219,6 +222,7 @@ impl BlockStatus {
             queue_depth,
             queue_high_water: get(&c.queue_high_water),
             returned: get(&c.returned),
+            redelivered: get(&c.redelivered),
             publish_busy: get(&c.publish_busy),
             publish_retries: get(&c.publish_retries),
             publish_dropped: get(&c.publish_dropped),
@@ -309,6 +313,9 @@ pub struct StatsSnapshot {
     /// See [`Counters::returned`].
     #[serde(default)]
     pub returned: u64,
+    /// See [`Counters::redelivered`].
+    #[serde(default)]
+    pub redelivered: u64,
     /// See [`Counters::publish_busy`].
     #[serde(default)]
     pub publish_busy: u64,

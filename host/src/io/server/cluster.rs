@@ -6,7 +6,7 @@
 //! block's queue and answers with what `enqueue` says, so the sender gets the same typed answer as
 //! for a local block. A `durable` block takes its bags from a JetStream work-queue stream instead
 //! and acknowledges each only after `on-enqueue` returned: they survive a host crash
-//! (at-least-once; `__seq` tells a redelivery).
+//! (at-least-once; `__seq` tells a redelivery); see [`durable`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,18 +14,17 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::StreamExt as _;
-use futures_util::stream::FuturesUnordered;
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use super::{BlockServer, ServerLink, bounded};
 use crate::bindings::EnqueueError;
-use crate::defaults::{DURABLE_RETRY, REMOTE_SLACK, SERVE_RETRY, STREAM_LOOKUP_TIMEOUT};
+use crate::defaults::{REMOTE_SLACK, SERVE_RETRY};
 use crate::routing::controller::{Cluster, refusal};
-use crate::routing::queue::{BlockQueue, Envelope, Receipt, Refusal};
+use crate::routing::queue::{BlockQueue, Envelope, Refusal};
 use crate::stats::Counters;
 use std::future::IntoFuture as _;
+
+pub mod durable;
 
 /// A responsibility as one subject token (and stream name part): letters, digits, `-` and `_`
 /// stay, anything else becomes `_xx` (its bytes in hex).
@@ -56,6 +55,17 @@ pub fn stream_name(cluster: &str, responsibility: &str) -> String {
     format!("BAGPIPE_{}_{}", token(cluster), token(responsibility))
 }
 
+/// Where the dead letters of durable `responsibility` go in `cluster`.
+pub fn dead_subject(cluster: &str, responsibility: &str) -> String {
+    format!("bagpipe.{}.dead.{}", token(cluster), token(responsibility))
+}
+
+/// The JetStream stream of `cluster`'s durable dead letters (one per cluster). No stream of a
+/// durable responsibility can have this name: theirs start `BAGPIPE_`.
+pub fn dead_stream_name(cluster: &str) -> String {
+    format!("BAGPIPE-DEAD_{}", token(cluster))
+}
+
 impl Cluster for ServerLink {
     fn enqueue<'a>(
         &'a self,
@@ -84,7 +94,7 @@ impl ServerLink {
                 "`{responsibility}` is not on this host, and the host is not connected to its cluster's server"
             )));
         }
-        if self.durable_stream_exists(cluster, responsibility).await {
+        if self.durable_target(cluster, responsibility).await? {
             let js = jetstream::new(self.client().clone());
             let subject = durable_subject(cluster, responsibility);
             let ack = bounded(js.publish(subject, stamped.into())).await.map_err(EnqueueError::Unavailable)?;
@@ -114,21 +124,6 @@ impl ServerLink {
         };
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         decode_answer(&reply.payload)
-    }
-
-    /// Whether `responsibility` is durable in `cluster` (its stream exists). Remembered once
-    /// known to exist.
-    async fn durable_stream_exists(&self, cluster: &str, responsibility: &str) -> bool {
-        let name = stream_name(cluster, responsibility);
-        if let Some(known) = self.durable_streams.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
-            return *known;
-        }
-        let js = jetstream::new(self.client().clone());
-        let exists = tokio::time::timeout(STREAM_LOOKUP_TIMEOUT, js.get_stream(&name)).await.is_ok_and(|r| r.is_ok());
-        if exists {
-            self.durable_streams.lock().unwrap_or_else(|p| p.into_inner()).insert(name, true);
-        }
-        exists
     }
 }
 
@@ -221,212 +216,6 @@ impl BlockServer {
         Counters::bump(&self.status.counters.from_server);
         Ok(true)
     }
-
-    /// Feeds a durable block from its JetStream stream (created if missing), one bag at a time
-    /// in flight per queue slot; each is acknowledged once its receipt is done (the block is done
-    /// with it). What is held outlives a consumer that failed or a queue that closed: it is still
-    /// kept alive and acknowledged until the block's server side shuts down.
-    pub fn serve_durable(self: &Arc<Self>, cluster: &str, capacity: usize) {
-        let Some(queue) = self.queue.clone() else { return };
-        let responsibility = self.status.responsibility.clone();
-        let (subject, stream) = (durable_subject(cluster, &responsibility), stream_name(cluster, &responsibility));
-        let me = self.clone();
-        let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            let mut held = Held::default();
-            let mut progress = tokio::time::interval(me.link.durable_ack_wait / 3);
-            progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let taking =
-                    match me.consume(&subject, &stream, capacity, &queue, &cancel, &mut held, &mut progress).await {
-                        Ok(Consumed::Cancelled) => break,
-                        Ok(Consumed::QueueClosed) => false,
-                        Err(e) => {
-                            tracing::warn!("durable stream `{stream}`: {e}; trying again");
-                            true
-                        }
-                    };
-                // Between two consumers, and once the block takes no more bags, what is held is
-                // still kept alive and acknowledged when done.
-                let retry = tokio::time::sleep(DURABLE_RETRY);
-                tokio::pin!(retry);
-                loop {
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        _ = progress.tick() => me.keep_alive(&held).await,
-                        Some(done) = held.next_done() => me.settle(&mut held, done).await,
-                        () = &mut retry, if taking => break,
-                    }
-                }
-                if cancel.is_cancelled() {
-                    break;
-                }
-            }
-            me.settle_done(&mut held).await;
-        });
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn consume(
-        &self,
-        subject: &str,
-        stream: &str,
-        capacity: usize,
-        queue: &BlockQueue,
-        cancel: &CancellationToken,
-        held: &mut Held,
-        progress: &mut tokio::time::Interval,
-    ) -> anyhow::Result<Consumed> {
-        let js = jetstream::new(self.link.client().clone());
-        let stream = bounded(js.get_or_create_stream(jetstream::stream::Config {
-            name: stream.to_owned(),
-            subjects: vec![subject.to_owned()],
-            retention: jetstream::stream::RetentionPolicy::WorkQueue,
-            ..Default::default()
-        }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let name = token(&self.status.responsibility);
-        let consumer: jetstream::consumer::PullConsumer = bounded(stream.get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                // Bags waiting their turn are kept with progress acks (`keep_alive`) every third of
-                // it; the bags of a host that crashed are delivered again this long after.
-                ack_wait: self.link.durable_ack_wait,
-                max_ack_pending: capacity.max(1) as i64,
-                ..Default::default()
-            },
-        ))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut messages = bounded(consumer.messages()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!(event = "consuming_stream", block = %self.status.responsibility, "taking bags from the durable stream `{}`", stream.cached_info().config.name);
-        loop {
-            let message = tokio::select! {
-                () = cancel.cancelled() => return Ok(Consumed::Cancelled),
-                _ = progress.tick() => {
-                    self.keep_alive(held).await;
-                    continue;
-                }
-                Some(done) = held.next_done() => {
-                    self.settle(held, done).await;
-                    continue;
-                }
-                m = messages.next() => match m {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return Err(anyhow::anyhow!("{e}")),
-                    None => return Err(anyhow::anyhow!("the consumer ended")),
-                },
-            };
-            self.link.stats.received.fetch_add(1, Ordering::Relaxed);
-            let bag = String::from_utf8_lossy(&message.payload).into_owned();
-            if let Err(e) = queue.check(&bag) {
-                // Never going to be a bag: acknowledge it, so it is not delivered again and again.
-                tracing::warn!(block = %self.status.responsibility, "refused a durable bag: {e}");
-                let _ = bounded(message.ack()).await;
-                continue;
-            }
-            let receipt = held.hold(message);
-            let refused = receipt.clone();
-            let send = queue.push(Envelope::Durable { bag, receipt });
-            tokio::pin!(send);
-            // Waits while the block's queue is full, keeping what waits alive and acknowledging
-            // what the block is done with.
-            let sent = loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return Ok(Consumed::Cancelled),
-                    _ = progress.tick() => self.keep_alive(held).await,
-                    Some(done) = held.next_done() => self.settle(held, done).await,
-                    sent = &mut send => break sent,
-                }
-            };
-            match sent {
-                Ok(()) => {}
-                Err(Refusal::Closed) => return Ok(Consumed::QueueClosed),
-                // Larger than the queue may ever hold (its limits were raised past its bytes):
-                // never going to be a bag here, so acknowledged (its receipt is done) rather than
-                // delivered again and again; counted by the queue.
-                Err(_) => {
-                    tracing::warn!(block = %self.status.responsibility, "refused a durable bag: larger than the queue holds");
-                    refused.done();
-                    continue;
-                }
-            }
-            Counters::bump(&self.status.counters.from_server);
-        }
-    }
-
-    /// Tells the server that the bags still queued or being delivered are being worked on, so
-    /// that it does not deliver them again.
-    async fn keep_alive(&self, held: &Held) {
-        for message in held.messages.values() {
-            if let Some(reply) = &message.reply {
-                let _ = bounded(self.link.client().publish(reply.clone(), bytes::Bytes::from_static(b"+WPI"))).await;
-            }
-        }
-    }
-
-    /// Settles every receipt already done or dropped (before the consumer ends: a dead letter's
-    /// receipt is done just before the block's server side shuts down).
-    async fn settle_done(&self, held: &mut Held) {
-        use futures_util::FutureExt as _;
-        while let Some(Some(done)) = held.next_done().now_or_never() {
-            self.settle(held, done).await;
-        }
-    }
-
-    /// A held bag's receipt was done (acknowledge it) or dropped undone (forget it: the stream
-    /// delivers it again).
-    async fn settle(&self, held: &mut Held, (id, done): (u64, bool)) {
-        let Some(message) = held.messages.remove(&id) else { return };
-        if done && let Err(e) = bounded(message.ack()).await {
-            tracing::warn!("acknowledging a durable bag failed (it will be delivered again): {e}");
-        }
-    }
-}
-
-/// How a consumer of a durable stream ended without an error.
-enum Consumed {
-    /// The block's server side is shutting down.
-    Cancelled,
-    /// The block takes no more bags (its task is ending).
-    QueueClosed,
-}
-
-/// Bags taken from a durable stream and not yet acknowledged, with their receipts.
-#[derive(Default)]
-struct Held {
-    next_id: u64,
-    messages: std::collections::HashMap<u64, jetstream::Message>,
-    receipts: FuturesUnordered<ReceiptWait>,
-}
-
-type ReceiptWait = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, bool)> + Send + Sync>>;
-
-impl Held {
-    /// Holds `message` until its receipt is done or dropped.
-    fn hold(&mut self, message: jetstream::Message) -> Receipt {
-        let (receipt, done) = Receipt::new();
-        self.next_id += 1;
-        let id = self.next_id;
-        self.messages.insert(id, message);
-        self.receipts.push(Box::pin(wait_receipt(id, done)));
-        receipt
-    }
-
-    /// The next receipt done (`true`) or dropped (`false`); pending while none is held.
-    async fn next_done(&mut self) -> Option<(u64, bool)> {
-        if self.receipts.is_empty() {
-            return std::future::pending().await;
-        }
-        self.receipts.next().await
-    }
-}
-
-async fn wait_receipt(id: u64, done: oneshot::Receiver<()>) -> (u64, bool) {
-    (id, done.await.is_ok())
 }
 
 #[cfg(test)]
@@ -439,6 +228,8 @@ mod tests {
         assert_eq!(token("a.b*c>d e"), "a_2eb_2ac_3ed_20e");
         assert_eq!(enqueue_subject("prod", "log.sink"), "bagpipe.prod.to.log_2esink");
         assert_eq!(stream_name("prod", "store"), "BAGPIPE_prod_store");
+        assert_eq!(dead_subject("prod", "log.sink"), "bagpipe.prod.dead.log_2esink");
+        assert_eq!(dead_stream_name("prod"), "BAGPIPE-DEAD_prod");
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub struct ServerLink {
     state: watch::Receiver<ServerState>,
     /// Host-wide counters.
     pub stats: Arc<ServerStats>,
-    /// Whether a stream exists for a durable responsibility (cached: asking costs a round trip).
-    durable_streams: Mutex<HashMap<String, bool>>,
+    /// What is known of each durable responsibility's stream (asking costs a round trip).
+    durable_streams: Mutex<HashMap<String, cluster::durable::Known>>,
     /// The watcher of connection events.
     tasks: TaskTracker,
     cancel: CancellationToken,

@@ -191,7 +191,7 @@ impl Supervisor {
             );
             if let Some(cluster) = &link.cluster {
                 if spec.durable {
-                    server.serve_durable(cluster, spec.limits.queue);
+                    server.serve_durable(cluster, spec.limits.queue, spec.policy.max_attempts);
                 } else {
                     server.serve_cluster(cluster, self.links.settings.enqueue_timeout);
                 }

@@ -117,8 +117,9 @@ impl BlockTask {
     }
 
     pub(super) fn dead_letter(&self, bag: Envelope, error: String, attempts: u32) {
-        // Given up on here: a durable one's stream must not deliver it again and again.
-        bag.done();
+        // Given up on here: a durable one goes to the cluster's dead-letter stream, and is
+        // acknowledged (not delivered again and again) once that stream stored it.
+        bag.dead(&error, attempts);
         Counters::bump(&self.parts.status.counters.dead_letters);
         let letter = DeadLetter {
             at_ms: now_ms(),
