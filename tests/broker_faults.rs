@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, within};
+use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, Want, within};
 use futures_util::StreamExt as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -225,4 +225,94 @@ async fn syslog_over_tcp_reaches_the_example_stream_across_five_server_crashes()
     assert!(missing.is_empty(), "every message is in the stream; {} missing: {missing:?}", missing.len());
     let duplicates: Vec<_> = seen.iter().filter(|(_, k)| **k > 1).collect();
     assert!(duplicates.is_empty(), "each stored once: {duplicates:?}");
+}
+
+#[tokio::test]
+async fn a_full_outbox_pushes_back_on_the_tcp_client_and_drops_nothing() {
+    // A small outbox and queue, a paused server and a client writing 6 MB of syslog: the block
+    // is handed nothing while its outbox is over half full, its queue fills, the host stops
+    // reading the socket, and the client's writes wait; what one delivery parsed past the
+    // outbox's room is refused `busy` and kept by the block; once the server is back every
+    // message reaches the stream.
+    const COUNT: usize = 12_000;
+    let nats = Nats::start(true).await;
+    let example =
+        std::fs::read_to_string(bagpipe_test_support::workspace_root().join("examples/syslog-nats/bagpipe.toml"))
+            .expect("example manifest")
+            .replace("127.0.0.1:5514", "127.0.0.1:0")
+            .replace("publish_to_stream = true\n", "publish_to_stream = true\noutbox_bytes = 16384\nqueue = 16\n");
+    let dir = BlockDir::from_manifest(&example);
+    let report = dir.report_path().display().to_string();
+    let mut host =
+        Bagpipe::run_with(BIN, &dir, &["--server", &nats.url(), "--report", &report, "--admin", "127.0.0.1:0"]);
+    // In whatever order they come: the admin address, both listeners, the stream.
+    let records = host
+        .log_records(&[
+            Want::event("admin"),
+            Want::event("listening"),
+            Want::event("listening"),
+            Want::event("stream_ready"),
+        ])
+        .await;
+    let admin = records[0]["addr"].as_str().expect("admin address").to_owned();
+    let addr = records[1..3]
+        .iter()
+        .find_map(|r| r["url"].as_str().and_then(|u| u.strip_prefix("tcp://")))
+        .expect("the TCP listener")
+        .to_owned();
+    nats.pause().await;
+    let (done_tx, mut done) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        let mut client = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let pad = "x".repeat(420);
+        for i in 1..=COUNT {
+            let line = format!("<134>1 2026-11-29T10:00:00Z web-01 checkout 42 - - message {i} {pad}\n");
+            client.write_all(line.as_bytes()).await.expect("write");
+        }
+        client.shutdown().await.expect("close");
+        let _ = done_tx.send(());
+    });
+    // Wait for the push-back: the outbox over half full (the queue holds socket data, which
+    // /blocks does not show as a bag queue).
+    let syslog = || async {
+        let blocks = bagpipe::admin_get(&admin, "/blocks").await.expect("/blocks");
+        let blocks: serde_json::Value = serde_json::from_str(&blocks).expect("JSON");
+        blocks.as_array().and_then(|a| a.iter().find(|b| b["responsibility"] == "syslog").cloned()).expect("syslog")
+    };
+    let pushed_back = async {
+        loop {
+            let s = syslog().await;
+            if s["outbox_bytes"].as_u64().unwrap_or(0) > 8192 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let stats = within(pushed_back).await;
+    assert!(stats["outbox_bytes"].as_u64().unwrap_or(u64::MAX) <= 16384, "the outbox keeps its bound: {stats}");
+    assert!(done.try_recv().is_err(), "the client could not write everything while the host pushed back");
+    nats.resume().await;
+    within(writer).await.expect("the writer");
+    // Every message published and confirmed before the shutdown.
+    let all_published = async {
+        while syslog().await["published"].as_u64() != Some(COUNT as u64) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    within(all_published).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    // The outbox filled up (`busy`, counted): the block kept what it refused and published it
+    // once there was room again.
+    assert!(report.count("syslog", "publish_busy") > 0, "{}", out.stderr);
+    assert_eq!(report.count("syslog", "publish_dropped"), 0, "{}", out.stderr);
+    assert_eq!(report.count("syslog", "published"), COUNT as u64, "{}", out.stderr);
+    let client = async_nats::connect(nats.url()).await.expect("connect again");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("LOGS").await.expect("the stream");
+    // Messages sent again are stored once (their ids), so the count is the set.
+    assert_eq!(stream.info().await.expect("info").state.messages, COUNT as u64);
 }

@@ -1,9 +1,10 @@
 //! The syslog block: sockets in, one bag per message out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
+use std::time::Duration;
 
-use bagpipe_guest::{Bag, Block, Config, Connection, Controller, Value, json};
+use bagpipe_guest::{Bag, Block, Config, Connection, Controller, ServerError, Value, json};
 
 use crate::frame::{Frame, Framer};
 use crate::parse;
@@ -29,16 +30,55 @@ struct Out {
     publish: Option<String>,
 }
 
+/// How soon the block tries again to publish what its outbox refused.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// Messages the host's outbox refused (`busy`: the server is away or slow), published first and
+/// in order as soon as it takes them again. The host hands the block no more data while its
+/// outbox is that full, so this holds at most what one delivery parsed into.
+#[derive(Default)]
+struct Waiting {
+    bags: VecDeque<Bag>,
+    /// A retry timer is set.
+    timer: bool,
+}
+
+impl Waiting {
+    /// Publishes `bag` to `subject` after whatever waits; keeps it if the outbox is full.
+    fn publish(&mut self, ctl: &Controller, subject: &str, bag: Bag) {
+        self.bags.push_back(bag);
+        self.flush(ctl, subject);
+    }
+
+    /// Publishes what waits, in order, until the outbox is full again (then a timer retries).
+    fn flush(&mut self, ctl: &Controller, subject: &str) {
+        while let Some(bag) = self.bags.front() {
+            match ctl.publish(subject, bag) {
+                Ok(()) => {}
+                Err(ServerError::Busy(_)) => {
+                    if !self.timer {
+                        self.timer = ctl.set_timer(RETRY, "publish").is_ok();
+                    }
+                    return;
+                }
+                Err(e) => ctl.warn(&format!("cannot publish a syslog message to `{subject}`: {e}")),
+            }
+            self.bags.pop_front();
+        }
+    }
+}
+
 pub struct Syslog<F: Flavor> {
     out: Out,
     max_frame: usize,
     conns: HashMap<Connection, Conn>,
+    waiting: Waiting,
     flavor: PhantomData<F>,
 }
 
 impl<F: Flavor> Syslog<F> {
     /// Turns one frame into a bag and sends it on.
-    fn emit(ctl: &Controller, out: &Out, transport: &str, peer: Option<&str>, frame: Frame<'_>) {
+    fn emit(ctl: &Controller, out: &Out, waiting: &mut Waiting, transport: &str, peer: Option<&str>, frame: Frame<'_>) {
         let parsed = match frame {
             Frame::Message(bytes) => parse::parse(bytes).map_err(|reason| (reason, bytes)),
             Frame::TooLong(bytes) => Err(("frame too long", bytes)),
@@ -57,10 +97,8 @@ impl<F: Flavor> Syslog<F> {
             }
         };
         let bag = bag.with("transport", transport).with("peer", peer.map_or(Value::Null, Value::from));
-        if let Some(subject) = &out.publish
-            && let Err(e) = ctl.publish(subject, &bag)
-        {
-            ctl.warn(&format!("cannot publish a syslog message to `{subject}`: {e}"));
+        if let Some(subject) = &out.publish {
+            waiting.publish(ctl, subject, bag.clone());
         }
         let to = &out.to;
         if to.is_empty() {
@@ -86,7 +124,7 @@ impl<F: Flavor> Block for Syslog<F> {
         };
         let publish = config.get("publish").and_then(|v| v.as_str()).map(str::to_owned);
         let out = Out { to: config.str_or("to", "sink"), publish };
-        Ok(Syslog { out, max_frame, conns: HashMap::new(), flavor: PhantomData })
+        Ok(Syslog { out, max_frame, conns: HashMap::new(), waiting: Waiting::default(), flavor: PhantomData })
     }
 
     fn on_accept(&mut self, _ctl: &Controller, conn: Connection, _listener: String, peer: String) {
@@ -97,26 +135,51 @@ impl<F: Flavor> Block for Syslog<F> {
         let max_frame = self.max_frame;
         let Conn { peer, framer } =
             self.conns.entry(conn).or_insert_with(|| Conn { peer: None, framer: Framer::new(max_frame) });
-        let out = &self.out;
-        framer.push(&data, &mut |frame| Self::emit(ctl, out, "tcp", peer.as_deref(), frame));
+        let (out, waiting) = (&self.out, &mut self.waiting);
+        framer.push(&data, &mut |frame| Self::emit(ctl, out, waiting, "tcp", peer.as_deref(), frame));
+    }
+
+    /// Publishes what still waits, if the outbox takes it; says what it could not.
+    fn finish(&mut self, ctl: &Controller) -> Result<(), String> {
+        if let Some(subject) = &self.out.publish {
+            self.waiting.flush(ctl, subject);
+        }
+        if !self.waiting.bags.is_empty() {
+            ctl.warn(&format!(
+                "{} syslog messages were never published: the outbox stayed full",
+                self.waiting.bags.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, ctl: &Controller, tag: String) {
+        if tag == "publish" {
+            self.waiting.timer = false;
+            if let Some(subject) = &self.out.publish {
+                self.waiting.flush(ctl, subject);
+            }
+        }
     }
 
     fn on_close(&mut self, ctl: &Controller, conn: Connection) {
         if let Some(Conn { peer, framer }) = self.conns.remove(&conn)
             && let Some(frame) = framer.finish()
         {
-            Self::emit(ctl, &self.out, "tcp", peer.as_deref(), frame);
+            Self::emit(ctl, &self.out, &mut self.waiting, "tcp", peer.as_deref(), frame);
         }
     }
 
-    /// The connections, their peers and unfinished frames: a swap loses no byte.
+    /// The connections, their peers and unfinished frames, and the messages waiting to be
+    /// published: a swap loses no byte.
     fn snapshot(&mut self, _ctl: &Controller) -> Vec<u8> {
         let conns: Vec<Value> = self
             .conns
             .iter()
             .map(|(id, c)| json!({ "conn": id, "peer": c.peer, "framer": c.framer.snapshot() }))
             .collect();
-        json!({ "conns": conns }).to_string().into_bytes()
+        let waiting: Vec<&Bag> = self.waiting.bags.iter().collect();
+        json!({ "conns": conns, "waiting": waiting }).to_string().into_bytes()
     }
 
     /// Takes over a previous version's connections; a state it cannot read is logged and dropped.
@@ -126,8 +189,15 @@ impl<F: Flavor> Block for Syslog<F> {
             let peer = conn.get("peer")?.as_str().map(str::to_owned);
             Some((conn.get("conn")?.as_u64()?, Conn { peer, framer }))
         };
-        let conns = bagpipe_guest::serde_json::from_slice::<Value>(&state)
-            .ok()
+        let state = bagpipe_guest::serde_json::from_slice::<Value>(&state).ok();
+        if let Some(waiting) = state.as_ref().and_then(|s| s.get("waiting")?.as_array().cloned()) {
+            self.waiting.bags = waiting.into_iter().filter_map(|b| Bag::from_json(&b.to_string()).ok()).collect();
+            if !self.waiting.bags.is_empty() {
+                self.waiting.timer = ctl.set_timer(RETRY, "publish").is_ok();
+            }
+        }
+        let conns = state
+            .as_ref()
             .and_then(|s| s.get("conns")?.as_array()?.iter().map(read).collect::<Option<HashMap<_, _>>>());
         match conns {
             Some(conns) => self.conns = conns,
@@ -138,6 +208,6 @@ impl<F: Flavor> Block for Syslog<F> {
 
     fn on_datagram(&mut self, ctl: &Controller, _listener: String, peer: String, data: Vec<u8>) {
         let frame = if data.len() > self.max_frame { Frame::TooLong(&data) } else { Frame::Message(&data) };
-        Self::emit(ctl, &self.out, "udp", Some(&peer), frame);
+        Self::emit(ctl, &self.out, &mut self.waiting, "udp", Some(&peer), frame);
     }
 }

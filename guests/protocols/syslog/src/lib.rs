@@ -36,4 +36,4 @@ struct Plain;
 
 impl block::Flavor for Plain {}
 
-export_block!(block::Syslog<Plain>, hooks = [net, state]);
+export_block!(block::Syslog<Plain>, hooks = [net, state, on_timer]);

@@ -40,6 +40,13 @@ impl BlockTask {
             while tokio::time::Instant::now() < deadline
                 && let Some(queue) = self.queue.as_mut()
             {
+                // As while running: no bag while the outbox is over half full (it may empty
+                // before the deadline; what is left then is counted when the block ends).
+                if let Some(outbox) = self.parts.server.as_ref().map(|s| s.outbox())
+                    && tokio::time::timeout_at(deadline, outbox.room()).await.is_err()
+                {
+                    break;
+                }
                 let Ok(Some(env)) = tokio::time::timeout_at(deadline, queue.recv()).await else { break };
                 if let Err(fault) = self.deliver(env).await {
                     return self.end_finish_with_fault(reply, fault).await;
