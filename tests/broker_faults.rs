@@ -316,3 +316,38 @@ async fn a_full_outbox_pushes_back_on_the_tcp_client_and_drops_nothing() {
     // Messages sent again are stored once (their ids), so the count is the set.
     assert_eq!(stream.info().await.expect("info").state.messages, COUNT as u64);
 }
+
+#[tokio::test]
+async fn a_swap_during_an_outage_keeps_what_waits_in_the_outbox() {
+    // The outbox belongs to the block, not to an instance: a new version swapped in while the
+    // server is paused finds the messages its predecessor published still waiting, and every one
+    // arrives once the server is back.
+    const COUNT: u64 = 600;
+    let nats = Nats::start(false).await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let mut subscriber = client.subscribe("out.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let dir = relay(COUNT, "");
+    let mut host = start(&dir, &nats);
+    host.wait_for(100, |e| e["event"] == "bag").await;
+    nats.pause().await;
+    let new = bagpipe_test_support::variant(bagpipe_test_support::artifacts::COURIER, "v2");
+    dir.write_as("courier.wasm", &new, bagpipe_test_support::Write::Rename);
+    host.log_record(Want::event("swapped").block("relay")).await;
+    host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["last"] == true).await;
+    nats.resume().await;
+    let mut seen = BTreeMap::new();
+    while seen.len() < COUNT as usize {
+        let message = within(subscriber.next()).await.expect("the subscription ended");
+        if let Some(n) = n_of(&message.payload) {
+            *seen.entry(n).or_insert(0u64) += 1;
+        }
+    }
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (1..=COUNT).collect::<Vec<_>>());
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert_eq!(report.count("relay", "swaps"), 1);
+    assert_eq!(report.count("relay", "publish_dropped"), 0, "{}", out.stderr);
+}

@@ -6,7 +6,8 @@
 //! Then the supervision figures: the time from a trap to the fresh instance having processed its
 //! next bag (p50/p99 over many traps), and the pipeline's rate while a neighbour block crash-loops,
 //! as a ratio to the pipeline alone, and beside blocks that keep trying to break their budgets
-//! ([`hostile`]).
+//! ([`hostile`]); and syslog over TCP through a block to a NATS subject against the same natively,
+//! with what five server crashes lose ([`broker`]).
 //!
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
@@ -21,6 +22,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+mod broker;
 mod hostile;
 
 const RUNS: usize = 5;
@@ -70,6 +72,10 @@ fn main() {
                     .expect("host");
             let s = swaps_under_load(&watching).await;
             println!("swaps {} failed {} p50 {} p99 {} lost {}", s.done, s.failed, s.pause_p50_us, s.pause_p99_us, s.lost);
+            return;
+        }
+        if std::env::var_os("BAGPIPE_BENCH_BROKER").is_some() {
+            broker::print(&broker::measure(50_000).await);
             return;
         }
         if std::env::var_os("BAGPIPE_BENCH_HOSTILE").is_some() {
@@ -122,6 +128,7 @@ fn main() {
         )
         .await;
         let http = http_with_wrk(host).await;
+        let to_broker = broker::measure(50_000).await;
         let cross = cross_host(20_000).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
@@ -166,6 +173,8 @@ fn main() {
         println!("| the same parsing (same code) in native Rust, messages/s             | {syslog_native:>10.0} |");
         println!("| ... ratio block/native                                              | {syslog_ratio:>10.2} |");
         println!("| HTTP POST /bags/sink through the http block, wrk requests/s         | {http:>10} |");
+        println!();
+        broker::print(&to_broker);
         println!();
         println!("| two hosts over NATS (source on one, sink on the other), {} bags    | value      |", cross.bags);
         println!("|--------------------------------------------------------------------|-----------:|");
