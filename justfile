@@ -34,6 +34,21 @@ lint:
 bench:
     cargo bench -p bagpipe --bench pipeline
 
+# libFuzzer leaves what crashed or hung in fuzz/artifacts/<target>/. Not part of CI.
+# Run every `cargo fuzz` target in fuzz/ for `seconds` each (`just fuzz 300`); fails on a crash or hang.
+fuzz seconds="30":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz
+    # cargo fuzz passes nightly flags to rustc; the pinned toolchain is stable.
+    export RUSTC_BOOTSTRAP=1
+    for target in $(cargo fuzz list); do
+        # New inputs go to target/corpus/, not to the corpus kept in the repo (read as seeds).
+        mkdir -p "target/corpus/$target"
+        cargo fuzz run "$target" "target/corpus/$target" "corpus/$target" -- -max_total_time={{seconds}} -timeout=10
+    done
+
 # Everything CI does.
 ci:
     bash .ci/run

@@ -54,3 +54,12 @@ pub use routing::deadletter::DeadLetter;
 pub use runtime::cache::ComponentCache;
 pub use stats::StatsSnapshot;
 pub use supervision::supervisor::RunReport;
+
+/// The pure functions that read what the outside hands the host, for the fuzz targets (`fuzz/`):
+/// the bag checker and stamper and the admin endpoint's request reader. (The manifest reader is
+/// [`Manifest::parse`].) Not part of the embedding API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::ops::admin::{Page, Request, read_request};
+    pub use crate::routing::bag::{BagError, BagLimits, check_inbound, stamp};
+}
