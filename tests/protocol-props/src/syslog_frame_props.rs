@@ -84,6 +84,11 @@ proptest! {
         max_frame in 1usize..48,
     ) {
         let whole = frames(max_frame, [bytes.as_slice()]);
+        for frame in &whole {
+            if let Got::Message(m) = frame {
+                prop_assert!(m.len() <= max_frame, "a message of {} bytes, over {}", m.len(), max_frame);
+            }
+        }
         prop_assert_eq!(frames(max_frame, cut(&bytes, &at)), whole);
     }
 
@@ -141,4 +146,13 @@ proptest! {
         out.extend(second.finish().map(got));
         prop_assert_eq!(out, frames(max_frame, [bytes.as_slice()]));
     }
+}
+
+/// Found by `any_bytes_in_any_pieces_frame_as_the_whole_stream`: a stream that ended in a run
+/// of digits (which may still be an octet count) longer than a small `max_frame` gave a message
+/// over `max_frame`.
+#[test]
+fn a_digit_run_at_the_end_over_max_frame_is_too_long() {
+    assert_eq!(frames(3, [b"12345".as_slice()]), vec![Got::TooLong]);
+    assert_eq!(frames(5, [b"12345".as_slice()]), vec![Got::Message(b"12345".to_vec())]);
 }

@@ -174,6 +174,10 @@ impl Framer {
         }
         match header(&self.buf) {
             Header::Counted { .. } => Some(Frame::Truncated(&self.buf)),
+            // (Only digits, `Wait`, may be longer than a small `max_frame`.)
+            Header::Wait | Header::Line if trim_cr(&self.buf).len() > self.max_frame => {
+                Some(Frame::TooLong(trim_cr(&self.buf)))
+            }
             Header::Wait | Header::Line => {
                 let line = trim_cr(&self.buf);
                 (!line.is_empty()).then_some(Frame::Message(line))
