@@ -99,13 +99,15 @@ pub struct BlockSpec {
 }
 
 impl BlockSpec {
-    /// This entry with the routing (`durable`, `shared`) of `running`, and whether it differed:
-    /// how bags reach a block is set up when it is added and changes only when the host restarts.
-    /// (Its grants change live: see the supervisor's `reconfigure`.)
+    /// This entry with the routing (`durable`, `shared`, `publish_to_stream`) of `running`, and
+    /// whether it differed: how bags reach a block and where its outbox publishes are set up
+    /// when it is added and change only when the host restarts. (Its grants change live: see
+    /// the supervisor's `reconfigure`.)
     pub fn keeping_routing_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
-        let changed = (self.durable, self.shared) != (running.durable, running.shared);
+        let routing = |s: &BlockSpec| (s.durable, s.shared, s.publish_to_stream);
+        let changed = routing(self) != routing(running);
         let mut kept = self.clone();
-        (kept.durable, kept.shared) = (running.durable, running.shared);
+        (kept.durable, kept.shared, kept.publish_to_stream) = routing(running);
         (kept, changed)
     }
 }

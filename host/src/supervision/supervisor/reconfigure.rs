@@ -111,7 +111,7 @@ impl Supervisor {
         if routing_changed {
             tracing::warn!(
                 block = %spec.responsibility,
-                "a changed `durable` or `shared` applies when the host restarts; it keeps its current routing"
+                "a changed `durable`, `shared` or `publish_to_stream` applies when the host restarts; it keeps its current routing"
             );
         }
         let spec = Arc::new(spec);
@@ -150,7 +150,7 @@ impl Supervisor {
             if restart_only(&old.limits) != restart_only(&spec.limits) {
                 tracing::warn!(
                     block = %spec.responsibility,
-                    "new queue, send buffer, subscription or log limits apply when the host restarts; \
+                    "new queue, send buffer, subscription, log or outbox limits apply when the host restarts; \
                      the new instance runs with the rest of the change"
                 );
             }
@@ -268,5 +268,12 @@ impl Supervisor {
 /// The limits that belong to the block rather than to an instance (its queue, its sockets, its
 /// server side, its log rate): a swap does not change them.
 fn restart_only(limits: &crate::defaults::Limits) -> impl PartialEq {
-    (limits.queue, limits.queue_bytes, limits.send_buffer_bytes, limits.max_subscriptions, limits.log_lines_per_sec)
+    (
+        limits.queue,
+        limits.queue_bytes,
+        limits.send_buffer_bytes,
+        limits.max_subscriptions,
+        limits.log_lines_per_sec,
+        limits.outbox_bytes,
+    )
 }
