@@ -156,7 +156,10 @@ impl Controller {
         net::connections()
     }
 
-    /// Publishes `bag` to a message server subject the manifest grants (`publish = [..]`).
+    /// Publishes `bag` to a message server subject the manifest grants (`publish = [..]`). It goes
+    /// into the block's outbox and this returns at once; the host sends it, in order, and keeps
+    /// it until the server confirmed it, also across outages. [`ServerError::Busy`]: the outbox
+    /// is full (nothing was taken; keep the bag and try again later, e.g. from a timer).
     pub fn publish(&self, subject: &str, bag: &Bag) -> Result<(), ServerError> {
         server::publish(subject, &bag.to_json())
     }
