@@ -15,9 +15,9 @@
 //! - each receiver's `received`, `refused_full`, `refused_too_large`, `refused_invalid`,
 //!   `processed`, `failed`, `dead_letters`, `faults`, `restarts`, `lost` (0), `swaps` and `sent`
 //!   are exactly the model's; each sender's `sent` is the bags it had queued;
-//! - a swapped receiver ends on the new version. A swap that finds the receiver running is
-//!   counted in `swaps` (its new instance's `restore` tells); one that lands during a restart's
-//!   backoff starts the new version without a snapshot, and the host does not count it today.
+//! - a swapped receiver ends on the new version, and the swap is counted in `swaps` once,
+//!   whether it found the receiver running (its new instance's `restore` tells) or landed during
+//!   a restart's backoff (the new version starts without a snapshot).
 
 use std::collections::BTreeMap;
 
@@ -284,8 +284,8 @@ fn check_receiver(
         ("dead_letters", traps),
         ("faults", traps * attempts as u64),
         ("restarts", traps * attempts as u64),
-        // A swap is counted when done on a running instance, which `restore` tells.
-        ("swaps", restored),
+        // Every swap is counted, also one that landed during a restart's backoff.
+        ("swaps", u64::from(sc.swap == Some(i))),
         ("sent", restored * woken),
     ];
     counters(p, report, &r, &want, &["lost", "stdout_dropped", "swaps_failed"]);
