@@ -221,6 +221,29 @@ async fn stderr_lines_past_the_rate_are_counted_and_summarised() {
     floods("stderr_flood", "flooding stderr").await;
 }
 
+#[tokio::test]
+async fn output_past_its_rate_waits_and_the_wait_is_not_guest_time() {
+    // 100 stderr lines of 2 KB against 64 KB a second (and a second's burst): the block waits
+    // about two seconds in all, in one call of at most 500 ms of guest time. It must wait
+    // (paced), not fault, and every line is still written or counted.
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 500\noutput_bytes_per_sec = 65536\n\
+         [block.config]\ntry = \"stderr_flood\"\ncount = 100\npad = 2000\n",
+    );
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
+    host.wait_for(1, |e| e["event"] == "logged").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert!(report.count("hostile", "output_paced") > 0, "the flood was paced");
+    assert_eq!(report.count("hostile", "faults"), 0, "waiting for the budget is not guest time");
+    let written =
+        out.log.iter().filter(|r| r["message"].as_str().is_some_and(|m| m.contains("flooding stderr"))).count() as u64;
+    assert_eq!(written + report.count("hostile", "logs_dropped"), 100, "every line written or counted");
+}
+
 /// Runs the WAT block `extra` describes (optional, so the host runs on without it) beside a
 /// probe that shuts the host down once running; returns why the WAT block failed, if it did.
 async fn wat_block_beside_a_neighbour(extra: &str, limits: &str) -> Option<String> {
@@ -321,7 +344,8 @@ async fn a_stdout_nobody_reads_never_holds_a_block() {
     // its call, the host must stop when asked, and what it could not write is counted.
     use tokio::io::AsyncBufReadExt as _;
     let dir = BlockDir::from_manifest(
-        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 30000\n[block.config]\ntry = \"stdout_flood\"\ncount = 30000\n",
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 30000\noutput_bytes_per_sec = 1073741824\n\
+         [block.config]\ntry = \"stdout_flood\"\ncount = 30000\n",
     );
     let mut child = raw_bagpipe(&dir);
     // Held open and never read until the host has stopped.

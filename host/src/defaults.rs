@@ -46,6 +46,10 @@ pub const STDERR_WRITE_BYTES: usize = 64 * 1024;
 /// print is dropped and counted).
 pub const STDOUT_CHUNKS: usize = 4096;
 
+/// Bytes a block past its output budget waits for before it writes again (or its whole budget
+/// a second, when that is smaller): pacing in steps, not byte by byte.
+pub const OUTPUT_PACE_STEP: f64 = 4096.0;
+
 /// How long a host that stops waits for what blocks printed to be written out.
 pub const STDOUT_DRAIN: Duration = Duration::from_secs(2);
 
@@ -223,6 +227,9 @@ pub struct Limits {
     pub send_buffer_bytes: usize,
     /// Log lines a second the block may write (its `log` calls and its stderr together).
     pub log_lines_per_sec: u32,
+    /// Bytes a second the block may print (its stdout and stderr together); past it, its writes
+    /// wait.
+    pub output_bytes_per_sec: u64,
     /// Bytes of published messages the block may have waiting for the server's confirmation.
     pub outbox_bytes: usize,
 }
@@ -240,6 +247,7 @@ impl Default for Limits {
             max_subscriptions: 64,
             send_buffer_bytes: 4 << 20,
             log_lines_per_sec: 200,
+            output_bytes_per_sec: 1 << 20,
             outbox_bytes: 8 << 20,
         }
     }

@@ -70,7 +70,7 @@ pub async fn neighbours(host: &Host, pipeline: &str) -> Vec<Row> {
             .stats
             .iter()
             .find(|s| s.responsibility == "hostile")
-            .map_or(0, |s| s.budget_refusals + s.logs_dropped + s.stdout_dropped);
+            .map_or(0, |s| s.budget_refusals + s.logs_dropped + s.stdout_dropped + s.output_paced);
         rows.push(Row { name: attempt.name, rate, ratio, refused });
     }
     rows
@@ -78,10 +78,10 @@ pub async fn neighbours(host: &Host, pipeline: &str) -> Vec<Row> {
 
 /// Prints the table.
 pub fn print(rows: &[Row]) {
-    println!("| beside a hostile block (3 hops)                   | bags/s     | ratio | refused/dropped |");
-    println!("|---------------------------------------------------|-----------:|------:|----------------:|");
+    println!("| beside a hostile block (3 hops)                   | bags/s     | ratio | refused/dropped/paced |");
+    println!("|---------------------------------------------------|-----------:|------:|----------------------:|");
     for row in rows {
-        println!("| {:<49} | {:>10.0} | {:>5.2} | {:>15} |", row.name, row.rate, row.ratio, row.refused);
+        println!("| {:<49} | {:>10.0} | {:>5.2} | {:>21} |", row.name, row.rate, row.ratio, row.refused);
     }
     println!("(ratio: to the same 3 hops alone, median of paired runs; goal >= 0.9)");
 }

@@ -29,6 +29,7 @@ pub(super) struct RawBlock {
     max_subscriptions: Option<Spanned<u64>>,
     send_buffer_bytes: Option<Spanned<u64>>,
     log_lines_per_sec: Option<Spanned<u64>>,
+    output_bytes_per_sec: Option<Spanned<u64>>,
     outbox_bytes: Option<Spanned<u64>>,
     restart: Option<Restart>,
     on_give_up: Option<GiveUp>,
@@ -157,6 +158,9 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     }
     if let Some(v) = &raw.log_lines_per_sec {
         limits.log_lines_per_sec = at.in_range(v, "log_lines_per_sec", 1, 1_000_000)? as u32;
+    }
+    if let Some(v) = &raw.output_bytes_per_sec {
+        limits.output_bytes_per_sec = at.in_range(v, "output_bytes_per_sec", 1024, 1 << 30)?;
     }
     if let Some(v) = &raw.outbox_bytes {
         limits.outbox_bytes = at.in_range(v, "outbox_bytes", 1024, 4 << 30)? as usize;

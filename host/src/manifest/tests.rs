@@ -127,6 +127,7 @@ mod props {
             Just("max_subscriptions"),
             Just("send_buffer_bytes"),
             Just("log_lines_per_sec"),
+            Just("output_bytes_per_sec"),
             Just("outbox_bytes"),
             Just("publish_to_stream"),
             Just("restart"),

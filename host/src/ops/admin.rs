@@ -257,7 +257,7 @@ type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 /// The stats in Prometheus' text format.
 pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
     let mut out = String::new();
-    let counters: [Metric; 20] = [
+    let counters: &[Metric] = &[
         ("received", "Bags put into the block's queue.", |s| s.received),
         ("processed", "Bags on-enqueue accepted.", |s| s.processed),
         ("failed", "Bags on-enqueue returned an error for.", |s| s.failed),
@@ -267,6 +267,7 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("budget_refusals", "Calls refused because the block had spent a budget.", |s| s.budget_refusals),
         ("logs_dropped", "Log lines past the block's rate, not written.", |s| s.logs_dropped),
         ("stdout_dropped", "Writes to stdout dropped: the host's stdout was not keeping up.", |s| s.stdout_dropped),
+        ("output_paced", "Times the block's output made it wait: it printed past its rate.", |s| s.output_paced),
         ("lost", "Bags still queued when the block ended.", |s| s.lost),
         ("sent", "Bags the block sent.", |s| s.sent),
         ("timers_fired", "Timers that fired.", |s| s.timers_fired),

@@ -12,5 +12,6 @@ pub(crate) mod guest_stdout;
 pub(crate) mod hooks;
 pub(crate) mod log_rate;
 pub(crate) mod output;
+pub(crate) mod output_pace;
 pub(crate) mod state;
 pub(crate) mod timers;

@@ -1,5 +1,9 @@
 //! A guest's output streams (stdout, stderr) as WASI sees them: [`Output`] wraps anything that
-//! takes bytes at once ([`Put`]), so that a guest's write never waits on the host.
+//! takes bytes at once ([`Put`]), so that a guest's write never waits on the host's own output.
+//! A paced stream ([`Output::paced`]) is not ready while the block is past its output budget
+//! ([`OutputPace`]): the guest then waits on the call's clock, as on a full pipe.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -7,6 +11,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::defaults::STDERR_WRITE_BYTES;
+use crate::runtime::clock::CallClock;
+use crate::runtime::output_pace::OutputPace;
 
 /// Takes a guest's bytes at once, never waiting.
 pub trait Put: Clone + Send + Sync + 'static {
@@ -16,7 +22,33 @@ pub trait Put: Clone + Send + Sync + 'static {
 
 /// A guest output stream backed by a [`Put`].
 #[derive(Clone)]
-pub struct Output<P>(pub P);
+pub struct Output<P> {
+    put: P,
+    /// The block's output budget and the clock its waits are taken on.
+    pace: Option<(Arc<OutputPace>, Arc<CallClock>)>,
+}
+
+impl<P: Put> Output<P> {
+    /// A stream into `put`, within the block's output budget `pace`, waiting on `clock`.
+    pub fn paced(put: P, pace: Arc<OutputPace>, clock: Arc<CallClock>) -> Self {
+        Self { put, pace: Some((pace, clock)) }
+    }
+
+    /// Bytes the guest may write now: 0 while it is past its budget (and may still wait).
+    fn room(&self) -> usize {
+        match &self.pace {
+            Some((pace, clock)) if !clock.waited_in_vain() => pace.available(STDERR_WRITE_BYTES),
+            _ => STDERR_WRITE_BYTES,
+        }
+    }
+
+    fn take(&self, bytes: &[u8]) {
+        if let Some((pace, _)) = &self.pace {
+            pace.spend(bytes.len());
+        }
+        self.put.put(bytes);
+    }
+}
 
 impl<P: Put> IsTerminal for Output<P> {
     fn is_terminal(&self) -> bool {
@@ -36,7 +68,7 @@ impl<P: Put> StdoutStream for Output<P> {
 
 impl<P: Put> OutputStream for Output<P> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.0.put(&bytes);
+        self.take(&bytes);
         Ok(())
     }
 
@@ -45,13 +77,17 @@ impl<P: Put> OutputStream for Output<P> {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(STDERR_WRITE_BYTES)
+        Ok(self.room())
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl<P: Put> Pollable for Output<P> {
-    async fn ready(&mut self) {}
+    async fn ready(&mut self) {
+        if let Some((pace, clock)) = &self.pace {
+            pace.ready(clock).await;
+        }
+    }
 }
 
 impl<P: Put> AsyncWrite for Output<P> {
@@ -60,7 +96,8 @@ impl<P: Put> AsyncWrite for Output<P> {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.put(buf);
+        // Not a WASI 0.2 stream: taken at once, counted against the budget.
+        self.take(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
 

@@ -20,6 +20,7 @@ use crate::runtime::guest_io::StderrTail;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::log_rate::LogRate;
 use crate::runtime::output::Output;
+use crate::runtime::output_pace::OutputPace;
 
 /// The sandbox of one block instance.
 pub struct Sandbox {
@@ -34,14 +35,18 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox within `limits`, printing to `stdout`, whose stderr lines are logged within
-    /// `log_rate`.
-    pub fn new(limits: &Limits, stdout: GuestStdout, log_rate: Arc<LogRate>) -> Self {
+    /// A sandbox within `limits`, printing to `stdout` within `pace` (stdout and stderr
+    /// together), whose stderr lines are logged within `log_rate`.
+    pub fn new(limits: &Limits, stdout: GuestStdout, log_rate: Arc<LogRate>, pace: Arc<OutputPace>) -> Self {
         let stderr = StderrTail::new(log_rate);
+        let clock = Arc::new(CallClock::new(limits.call_timeout));
         // No environment, arguments, directories or sockets: a block reaches the world only
         // through its capabilities. Stdout is the host's, never waited on (a sink may print);
-        // stderr is logged.
-        let wasi = WasiCtx::builder().stdout(Output(stdout)).stderr(Output(stderr.clone())).build();
+        // stderr is logged. Both are paced: past its output budget, a guest waits.
+        let wasi = WasiCtx::builder()
+            .stdout(Output::paced(stdout, pace.clone(), clock.clone()))
+            .stderr(Output::paced(stderr.clone(), pace, clock.clone()))
+            .build();
         let mut table = ResourceTable::new();
         // Host-side objects a guest can create (pollables, streams) live outside its linear
         // memory limit; this bounds them.
@@ -49,7 +54,7 @@ impl Sandbox {
         Self {
             wasi,
             table,
-            clock: Arc::new(CallClock::new(limits.call_timeout)),
+            clock,
             memory: MemoryLimit::new(limits.memory_bytes),
             stderr,
         }

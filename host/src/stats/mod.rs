@@ -66,6 +66,8 @@ pub struct Counters {
     pub logs_dropped: AtomicU64,
     /// Writes to stdout dropped because the host's stdout was not keeping up.
     pub stdout_dropped: AtomicU64,
+    /// Times the block's stdout or stderr made it wait: it printed past `output_bytes_per_sec`.
+    pub output_paced: AtomicU64,
     /// Bags still queued when the block ended, never delivered (counted, and logged).
     pub lost: AtomicU64,
     /// Bags this block sent that were queued somewhere.
@@ -199,6 +201,7 @@ impl BlockStatus {
             budget_refusals: get(&c.budget_refusals),
             logs_dropped: get(&c.logs_dropped),
             stdout_dropped: get(&c.stdout_dropped),
+            output_paced: get(&c.output_paced),
             lost: get(&c.lost),
             sent: get(&c.sent),
             timers_fired: get(&c.timers_fired),
@@ -266,6 +269,9 @@ pub struct StatsSnapshot {
     /// See [`Counters::stdout_dropped`].
     #[serde(default)]
     pub stdout_dropped: u64,
+    /// See [`Counters::output_paced`].
+    #[serde(default)]
+    pub output_paced: u64,
     /// See [`Counters::lost`].
     pub lost: u64,
     /// See [`Counters::sent`].

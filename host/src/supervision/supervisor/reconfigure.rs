@@ -266,7 +266,7 @@ impl Supervisor {
 }
 
 /// The limits that belong to the block rather than to an instance (its queue, its sockets, its
-/// server side, its log rate): a swap does not change them.
+/// server side, its log and output rates): a swap does not change them.
 fn restart_only(limits: &crate::defaults::Limits) -> impl PartialEq {
     (
         limits.queue,
@@ -274,6 +274,7 @@ fn restart_only(limits: &crate::defaults::Limits) -> impl PartialEq {
         limits.send_buffer_bytes,
         limits.max_subscriptions,
         limits.log_lines_per_sec,
+        limits.output_bytes_per_sec,
         limits.outbox_bytes,
     )
 }

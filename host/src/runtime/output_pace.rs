@@ -1,0 +1,113 @@
+//! How fast a block may print: a token bucket of `output_bytes_per_sec` bytes a second (a
+//! second's worth of burst), shared by the guest's stdout and stderr and kept across the block's
+//! instances. A write past it is not dropped: the stream is not ready until the bucket refills, so
+//! the guest waits, as a program waits on a full pipe. That wait is the host waiting on the
+//! guest's behalf (the call's clock is stopped for it, within the call's wait budget); once one
+//! call's waits have run out, its later writes are taken without pacing (the stream's own rules
+//! then apply: stderr's line rate, stdout's bounded channel). A block that floods its output thus
+//! spends its time asleep rather than taking the neighbours' CPU.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::defaults::OUTPUT_PACE_STEP;
+use crate::runtime::clock::CallClock;
+use crate::stats::{BlockStatus, Counters};
+
+/// One block's output budget.
+pub struct OutputPace {
+    per_sec: f64,
+    status: Arc<BlockStatus>,
+    bucket: Mutex<Bucket>,
+}
+
+struct Bucket {
+    /// Bytes the block may write now (negative: written ahead of the rate).
+    tokens: f64,
+    last: Instant,
+}
+
+impl OutputPace {
+    /// A budget of `per_sec` bytes a second for the block `status`.
+    pub fn new(per_sec: u64, status: Arc<BlockStatus>) -> Self {
+        let per_sec = per_sec.max(1) as f64;
+        Self { per_sec, status, bucket: Mutex::new(Bucket { tokens: per_sec, last: Instant::now() }) }
+    }
+
+    /// Runs `f` on the bucket, refilled up to now.
+    fn with<T>(&self, f: impl FnOnce(&mut Bucket) -> T) -> T {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.per_sec;
+        bucket.tokens = (bucket.tokens + refill).min(self.per_sec);
+        bucket.last = now;
+        f(&mut bucket)
+    }
+
+    /// How many bytes (at most `most`) the block may write now without waiting; 0 when it must
+    /// wait.
+    pub fn available(&self, most: usize) -> usize {
+        self.with(|b| if b.tokens < 1.0 { 0 } else { (b.tokens as usize).min(most) })
+    }
+
+    /// Counts `bytes` written.
+    pub fn spend(&self, bytes: usize) {
+        self.with(|b| b.tokens -= bytes as f64);
+    }
+
+    /// How long until a step's worth of bytes may be written (zero: now).
+    fn until_step(&self) -> Duration {
+        let step = OUTPUT_PACE_STEP.min(self.per_sec);
+        self.with(|b| {
+            let short = step - b.tokens;
+            if short <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(short / self.per_sec) }
+        })
+    }
+
+    /// Waits, on the clock of the call in progress, until the block may write again. Returns at
+    /// once when the call's waits have run out; when this wait would not fit in what is left of
+    /// them, notes that and returns (the writes that follow are not paced).
+    pub async fn ready(&self, clock: &CallClock) {
+        if clock.waited_in_vain() {
+            return;
+        }
+        let wait = self.until_step();
+        if wait.is_zero() {
+            return;
+        }
+        if wait > clock.remaining() {
+            clock.note_wait_in_vain();
+            return;
+        }
+        Counters::bump(&self.status.counters.output_paced);
+        clock.waiting(tokio::time::sleep(wait)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_past_the_rate_must_wait() {
+        let status = Arc::new(BlockStatus::new("b", "b", false));
+        let pace = OutputPace::new(10_000, status);
+        assert_eq!(pace.available(64 * 1024), 10_000, "a second's worth of burst");
+        pace.spend(10_000);
+        assert_eq!(pace.available(64 * 1024), 0, "spent");
+        assert!(pace.until_step() > Duration::ZERO, "it must wait for a step");
+        assert!(pace.until_step() <= Duration::from_secs(1), "a step refills within a second");
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_waits_ran_out_is_not_paced() {
+        let status = Arc::new(BlockStatus::new("b", "b", false));
+        let pace = OutputPace::new(1, status.clone());
+        pace.spend(1_000_000);
+        let clock = CallClock::new(Duration::from_secs(1));
+        clock.start();
+        clock.note_wait_in_vain();
+        pace.ready(&clock).await;
+        assert_eq!(status.counters.output_paced.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}
