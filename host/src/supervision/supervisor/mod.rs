@@ -249,9 +249,13 @@ impl Supervisor {
         which: &[usize],
         signal: &mut Signal<F>,
     ) -> Result<(), RunError> {
-        let n = self.slots.len();
-        let mut started: Vec<bool> = (0..n).map(|i| !which.contains(&i)).collect();
-        let mut ready = started.clone();
+        let mut others = vec![true; self.slots.len()];
+        for &i in which {
+            if let Some(other) = others.get_mut(i) {
+                *other = false;
+            }
+        }
+        let mut order = self.graph.starting(&others);
         let mut starting: JoinSet<(usize, Result<(), CallError>)> = JoinSet::new();
         let cancel = CancellationToken::new();
         let mut failure = None;
@@ -261,11 +265,10 @@ impl Supervisor {
             let mut more = failure.is_none() && !signal.fired && !self.shutdown.is_cancelled();
             while more {
                 more = false;
-                for i in self.graph.startable(&started, &ready) {
-                    started[i] = true;
+                for i in order.take() {
                     let slot = &self.slots[i];
                     let Some(control) = slot.control.clone() else {
-                        ready[i] = true;
+                        order.done(i);
                         more = true;
                         continue;
                     };
@@ -285,7 +288,7 @@ impl Supervisor {
                     let Ok((i, result)) = joined else {
                         return Err(RunError::Host(anyhow::anyhow!("a start-up task failed")));
                     };
-                    ready[i] = true;
+                    order.done(i);
                     match result {
                         Ok(()) => self.slots[i].inited = true,
                         Err(error) => {

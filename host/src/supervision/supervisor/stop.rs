@@ -28,15 +28,11 @@ impl Supervisor {
     /// once every block after it is done, independent blocks in parallel. `Finish` also lets go
     /// of each block.
     pub(super) async fn in_reverse_order(&mut self, finishing: bool) {
-        let mut done: Vec<bool> = self.slots.iter().map(|s| s.control.is_none() || (finishing && !s.inited)).collect();
-        let mut launched = done.clone();
+        let done: Vec<bool> = self.slots.iter().map(|s| s.control.is_none() || (finishing && !s.inited)).collect();
+        let mut order = self.graph.finishing(&done);
         let mut pending: JoinSet<(usize, Result<(), CallError>)> = JoinSet::new();
         loop {
-            for i in self.graph.finishable(&done) {
-                if launched[i] {
-                    continue;
-                }
-                launched[i] = true;
+            for i in order.take() {
                 let slot = &mut self.slots[i];
                 let control = if finishing { slot.control.take() } else { slot.control.clone() };
                 slot.inited = false;
@@ -47,17 +43,17 @@ impl Supervisor {
                     Some(control) => {
                         pending.spawn(async move { (i, command(control, |reply| Command::Reset { reply }).await) });
                     }
-                    None => done[i] = true,
+                    None => order.done(i),
                 }
             }
             let Some(joined) = pending.join_next().await else {
-                if self.graph.finishable(&done).iter().all(|&i| launched[i]) {
-                    break;
+                if order.has_ready() {
+                    continue;
                 }
-                continue;
+                break;
             };
             let Ok((i, result)) = joined else { continue };
-            done[i] = true;
+            order.done(i);
             let responsibility = self.slots[i].spec.responsibility.clone();
             match result {
                 Ok(()) if finishing => tracing::info!(event = "finished", block = %responsibility, "finished"),
