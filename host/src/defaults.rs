@@ -3,6 +3,7 @@
 //! The manifest can override the per-block limits ([`Limits`]) and the host settings
 //! ([`Settings`]); whatever it does not set comes from here.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::restart::{Backoff, GiveUp, Restart};
@@ -177,6 +178,21 @@ pub const OUTBOX_BATCH: usize = 256;
 /// How long an outbox's flusher waits after a failure before it sends again.
 pub const OUTBOX_RETRY: Duration = Duration::from_millis(100);
 
+/// How often, at most, an outbox says that the server or its spill files keep failing.
+pub const OUTBOX_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// How soon what a block spilled (`outbox = "disk"`) is synced to the disk after it was written:
+/// what a machine crash can lose (a host that is killed loses nothing it spilled).
+pub const SPILL_SYNC: Duration = Duration::from_millis(100);
+
+/// The largest spill segment file: a segment is removed once all of its messages were confirmed
+/// (a segment is at most an eighth of `outbox_bytes`, and at least 1 KiB).
+pub const SPILL_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// About the most bytes of spilled messages held in memory to be sent (at least one message,
+/// at most `OUTBOX_BATCH`).
+pub const SPILL_WINDOW_BYTES: usize = 1 << 20;
+
 // Dead letters (`routing::deadletter`) and timers (`runtime::timers`).
 
 /// How many dead letters are kept for listing.
@@ -306,6 +322,33 @@ pub struct Settings {
     pub durable_ack_wait: Duration,
     /// JetStream streams the host makes sure exist (`[[stream]]`), each time it connects.
     pub streams: Vec<StreamSpec>,
+    /// Where the host keeps what outlives it (`[host] state_dir`, relative to the manifest's
+    /// directory); `None`: see [`Settings::state_dir`].
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The host's state directory: `[host] state_dir`, else `$BAGPIPE_STATE_DIR`, else
+    /// `$XDG_STATE_HOME/bagpipe`, else `~/.local/state/bagpipe`; `None` when none of them is set.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        self.state_dir
+            .clone()
+            .or_else(|| var("BAGPIPE_STATE_DIR"))
+            .or_else(|| var("XDG_STATE_HOME").filter(|p| p.is_absolute()).map(|p| p.join("bagpipe")))
+            .or_else(|| var("HOME").map(|home| home.join(".local/state/bagpipe")))
+    }
+}
+
+/// Where a block's published messages wait for the server (`outbox`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxMode {
+    /// In memory: lost if the host is killed.
+    #[default]
+    Memory,
+    /// In files under the host's state directory: sent when the block starts again.
+    Disk,
 }
 
 /// A JetStream stream the manifest declares (`[[stream]]`): what blocks with
@@ -328,6 +371,7 @@ impl Default for Settings {
             cluster: None,
             durable_ack_wait: Duration::from_secs(6),
             streams: Vec::new(),
+            state_dir: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{BlockSpec, Listen, Locator};
-use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MAX_MEMORY_BYTES, Policy, STAMP_BYTES};
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MAX_MEMORY_BYTES, OutboxMode, Policy, STAMP_BYTES};
 use crate::error::ManifestError;
 use crate::restart::{GiveUp, Restart};
 
@@ -49,6 +49,7 @@ pub(super) struct RawBlock {
     durable: Option<bool>,
     shared: Option<bool>,
     publish_to_stream: Option<bool>,
+    outbox: Option<OutboxMode>,
 }
 
 /// Reads and checks one `[[block]]` entry, found on `line`, whose component is in `dir`.
@@ -79,6 +80,7 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         durable: raw.durable.unwrap_or(false),
         shared: raw.shared.unwrap_or(false),
         publish_to_stream: raw.publish_to_stream.unwrap_or(false),
+        outbox: raw.outbox.unwrap_or_default(),
         line,
     })
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::defaults::{Limits, MANIFEST_FILE, Policy, Settings};
+use crate::defaults::{Limits, MANIFEST_FILE, OutboxMode, Policy, Settings};
 use crate::deps::{DepError, Graph};
 use crate::error::ManifestError;
 use block::{RawBlock, block_spec};
@@ -94,20 +94,23 @@ pub struct BlockSpec {
     /// What it publishes counts as done only once a JetStream stream acknowledged it
     /// (at-least-once from `publish` to the stream); otherwise once the server read it.
     pub publish_to_stream: bool,
+    /// Where what it publishes waits for the server: in memory, or on disk under the host's
+    /// state directory (outliving the host).
+    pub outbox: OutboxMode,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
 }
 
 impl BlockSpec {
-    /// This entry with the routing (`durable`, `shared`, `publish_to_stream`) of `running`, and
-    /// whether it differed: how bags reach a block and where its outbox publishes are set up
-    /// when it is added and change only when the host restarts. (Its grants change live: see
-    /// the supervisor's `reconfigure`.)
+    /// This entry with the routing (`durable`, `shared`, `publish_to_stream`, `outbox`) of
+    /// `running`, and whether it differed: how bags reach a block and where its outbox keeps and
+    /// publishes messages are set up when it is added and change only when the host restarts.
+    /// (Its grants change live: see the supervisor's `reconfigure`.)
     pub fn keeping_routing_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
-        let routing = |s: &BlockSpec| (s.durable, s.shared, s.publish_to_stream);
+        let routing = |s: &BlockSpec| (s.durable, s.shared, s.publish_to_stream, s.outbox);
         let changed = routing(self) != routing(running);
         let mut kept = self.clone();
-        (kept.durable, kept.shared, kept.publish_to_stream) = routing(running);
+        (kept.durable, kept.shared, kept.publish_to_stream, kept.outbox) = routing(running);
         (kept, changed)
     }
 }

@@ -20,6 +20,7 @@ pub(super) struct RawHost {
     server: Option<Spanned<String>>,
     cluster: Option<Spanned<String>>,
     durable_ack_wait_ms: Option<Spanned<u64>>,
+    state_dir: Option<Spanned<String>>,
 }
 
 pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
@@ -50,6 +51,15 @@ pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, Manif
             ));
         }
         settings.cluster = Some(text.clone());
+    }
+    if let Some(dir) = raw.state_dir {
+        let text = dir.get_ref();
+        if text.is_empty() {
+            return Err(at.error(dir.span(), "state_dir", "the state directory must not be empty".to_owned()));
+        }
+        // Relative to the manifest's directory, like the component files.
+        let base = at.file.parent().unwrap_or(std::path::Path::new("."));
+        settings.state_dir = Some(base.join(text));
     }
     Ok(settings)
 }

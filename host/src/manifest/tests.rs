@@ -107,6 +107,24 @@ fn a_reloaded_entry_keeps_the_routing_the_block_was_started_with() {
     assert_eq!(same, running.blocks[0]);
 }
 
+#[test]
+fn reads_where_the_outbox_keeps_messages_and_the_state_directory() {
+    let m =
+        parse("[host]\nstate_dir = \"state\"\n[[block]]\nname = \"a\"\noutbox = \"disk\"\n[[block]]\nname = \"b\"\n")
+            .unwrap();
+    assert_eq!(m.blocks[0].outbox, OutboxMode::Disk);
+    assert_eq!(m.blocks[1].outbox, OutboxMode::Memory, "memory unless asked");
+    assert_eq!(m.settings.state_dir, Some(m.dir.join("state")), "relative to the manifest");
+    assert_eq!(m.settings.state_dir(), Some(m.dir.join("state")), "the manifest's wins");
+    check_err("[[block]]\nname = \"a\"\noutbox = \"tape\"\n", Some(3), Some("outbox"), "unknown variant");
+    check_err("[host]\nstate_dir = \"\"\n[[block]]\nname = \"a\"\n", Some(2), Some("state_dir"), "empty");
+    // Changing it applies when the host restarts, like the rest of the routing.
+    let edited = parse("[[block]]\nname = \"a\"\noutbox = \"memory\"\n").unwrap();
+    let (kept, changed) = edited.blocks[0].keeping_routing_of(&m.blocks[0]);
+    assert!(changed);
+    assert_eq!(kept.outbox, OutboxMode::Disk);
+}
+
 mod props {
     //! Whatever a manifest says, reading it never panics, and a refusal names the file and a line
     //! and key that are really in it.
@@ -130,6 +148,7 @@ mod props {
             Just("output_bytes_per_sec"),
             Just("outbox_bytes"),
             Just("publish_to_stream"),
+            Just("outbox"),
             Just("restart"),
             Just("max_restarts"),
             Just("backoff_ms"),

@@ -279,6 +279,7 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("publish_busy", "Publishes refused because the outbox was full.", |s| s.publish_busy),
         ("publish_retries", "Published messages sent again, unconfirmed by the server.", |s| s.publish_retries),
         ("publish_dropped", "Published messages never confirmed, left when the block ended.", |s| s.publish_dropped),
+        ("outbox_recovered", "Unconfirmed messages an earlier run spilled, sent at start.", |s| s.outbox_recovered),
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP bagpipe_block_{name}_total {help}\n# TYPE bagpipe_block_{name}_total counter");

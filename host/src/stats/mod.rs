@@ -113,6 +113,9 @@ pub struct Counters {
     pub outbox_messages: AtomicU64,
     /// Bytes in the outbox now (a gauge).
     pub outbox_bytes: AtomicU64,
+    /// Messages an earlier run left unconfirmed in the block's spill directory, found at start
+    /// and sent first (`outbox = "disk"`).
+    pub outbox_recovered: AtomicU64,
 }
 
 impl Counters {
@@ -231,6 +234,7 @@ impl BlockStatus {
             publish_dropped: get(&c.publish_dropped),
             outbox_messages: get(&c.outbox_messages),
             outbox_bytes: get(&c.outbox_bytes),
+            outbox_recovered: get(&c.outbox_recovered),
         }
     }
 }
@@ -337,6 +341,9 @@ pub struct StatsSnapshot {
     /// See [`Counters::outbox_bytes`].
     #[serde(default)]
     pub outbox_bytes: u64,
+    /// See [`Counters::outbox_recovered`].
+    #[serde(default)]
+    pub outbox_recovered: u64,
 }
 
 /// The WIT spelling of a state.

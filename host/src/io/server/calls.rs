@@ -36,12 +36,7 @@ impl server::Host for ServerCtx {
     /// server confirmed it.
     async fn publish(&mut self, subject: String, bag: String) -> Result<(), ServerError> {
         let (server, text) = self.outgoing(&subject, &bag, "publish to", || format!("publishing to `{subject}` is"))?;
-        server.outbox().push(subject, text.into()).map_err(|busy| {
-            ServerError::Busy(format!(
-                "the block's outbox holds {} of its {} bytes (outbox_bytes), waiting for the server",
-                busy.held, busy.max
-            ))
-        })
+        server.outbox().push(subject, text.into()).map_err(|busy| ServerError::Busy(busy.to_string()))
     }
 
     async fn subscribe(&mut self, subject: String) -> Result<(), ServerError> {

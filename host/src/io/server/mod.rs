@@ -8,10 +8,10 @@
 //! use the server gets a [`BlockServer`] (its grants and its subscriptions), which lives as long
 //! as the block, not an instance.
 //!
-//! What a block publishes goes through its [`outbox`]: held (bounded in bytes) until the server
-//! confirmed it, sent again after an outage, in order. `subscribe` and `request` fail with
-//! `not-connected` while the host is disconnected (a subscription is kept and resumes on
-//! reconnection).
+//! What a block publishes goes through its [`outbox`]: held (bounded in bytes, in memory or
+//! spilled to disk) until the server confirmed it, sent again after an outage, in order.
+//! `subscribe` and `request` fail with `not-connected` while the host is disconnected (a
+//! subscription is kept and resumes on reconnection).
 //!
 //! Invariants: no broker wait runs without a timeout; every task (subscription readers, the
 //! outbox's flusher, cluster servers, durable consumers) is tracked and joined on shutdown.
@@ -328,11 +328,14 @@ pub struct BlockServerSpec {
     pub outbox_bytes: usize,
     /// Publish through JetStream, done when the stream acknowledged.
     pub publish_to_stream: bool,
+    /// The block's outbox when it spills to disk ([`Outbox::for_block`]); `None`: a new one in
+    /// memory.
+    pub spilled: Option<Arc<Outbox>>,
 }
 
 impl BlockServer {
     /// The server side of a block: its grants, where its subscriptions deliver, and its outbox
-    /// (whose flusher starts now).
+    /// (whose flusher starts now, and for a spilled outbox its syncer).
     pub fn new(
         link: Arc<ServerLink>,
         spec: BlockServerSpec,
@@ -341,7 +344,10 @@ impl BlockServer {
     ) -> Arc<Self> {
         let nuid = link.client().new_inbox();
         let nuid = nuid.rsplit('.').next().unwrap_or_default();
-        let outbox = Outbox::new(spec.outbox_bytes, spec.publish_to_stream, status.clone(), nuid);
+        let outbox = match spec.spilled {
+            Some(outbox) => outbox,
+            None => Outbox::new(spec.outbox_bytes, spec.publish_to_stream, status.clone(), nuid),
+        };
         let server = Arc::new(Self {
             link: link.clone(),
             grants: Mutex::new((spec.publish, spec.subscribe)),
@@ -357,6 +363,9 @@ impl BlockServer {
             flush_rest: CancellationToken::new(),
             flush_give_up: CancellationToken::new(),
         });
+        if outbox.spills() {
+            server.flushing.spawn(outbox::syncer(outbox.clone()));
+        }
         server.flushing.spawn(outbox::flusher(outbox, link, server.flush_rest.clone(), server.flush_give_up.clone()));
         server
     }

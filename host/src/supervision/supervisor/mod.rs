@@ -20,10 +20,11 @@ use wasmtime::Engine;
 
 use crate::bindings::BlockState;
 use crate::block::component::BlockComponent;
-use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF};
+use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF, OutboxMode};
 use crate::deps::Graph;
 use crate::error::{CallError, RunError};
 use crate::io::net::NetHub;
+use crate::io::server::outbox::Outbox;
 use crate::io::server::{BlockServer, BlockServerSpec, ServerLink};
 use crate::manifest::{BlockSpec, Manifest};
 use crate::restart::{GiveUp, Restart, jitter};
@@ -176,6 +177,12 @@ impl Supervisor {
             _ => None,
         };
         let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
+        let spilled = match (&self.server, spec.outbox) {
+            (Some(link), OutboxMode::Disk) => {
+                Some(Outbox::for_block(link, &self.links.settings, &spec, &status).await?)
+            }
+            _ => None,
+        };
         let server = self.server.clone().map(|link| {
             let server = BlockServer::new(
                 link.clone(),
@@ -185,6 +192,7 @@ impl Supervisor {
                     max_subscriptions: spec.limits.max_subscriptions,
                     outbox_bytes: spec.limits.outbox_bytes,
                     publish_to_stream: spec.publish_to_stream,
+                    spilled,
                 },
                 bag_queue.clone(),
                 status.clone(),
