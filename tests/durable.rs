@@ -1,6 +1,9 @@
 //! Durable blocks against a real NATS server with JetStream (each test starts its own): a dead
 //! letter goes to the cluster's dead-letter stream and its bag is acknowledged, so it is never
-//! delivered again; a message that can never be a bag is terminated; a bag on the consumer's
+//! delivered again, and it is a dead letter of its host too (counted, listed by the admin
+//! endpoint, sent to the dead-letter block), once; a bag too big for the server's `max_payload`
+//! once wrapped as a dead letter is stored cut, and counted; a message that can never be a bag is
+//! terminated; a bag on the consumer's
 //! last delivery (`max_deliver`) goes to the dead letters without reaching the block; bags sent to a durable
 //! block while its host starts are queued, never `unknown-target`; a durable block whose host is
 //! killed three times mid-stream processes every bag at least once, its duplicates counted.
@@ -18,6 +21,40 @@ fn start(dir: &BlockDir, nats: &Nats) -> Bagpipe {
     let report = dir.report_path().display().to_string();
     Bagpipe::run_with(BIN, dir, &["--server", &nats.url(), "--report", &report])
 }
+
+/// [`start`], with the admin endpoint on a free port, and its address.
+async fn start_with_admin(dir: &BlockDir, nats: &Nats) -> (Bagpipe, String) {
+    let report = dir.report_path().display().to_string();
+    let mut host =
+        Bagpipe::run_with(BIN, dir, &["--server", &nats.url(), "--report", &report, "--admin", "127.0.0.1:0"]);
+    let addr = host.admin_addr().await;
+    host.log_record(Want::event("consuming_stream").block("store")).await;
+    (host, addr)
+}
+
+/// The admin endpoint's `/dead-letters`.
+async fn dead_letters_of(addr: &str) -> Value {
+    let page = bagpipe::admin_get(addr, "/dead-letters").await.expect("/dead-letters");
+    serde_json::from_str(&page).unwrap_or_else(|e| panic!("{e}: {page}"))
+}
+
+/// The event among `seen` (the host's events read so far) that fits `pred`, or else the next one
+/// that does (what is read meanwhile joins `seen`).
+async fn event_where(host: &mut Bagpipe, seen: &mut Vec<Value>, pred: impl Fn(&Value) -> bool) -> Value {
+    if let Some(event) = seen.iter().find(|e| pred(e)) {
+        return event.clone();
+    }
+    seen.extend(host.wait_for(1, &pred).await);
+    seen.last().cloned().expect("the awaited event")
+}
+
+/// Whether `event` is a bag the dead-letter block `dlq` (a `recorder`) printed.
+fn at_dlq(event: &Value) -> bool {
+    event["event"] == "bag" && event["block"] == "dlq"
+}
+
+/// A dead-letter block (`recorder`, responsibility `dlq`) for a manifest's end.
+const DLQ_BLOCK: &str = "[[block]]\nname = \"recorder\"\nresponsibility = \"dlq\"\n";
 
 /// Starts a host and waits until its durable block `store` takes from its stream.
 async fn start_store(dir: &BlockDir, nats: &Nats) -> Bagpipe {
@@ -55,16 +92,29 @@ fn tally(seen: &mut BTreeMap<u64, u64>, events: &[Value]) {
 async fn a_dead_letter_of_a_durable_block_lands_in_the_dead_letter_stream_and_is_not_delivered_again() {
     let nats = Nats::start(true).await;
     let js = jetstream_of(&nats).await;
-    let store = BlockDir::from_manifest(
-        "[host]\ncluster = \"dlq\"\n\n\
-         [[block]]\nname = \"modelled\"\nresponsibility = \"store\"\ndurable = true\nmax_attempts = 2\n",
-    );
-    let mut host = start_store(&store, &nats).await;
+    let store = BlockDir::from_manifest(&format!(
+        "[host]\ncluster = \"dlq\"\ndead_letters = \"dlq\"\n\n\
+         [[block]]\nname = \"modelled\"\nresponsibility = \"store\"\ndurable = true\nmax_attempts = 2\n\n{DLQ_BLOCK}"
+    ));
+    let (mut host, admin) = start_with_admin(&store, &nats).await;
     let refused = r#"{"s":"t","k":1,"kind":"err"}"#;
     put(&js, "bagpipe.dlq.durable.store", refused).await;
     put(&js, "bagpipe.dlq.durable.store", r#"{"s":"t","k":2,"kind":"ok"}"#).await;
     host.log_record(Want::event("dead_letter_stored").block("store")).await;
-    host.wait_for(1, |e| e["event"] == "got" && e["bag"]["k"] == 2).await;
+    let mut seen = host.wait_for(1, |e| e["event"] == "got" && e["bag"]["k"] == 2).await;
+
+    // A dead letter of this host too: listed by the admin endpoint, logged, and sent to the
+    // dead-letter block.
+    let listed = dead_letters_of(&admin).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    let kept = &listed["kept"][0];
+    assert_eq!(kept["block"], "store", "{listed}");
+    assert_eq!(kept["component"], "modelled", "{listed}");
+    assert_eq!(kept["attempts"], 2, "{listed}");
+    assert_eq!(kept["bag"]["k"], 1, "{listed}");
+    let forwarded = event_where(&mut host, &mut seen, at_dlq).await;
+    assert_eq!(forwarded["bag"]["block"], "store");
+    assert_eq!(forwarded["bag"]["bag"]["k"], 1);
 
     // The dead letter: the bag as it was sent, why and where from in its headers.
     let dead = within(js.get_stream("BAGPIPE-DEAD_dlq")).await.expect("the dead-letter stream");
@@ -86,6 +136,11 @@ async fn a_dead_letter_of_a_durable_block_lands_in_the_dead_letter_stream_and_is
     assert_eq!(report.count("store", "dead_letters"), 1);
     assert_eq!(report.count("store", "failed"), 2);
     assert_eq!(report.count("store", "redelivered"), 0);
+    assert_eq!(report.count("store", "dead_letters_cut"), 0);
+    // Once each: recorded, logged, sent on.
+    assert_eq!(report.dead_letters().len(), 1, "{:#}", report.0);
+    assert_eq!(first.log_events("dead_letter").len(), 1, "{}", first.stderr);
+    assert_eq!(first.bags_of("dlq").len(), 1, "{}", first.stderr);
 
     // After a restart the block gets what is sent next, and never the dead letter again.
     let mut host = start_store(&store, &nats).await;
@@ -145,10 +200,10 @@ async fn a_bag_on_its_last_delivery_goes_to_the_dead_letters_without_reaching_th
     // `max_attempts = 1`: the consumer delivers a bag at most 1 × 4 + 1 = 5 times.
     let nats = Nats::start(true).await;
     let js = jetstream_of(&nats).await;
-    let store = BlockDir::from_manifest(
-        "[host]\ncluster = \"last\"\n\n\
-         [[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\nmax_attempts = 1\n",
-    );
+    let store = BlockDir::from_manifest(&format!(
+        "[host]\ncluster = \"last\"\ndead_letters = \"dlq\"\n\n\
+         [[block]]\nname = \"recorder\"\nresponsibility = \"store\"\ndurable = true\nmax_attempts = 1\n\n{DLQ_BLOCK}"
+    ));
     let host = start_store(&store, &nats).await;
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
@@ -165,8 +220,15 @@ async fn a_bag_on_its_last_delivery_goes_to_the_dead_letters_without_reaching_th
         assert_eq!(message.info().expect("info").delivered, delivery);
         within(message.double_ack_with(jetstream::AckKind::Nak(None))).await.expect("nak");
     }
-    let mut host = start_store(&store, &nats).await;
+    let (mut host, admin) = start_with_admin(&store, &nats).await;
     host.log_record(Want::event("dead_letter_stored").block("store")).await;
+    // A dead letter of this host too, as one of a local block is.
+    let listed = dead_letters_of(&admin).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(listed["kept"][0]["bag"]["n"], 1, "{listed}");
+    assert_eq!(listed["kept"][0]["attempts"], 0, "{listed}");
+    let forwarded = event_where(&mut host, &mut Vec::new(), at_dlq).await;
+    assert_eq!(forwarded["bag"]["bag"]["n"], 1);
     put(&js, "bagpipe.last.durable.store", r#"{"n":2}"#).await;
     host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["n"] == 2).await;
     host.signal(libc::SIGTERM);
@@ -176,11 +238,63 @@ async fn a_bag_on_its_last_delivery_goes_to_the_dead_letters_without_reaching_th
     assert_eq!(ns, [2], "the bag on its last delivery never reached the block");
     let report = store.report();
     assert_eq!((report.count("store", "dead_letters"), report.count("store", "redelivered")), (1, 1));
+    let letters = report.dead_letters();
+    assert_eq!(letters.len(), 1, "{:#}", report.0);
+    assert!(letters[0]["error"].as_str().is_some_and(|e| e.contains("delivered 5 times")), "{:?}", letters[0]);
+    assert_eq!(out.log_events("dead_letter").len(), 1, "{}", out.stderr);
+    assert_eq!(out.bags_of("dlq").len(), 1, "{}", out.stderr);
     let dead = within(js.get_stream("BAGPIPE-DEAD_last")).await.expect("the dead-letter stream");
     let letter = within(dead.get_raw_message(1)).await.expect("the dead letter");
     assert_eq!(letter.payload.as_ref(), br#"{"n":1}"#);
     assert_eq!(letter.headers.get("Bagpipe-Delivered").map(|v| v.as_str()), Some("5"));
     assert_eq!(backlog(&js, "BAGPIPE_last_store").await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_dead_letter_too_big_for_max_payload_once_wrapped_is_stored_cut_and_counted() {
+    const MAX_PAYLOAD: usize = 2048;
+    let nats = Nats::start_with_config(true, &format!("max_payload: {MAX_PAYLOAD}\n")).await;
+    let js = jetstream_of(&nats).await;
+    let store = BlockDir::from_manifest(&format!(
+        "[host]\ncluster = \"cut\"\ndead_letters = \"dlq\"\n\n\
+         [[block]]\nname = \"modelled\"\nresponsibility = \"store\"\ndurable = true\nmax_attempts = 1\n\n{DLQ_BLOCK}"
+    ));
+    let mut host = start_store(&store, &nats).await;
+    // Within max_payload as it is, past it with the dead letter's headers.
+    let head = r#"{"s":"t","k":1,"kind":"err","pad":""#;
+    let refused = format!("{head}{}\"}}", "x".repeat(MAX_PAYLOAD - 48 - head.len()));
+    assert_eq!(refused.len(), MAX_PAYLOAD - 46);
+    put(&js, "bagpipe.cut.durable.store", &refused).await;
+    put(&js, "bagpipe.cut.durable.store", r#"{"s":"t","k":2,"kind":"ok"}"#).await;
+    host.log_records(&[
+        Want::event("dead_letter_cut").block("store"),
+        Want::event("dead_letter_stored").block("store"),
+    ])
+    .await;
+    let mut seen = host.wait_for(1, |e| e["event"] == "got" && e["bag"]["k"] == 2).await;
+    // The dead-letter block has the whole bag.
+    let forwarded = event_where(&mut host, &mut seen, at_dlq).await;
+    assert_eq!(forwarded["bag"]["bag"]["pad"].as_str().map(str::len), Some(refused.len() - head.len() - 2));
+
+    // The stream holds what fits, marked with the bag's whole size.
+    let dead = within(js.get_stream("BAGPIPE-DEAD_cut")).await.expect("the dead-letter stream");
+    let letter = within(dead.get_raw_message(1)).await.expect("the dead letter");
+    let header = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert_eq!(header("Bagpipe-Cut"), refused.len().to_string());
+    assert_eq!(header("Bagpipe-Block"), "store");
+    assert!(!letter.payload.is_empty() && letter.payload.len() < refused.len(), "{}", letter.payload.len());
+    assert!(refused.as_bytes().starts_with(&letter.payload), "the bag's first bytes");
+    // Acknowledged once stored: not delivered again.
+    assert_eq!(backlog(&js, "BAGPIPE_cut_store").await, (0, 0));
+
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = store.report();
+    assert_eq!((report.count("store", "dead_letters"), report.count("store", "dead_letters_cut")), (1, 1));
+    assert_eq!(report.count("store", "redelivered"), 0);
+    assert_eq!(report.dead_letters().len(), 1);
+    assert_eq!(out.log_events("dead_letter_cut").len(), 1, "{}", out.stderr);
 }
 
 #[tokio::test]

@@ -276,6 +276,7 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("dead_letters", "Bags given up on after faulting.", |s| s.dead_letters),
         ("returned", "Durable bags still queued at the end, left to their stream.", |s| s.returned),
         ("redelivered", "Durable bags their stream delivered again.", |s| s.redelivered),
+        ("dead_letters_cut", "Durable dead letters cut to fit the server's max_payload.", |s| s.dead_letters_cut),
         ("publish_busy", "Publishes refused because the outbox was full.", |s| s.publish_busy),
         ("publish_retries", "Published messages sent again, unconfirmed by the server.", |s| s.publish_retries),
         ("publish_dropped", "Published messages never confirmed, left when the block ended.", |s| s.publish_dropped),

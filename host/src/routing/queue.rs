@@ -111,7 +111,8 @@ impl Envelope {
     }
 
     /// Marks a durable bag as a dead letter: the consumer stores it in the cluster's dead-letter
-    /// stream, and only then acknowledges it. Other envelopes need nothing.
+    /// stream, then counts and records it with the host's dead letters, and only then
+    /// acknowledges it. Other envelopes need nothing.
     pub fn dead(&self, error: &str, attempts: u32) {
         if let Envelope::Durable { receipt, .. } = self {
             receipt.settle(Settled::Dead { error: error.to_owned(), attempts });

@@ -103,6 +103,9 @@ pub struct Counters {
     /// Durable bags its stream delivered again (a host crashed, or gave them back, before they
     /// were settled): the block may see them twice.
     pub redelivered: AtomicU64,
+    /// Durable dead letters whose bag, with the dead letter's headers, passed the server's
+    /// `max_payload`: the dead-letter stream holds the first bytes that fit.
+    pub dead_letters_cut: AtomicU64,
     /// Publishes refused because the outbox was full (`busy`).
     pub publish_busy: AtomicU64,
     /// Published messages sent again because the server had not confirmed them.
@@ -229,6 +232,7 @@ impl BlockStatus {
             queue_high_water: get(&c.queue_high_water),
             returned: get(&c.returned),
             redelivered: get(&c.redelivered),
+            dead_letters_cut: get(&c.dead_letters_cut),
             publish_busy: get(&c.publish_busy),
             publish_retries: get(&c.publish_retries),
             publish_dropped: get(&c.publish_dropped),
@@ -326,6 +330,9 @@ pub struct StatsSnapshot {
     /// See [`Counters::redelivered`].
     #[serde(default)]
     pub redelivered: u64,
+    /// See [`Counters::dead_letters_cut`].
+    #[serde(default)]
+    pub dead_letters_cut: u64,
     /// See [`Counters::publish_busy`].
     #[serde(default)]
     pub publish_busy: u64,

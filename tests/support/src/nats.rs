@@ -14,13 +14,30 @@ pub struct Nats {
     pub port: u16,
     store: tempfile::TempDir,
     jetstream: bool,
+    /// A configuration file, if the test gave one.
+    config: Option<std::path::PathBuf>,
 }
 
 impl Nats {
     /// Starts a server on a free port, with JetStream when `jetstream`.
     pub async fn start(jetstream: bool) -> Self {
+        Self::start_configured(jetstream, None).await
+    }
+
+    /// Starts a server as [`Nats::start`] does, with `config` as its configuration file (for
+    /// settings no option sets, such as `max_payload: 4096`).
+    pub async fn start_with_config(jetstream: bool, config: &str) -> Self {
+        Self::start_configured(jetstream, Some(config)).await
+    }
+
+    async fn start_configured(jetstream: bool, config: Option<&str>) -> Self {
         let store = tempfile::tempdir().expect("store dir");
-        let mut nats = Self { child: None, port: 0, store, jetstream };
+        let config = config.map(|text| {
+            let path = store.path().join("nats.conf");
+            std::fs::write(&path, text).expect("writing the server's configuration");
+            path
+        });
+        let mut nats = Self { child: None, port: 0, store, jetstream, config };
         nats.spawn("-1").await;
         nats
     }
@@ -73,6 +90,10 @@ impl Nats {
 
     async fn spawn(&mut self, port: &str) {
         let mut cmd = tokio::process::Command::new("nats-server");
+        if let Some(config) = &self.config {
+            // Before the options, which win over the file.
+            cmd.arg("-c").arg(config);
+        }
         cmd.args(["-a", "127.0.0.1", "-p", port]);
         if self.jetstream {
             cmd.arg("-js").arg("-sd").arg(self.store.path());

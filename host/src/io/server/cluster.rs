@@ -24,7 +24,10 @@ use crate::routing::queue::{BlockQueue, Envelope, Refusal};
 use crate::stats::Counters;
 use std::future::IntoFuture as _;
 
+mod dead;
 pub mod durable;
+
+pub use dead::HostDeadLetters;
 
 /// A responsibility as one subject token (and stream name part): letters, digits, `-` and `_`
 /// stay, anything else becomes `_xx` (its bytes in hex).

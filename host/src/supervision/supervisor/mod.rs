@@ -24,6 +24,7 @@ use crate::defaults::{FINISH_REQUESTS, INIT_RETRY_BACKOFF, OutboxMode};
 use crate::deps::Graph;
 use crate::error::{CallError, RunError};
 use crate::io::net::NetHub;
+use crate::io::server::cluster::HostDeadLetters;
 use crate::io::server::outbox::Outbox;
 use crate::io::server::{BlockServer, BlockServerSpec, ServerLink};
 use crate::manifest::{BlockSpec, Manifest};
@@ -199,7 +200,9 @@ impl Supervisor {
             );
             if let Some(cluster) = &link.cluster {
                 if spec.durable {
-                    server.serve_durable(cluster, spec.limits.queue, spec.policy.max_attempts);
+                    let dead_letters =
+                        HostDeadLetters { letters: self.dead_letters.clone(), router: self.router.clone() };
+                    server.serve_durable(cluster, spec.limits.queue, spec.policy.max_attempts, dead_letters);
                 } else {
                     server.serve_cluster(cluster, self.links.settings.enqueue_timeout);
                 }

@@ -118,8 +118,12 @@ impl BlockTask {
 
     pub(super) fn dead_letter(&self, bag: Envelope, error: String, attempts: u32) {
         // Given up on here: a durable one goes to the cluster's dead-letter stream, and is
-        // acknowledged (not delivered again and again) once that stream stored it.
-        bag.dead(&error, attempts);
+        // acknowledged (not delivered again and again) once that stream stored it. Its server
+        // side counts and records it then, once, as it does a bag on its last delivery.
+        if matches!(bag, Envelope::Durable { .. }) {
+            bag.dead(&error, attempts);
+            return;
+        }
         Counters::bump(&self.parts.status.counters.dead_letters);
         let letter = DeadLetter {
             at_ms: now_ms(),

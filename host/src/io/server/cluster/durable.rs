@@ -5,9 +5,10 @@
 //! durable pull consumer that every host running the block shares. A bag taken from it is held
 //! with its [`Receipt`] (kept alive with progress acks while it waits in the block's queue) and
 //! settled when the receipt is: done → acknowledged; dead → published to the cluster's
-//! dead-letter stream ([`dead_stream_name`], on [`dead_subject`]) and acknowledged only once that
-//! stream stored it (when it did not, the bag stays unacknowledged and is delivered again);
-//! dropped unsettled → left to its stream, which delivers it again after `durable_ack_wait`.
+//! dead-letter stream, recorded with this host's dead letters, and acknowledged only once that
+//! stream stored it (when it did not, the bag stays unacknowledged and is delivered again; see
+//! [`super::dead`]); dropped unsettled → left to its stream, which delivers it again after
+//! `durable_ack_wait`.
 //!
 //! A message that can never be a bag here (not UTF-8, not a JSON object, too large, ...) is
 //! terminated (`term`: never delivered again), counted by the queue as a refusal. Deliveries
@@ -20,7 +21,6 @@
 //! block of this host has its stream made by whichever comes first, its consumer or a sender of
 //! this host, so that bags sent to it while it starts are never told `unknown-target`.
 
-use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -31,12 +31,10 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{dead_stream_name, dead_subject, durable_subject, stream_name, token};
+use super::dead::{HostDeadLetters, dead_stream};
+use super::{dead_stream_name, durable_subject, stream_name, token};
 use crate::bindings::EnqueueError;
-use crate::defaults::{
-    DURABLE_ABSENT_CACHE, DURABLE_DEAD_ERROR_BYTES, DURABLE_DELIVERIES_PER_ATTEMPT, DURABLE_RETRY,
-    STREAM_LOOKUP_TIMEOUT,
-};
+use crate::defaults::{DURABLE_ABSENT_CACHE, DURABLE_DELIVERIES_PER_ATTEMPT, DURABLE_RETRY, STREAM_LOOKUP_TIMEOUT};
 use crate::io::server::{BlockServer, ServerLink, bounded};
 use crate::routing::queue::{BlockQueue, Envelope, Receipt, Refusal, Settled};
 use crate::stats::Counters;
@@ -68,16 +66,6 @@ fn durable_stream(cluster: &str, responsibility: &str) -> jetstream::stream::Con
         name: stream_name(cluster, responsibility),
         subjects: vec![durable_subject(cluster, responsibility)],
         retention: jetstream::stream::RetentionPolicy::WorkQueue,
-        ..Default::default()
-    }
-}
-
-/// The cluster's dead-letter stream: kept (limits retention) until someone deals with them. An
-/// operator may change its limits; an existing stream is left as it is.
-fn dead_stream(cluster: &str) -> jetstream::stream::Config {
-    jetstream::stream::Config {
-        name: dead_stream_name(cluster),
-        subjects: vec![format!("bagpipe.{}.dead.*", token(cluster))],
         ..Default::default()
     }
 }
@@ -135,6 +123,8 @@ struct Feed {
     capacity: usize,
     /// See [`max_deliver`].
     max_deliver: i64,
+    /// Where its dead letters are recorded once their stream stored them.
+    dead_letters: HostDeadLetters,
 }
 
 impl BlockServer {
@@ -142,13 +132,25 @@ impl BlockServer {
     /// flight per queue slot; each is settled once its receipt is (the block is done with it).
     /// What is held outlives a consumer that failed or a queue that closed: it is still kept
     /// alive and settled until the block's server side shuts down. From now on, senders of this
-    /// host make the block's stream if it is missing.
-    pub fn serve_durable(self: &Arc<Self>, cluster: &str, capacity: usize, max_attempts: u32) {
+    /// host make the block's stream if it is missing. Its dead letters join `dead_letters` once
+    /// the dead-letter stream stored them.
+    pub fn serve_durable(
+        self: &Arc<Self>,
+        cluster: &str,
+        capacity: usize,
+        max_attempts: u32,
+        dead_letters: HostDeadLetters,
+    ) {
         let Some(queue) = self.queue.clone() else { return };
         let responsibility = self.status.responsibility.clone();
         self.link.know(stream_name(cluster, &responsibility), Known::Here);
-        let feed =
-            Feed { cluster: cluster.to_owned(), responsibility, capacity, max_deliver: max_deliver(max_attempts) };
+        let feed = Feed {
+            cluster: cluster.to_owned(),
+            responsibility,
+            capacity,
+            max_deliver: max_deliver(max_attempts),
+            dead_letters,
+        };
         let me = self.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
@@ -298,9 +300,8 @@ impl BlockServer {
         let error = format!(
             "delivered {delivered} times without being settled (the hosts that took it crashed or gave it back)"
         );
-        Counters::bump(&self.status.counters.dead_letters);
-        tracing::warn!(event = "dead_letter", block = %self.status.responsibility, attempts = 0, "dead letter: a durable bag {error}");
-        if let Err(e) = self.store_dead(feed, &message, &error, 0).await {
+        // Counted, listed and logged as a dead letter once its stream stored it.
+        if let Err(e) = self.store_dead(&feed.cluster, &feed.dead_letters, &message, &error, 0).await {
             tracing::error!(
                 event = "dead_letter_not_stored",
                 block = %self.status.responsibility,
@@ -341,7 +342,7 @@ impl BlockServer {
                 }
             }
             Some(Settled::Dead { error, attempts }) => {
-                if let Err(e) = self.store_dead(feed, &message, &error, attempts).await {
+                if let Err(e) = self.store_dead(&feed.cluster, &feed.dead_letters, &message, &error, attempts).await {
                     tracing::warn!(
                         event = "dead_letter_not_stored",
                         block = %self.status.responsibility,
@@ -352,72 +353,6 @@ impl BlockServer {
             }
         }
     }
-
-    /// Stores `message` in the cluster's dead-letter stream (the bag as it came, the why in
-    /// headers), and acknowledges it once the stream did. When the stream did not, it is left
-    /// unacknowledged.
-    async fn store_dead(
-        &self,
-        feed: &Feed,
-        message: &jetstream::Message,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), String> {
-        self.publish_dead(feed, message, error, attempts).await?;
-        // Confirmed (a rare event); should it fail, the bag is delivered again and stored again,
-        // which the dead-letter stream keeps once (`Nats-Msg-Id`).
-        if let Err(e) = bounded(message.double_ack()).await {
-            tracing::warn!("acknowledging a dead letter failed (it will be delivered again): {e}");
-        }
-        let dead = dead_stream_name(&feed.cluster);
-        tracing::info!(event = "dead_letter_stored", block = %self.status.responsibility, stream = %dead, "a dead letter is in the stream `{dead}`");
-        Ok(())
-    }
-
-    async fn publish_dead(
-        &self,
-        feed: &Feed,
-        message: &jetstream::Message,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), String> {
-        let mut headers = async_nats::HeaderMap::new();
-        let info = message.info().ok();
-        if let Some(info) = &info {
-            // A dead letter stored again (its acknowledgement was lost) is kept once.
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:{}", info.stream, info.stream_sequence));
-            headers.insert("Bagpipe-Delivered", info.delivered.to_string());
-        }
-        headers.insert("Bagpipe-Block", header_text(&self.status.responsibility));
-        headers.insert("Bagpipe-Component", header_text(&self.status.name));
-        headers.insert("Bagpipe-Error", header_text(error));
-        headers.insert("Bagpipe-Attempts", attempts.to_string());
-        let js = jetstream::new(self.link.client().clone());
-        let subject = dead_subject(&feed.cluster, &feed.responsibility);
-        let publish = || async {
-            let ack =
-                bounded(js.publish_with_headers(subject.clone(), headers.clone(), message.payload.clone())).await?;
-            bounded(ack.into_future()).await.map(drop)
-        };
-        if publish().await.is_ok() {
-            return Ok(());
-        }
-        // Its stream may be gone (an operator deleted it): made again, and tried once more.
-        bounded(js.get_or_create_stream(dead_stream(&feed.cluster))).await?;
-        publish().await
-    }
-}
-
-/// `text` as a header value: one line, at most [`DURABLE_DEAD_ERROR_BYTES`].
-fn header_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(DURABLE_DEAD_ERROR_BYTES));
-    for c in text.chars().map(|c| if c.is_control() { ' ' } else { c }) {
-        if out.len() + c.len_utf8() > DURABLE_DEAD_ERROR_BYTES {
-            break;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// How a consumer of a durable stream ended without an error.
@@ -471,14 +406,6 @@ mod tests {
         assert_eq!(max_deliver(0), max_deliver(1));
         assert_eq!(max_deliver(1), i64::from(DURABLE_DELIVERIES_PER_ATTEMPT) + 1);
         assert_eq!(max_deliver(1000), 1000 * i64::from(DURABLE_DELIVERIES_PER_ATTEMPT) + 1);
-    }
-
-    #[test]
-    fn header_text_is_one_line_within_its_limit() {
-        assert_eq!(header_text("trap:\nline 2\r\n"), "trap: line 2  ");
-        let long = "é".repeat(DURABLE_DEAD_ERROR_BYTES);
-        let cut = header_text(&long);
-        assert!(cut.len() <= DURABLE_DEAD_ERROR_BYTES && cut.len() > DURABLE_DEAD_ERROR_BYTES - 2);
     }
 
     #[test]
