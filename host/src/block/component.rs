@@ -127,7 +127,10 @@ impl BlockComponent {
         let status = Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue));
         let parts = BlockParts {
             log_rate: Arc::new(LogRate::new(crate::defaults::Limits::default().log_lines_per_sec, status.clone())),
-            output_pace: Arc::new(OutputPace::new(crate::defaults::Limits::default().output_bytes_per_sec, status.clone())),
+            output_pace: Arc::new(OutputPace::new(
+                crate::defaults::Limits::default().output_bytes_per_sec,
+                status.clone(),
+            )),
             status,
             links: Links::detached(),
             net: None,

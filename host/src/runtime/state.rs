@@ -51,13 +51,7 @@ impl Sandbox {
         // Host-side objects a guest can create (pollables, streams) live outside its linear
         // memory limit; this bounds them.
         table.set_max_capacity(MAX_RESOURCES);
-        Self {
-            wasi,
-            table,
-            clock,
-            memory: MemoryLimit::new(limits.memory_bytes),
-            stderr,
-        }
+        Self { wasi, table, clock, memory: MemoryLimit::new(limits.memory_bytes), stderr }
     }
 
     /// Before a call: the clock starts, and what explains a fault is forgotten.
