@@ -346,3 +346,41 @@ async fn a_swap_during_an_outage_keeps_what_waits_in_the_outbox() {
     assert_eq!(report.count("relay", "swaps"), 1);
     assert_eq!(report.count("relay", "publish_dropped"), 0, "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn publish_to_stream_can_name_the_subjects_that_go_through_the_stream() {
+    // One stream holds both subjects; only `audit.>` is published through JetStream (with a
+    // message id and the stream's acknowledgement), `core.>` as plain NATS, which the stream
+    // stores without an id. Both reach it, each the way the manifest says.
+    let nats = Nats::start(true).await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BOTH".into(),
+        subjects: vec!["core.>".into(), "audit.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"courier\"\nresponsibility = \"relay\"\nafter = []\npublish = [\"core.>\", \"audit.>\"]\n\
+         publish_to_stream = [\"audit.>\"]\n[block.config]\npublish = \"core.run\"\ncount = 3\nforward = \"audit.bags\"\n\n\
+         [[block]]\nname = \"bench_source\"\nafter = [\"relay\"]\n[block.config]\nto = \"relay\"\ncount = 3\n",
+    );
+    let mut host = start(&dir, &nats);
+    host.wait_for(1, |e| e["event"] == "bag" && e["bag"]["last"] == true).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    assert_eq!(dir.report().count("relay", "published"), 6, "{}", out.stderr);
+    let mut stream = js.get_stream("BOTH").await.expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut seen = BTreeMap::new();
+    for seq in 1..=last {
+        let message = stream.get_raw_message(seq).await.expect("stored");
+        let id = message.headers.get("Nats-Msg-Id").is_some();
+        *seen.entry((message.subject.to_string(), id)).or_insert(0) += 1;
+    }
+    let expected = BTreeMap::from([(("audit.bags".to_owned(), true), 3), (("core.run".to_owned(), false), 3)]);
+    assert_eq!(seen, expected, "audit.> through JetStream (with ids), core.> plain");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BlockSpec, Listen, Locator};
+use super::{BlockSpec, Listen, Locator, ToStream};
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, Limits, MAX_MEMORY_BYTES, OutboxMode, Policy, STAMP_BYTES};
 use crate::error::ManifestError;
 use crate::restart::{GiveUp, Restart};
@@ -48,7 +48,7 @@ pub(super) struct RawBlock {
     control: Option<Spanned<Vec<String>>>,
     durable: Option<bool>,
     shared: Option<bool>,
-    publish_to_stream: Option<bool>,
+    publish_to_stream: Option<Spanned<toml::Value>>,
     outbox: Option<OutboxMode>,
 }
 
@@ -62,6 +62,7 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         None => 0,
     };
     let Grants { listen, connect, publish, subscribe } = grants(at, &raw)?;
+    let publish_to_stream = to_stream(at, &raw, &publish)?;
     Ok(BlockSpec {
         name,
         responsibility,
@@ -79,7 +80,7 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         control: raw.control.map(Spanned::into_inner).unwrap_or_default(),
         durable: raw.durable.unwrap_or(false),
         shared: raw.shared.unwrap_or(false),
-        publish_to_stream: raw.publish_to_stream.unwrap_or(false),
+        publish_to_stream,
         outbox: raw.outbox.unwrap_or_default(),
         line,
     })
@@ -247,6 +248,36 @@ fn grants(at: &Locator<'_>, raw: &RawBlock) -> Result<Grants, ManifestError> {
     let publish = subjects(at, "publish", &raw.publish)?;
     let subscribe = subjects(at, "subscribe", &raw.subscribe)?;
     Ok(Grants { listen, connect, publish, subscribe })
+}
+
+/// `publish_to_stream`: `true`, `false`, or the subjects (within the `publish` grants) whose
+/// publishes go to a stream.
+fn to_stream(at: &Locator<'_>, raw: &RawBlock, publish: &[String]) -> Result<ToStream, ManifestError> {
+    let Some(value) = &raw.publish_to_stream else { return Ok(ToStream::None) };
+    let key = "publish_to_stream";
+    let refuse = |why: String| at.error(value.span(), key, why);
+    let list = match value.get_ref() {
+        toml::Value::Boolean(false) => return Ok(ToStream::None),
+        toml::Value::Boolean(true) => return Ok(ToStream::All),
+        toml::Value::Array(list) => list,
+        other => return Err(refuse(format!("expected true, false or a list of subjects, found {}", other.type_str()))),
+    };
+    let mut subjects = Vec::with_capacity(list.len());
+    for item in list {
+        let Some(subject) = item.as_str() else {
+            return Err(refuse(format!("expected a list of subjects (strings), found `{item}` in it")));
+        };
+        if !super::subject::valid_subscribe(subject) {
+            return Err(refuse(format!(
+                "`{subject}` is not a subject (tokens separated by dots; * and > as wildcards)"
+            )));
+        }
+        if !publish.iter().any(|grant| super::subject::covers(grant, subject)) {
+            return Err(refuse(format!("`{subject}` is not within the block's `publish` grants")));
+        }
+        subjects.push(subject.to_owned());
+    }
+    Ok(ToStream::Subjects(subjects))
 }
 
 /// A list of subject grants under `key` (NATS wildcards allowed).

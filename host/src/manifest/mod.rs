@@ -91,14 +91,43 @@ pub struct BlockSpec {
     /// Bags to it go through the cluster even from this host, so every host running it shares
     /// the work.
     pub shared: bool,
-    /// What it publishes counts as done only once a JetStream stream acknowledged it
-    /// (at-least-once from `publish` to the stream); otherwise once the server read it.
-    pub publish_to_stream: bool,
+    /// Which of what it publishes counts as done only once a JetStream stream acknowledged it
+    /// (at-least-once from `publish` to the stream); the rest once the server read it.
+    pub publish_to_stream: ToStream,
     /// Where what it publishes waits for the server: in memory, or on disk under the host's
     /// state directory (outliving the host).
     pub outbox: OutboxMode,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
+}
+
+/// Which of a block's publishes go to a JetStream stream (`publish_to_stream`): none (`false`),
+/// all (`true`), or those on the subjects listed (NATS wildcards).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ToStream {
+    /// None: done once the server read them.
+    #[default]
+    None,
+    /// Every publish.
+    All,
+    /// Publishes on these subjects.
+    Subjects(Vec<String>),
+}
+
+impl ToStream {
+    /// Whether a publish on `subject` goes to a stream.
+    pub fn covers(&self, subject: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Subjects(patterns) => patterns.iter().any(|p| subject::covers(p, subject)),
+        }
+    }
+
+    /// Whether any publish may go to a stream.
+    pub fn any(&self) -> bool {
+        !matches!(self, Self::None)
+    }
 }
 
 impl BlockSpec {
@@ -107,7 +136,7 @@ impl BlockSpec {
     /// publishes messages are set up when it is added and change only when the host restarts.
     /// (Its grants change live: see the supervisor's `reconfigure`.)
     pub fn keeping_routing_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
-        let routing = |s: &BlockSpec| (s.durable, s.shared, s.publish_to_stream, s.outbox);
+        let routing = |s: &BlockSpec| (s.durable, s.shared, s.publish_to_stream.clone(), s.outbox);
         let changed = routing(self) != routing(running);
         let mut kept = self.clone();
         (kept.durable, kept.shared, kept.publish_to_stream, kept.outbox) = routing(running);

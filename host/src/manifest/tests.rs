@@ -125,6 +125,24 @@ fn reads_where_the_outbox_keeps_messages_and_the_state_directory() {
     assert_eq!(kept.outbox, OutboxMode::Disk);
 }
 
+#[test]
+fn publish_to_stream_is_all_none_or_the_subjects_listed() {
+    let m = parse(
+        "[[block]]\nname = \"a\"\npublish = [\"logs.>\", \"audit.>\"]\npublish_to_stream = [\"audit.>\"]\n\
+         [[block]]\nname = \"b\"\npublish_to_stream = true\n[[block]]\nname = \"b\"\nresponsibility = \"c\"\n",
+    )
+    .unwrap();
+    let a = &m.blocks[0].publish_to_stream;
+    assert!(a.covers("audit.login") && !a.covers("logs.app"), "{a:?}");
+    assert_eq!(m.blocks[1].publish_to_stream, ToStream::All);
+    assert_eq!(m.blocks[2].publish_to_stream, ToStream::None, "none unless asked");
+    let with = |value: &str| format!("[[block]]\nname = \"a\"\npublish = [\"logs.>\"]\npublish_to_stream = {value}\n");
+    check_err(&with("[\"audit.>\"]"), Some(4), Some("publish_to_stream"), "not within the block's `publish` grants");
+    check_err(&with("[\"logs..x\"]"), Some(4), Some("publish_to_stream"), "is not a subject");
+    check_err(&with("\"yes\""), Some(4), Some("publish_to_stream"), "expected true, false or a list of subjects");
+    check_err(&with("[1]"), Some(4), Some("publish_to_stream"), "found `1` in it");
+}
+
 mod props {
     //! Whatever a manifest says, reading it never panics, and a refusal names the file and a line
     //! and key that are really in it.

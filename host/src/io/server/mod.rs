@@ -326,8 +326,8 @@ pub struct BlockServerSpec {
     pub max_subscriptions: usize,
     /// Bytes its outbox holds.
     pub outbox_bytes: usize,
-    /// Publish through JetStream, done when the stream acknowledged.
-    pub publish_to_stream: bool,
+    /// Which publishes go through JetStream, each done when the stream acknowledged it.
+    pub publish_to_stream: crate::manifest::ToStream,
     /// The block's outbox when it spills to disk ([`Outbox::for_block`]); `None`: a new one in
     /// memory.
     pub spilled: Option<Arc<Outbox>>,

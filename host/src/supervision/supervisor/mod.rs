@@ -192,7 +192,7 @@ impl Supervisor {
                     subscribe: spec.subscribe.clone(),
                     max_subscriptions: spec.limits.max_subscriptions,
                     outbox_bytes: spec.limits.outbox_bytes,
-                    publish_to_stream: spec.publish_to_stream,
+                    publish_to_stream: spec.publish_to_stream.clone(),
                     spilled,
                 },
                 bag_queue.clone(),

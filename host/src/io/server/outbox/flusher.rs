@@ -13,11 +13,9 @@ use crate::io::server::ServerLink;
 /// only what is left (the block is ending), and closes the outbox (in memory, the rest is counted
 /// as dropped; on disk, it stays for the next start).
 pub async fn flusher(outbox: Arc<Outbox>, link: Arc<ServerLink>, stop: CancellationToken, give_up: CancellationToken) {
-    let js = outbox.to_stream.then(|| {
-        let mut js = async_nats::jetstream::new(link.client().clone());
-        js.set_timeout(SERVER_CALL_TIMEOUT);
-        (js, outbox.id_prefix.clone())
-    });
+    let mut js = async_nats::jetstream::new(link.client().clone());
+    js.set_timeout(SERVER_CALL_TIMEOUT);
+    let ids = outbox.id_prefix.clone();
     let mut level = outbox.level.subscribe();
     let mut state = link.state();
     loop {
@@ -37,17 +35,14 @@ pub async fn flusher(outbox: Arc<Outbox>, link: Arc<ServerLink>, stop: Cancellat
         }
         let (batch, failure) = match outbox.front() {
             Ok(batch) if batch.is_empty() => (batch, Some("nothing in the outbox could be read".to_owned())),
-            Ok(batch) => (batch, None),
+            Ok(batch) => (one_kind(batch), None),
             Err(why) => (Vec::new(), Some(why)),
         };
         let (confirmed, failure) = if failure.is_some() {
             (0, failure)
         } else {
             let sent = async {
-                match &js {
-                    Some((js, ids)) => to_stream(js, ids, &batch).await,
-                    None => to_server(&link, &batch).await,
-                }
+                if batch[0].id.is_some() { to_stream(&js, &ids, &batch).await } else { to_server(&link, &batch).await }
             };
             // Giving up mid-batch leaves the batch in the outbox (counted as dropped, or kept on
             // disk, when it closes).
@@ -67,6 +62,15 @@ pub async fn flusher(outbox: Arc<Outbox>, link: Arc<ServerLink>, stop: Cancellat
         }
     }
     outbox.close().await;
+}
+
+/// The messages at the front of `batch` that are sent the same way (all through a stream, or all
+/// core NATS): the rest follows in the next round, so order is kept across the two.
+fn one_kind(mut batch: Vec<Outgoing>) -> Vec<Outgoing> {
+    let stream = batch.first().is_some_and(|m| m.id.is_some());
+    let same = batch.iter().take_while(|m| m.id.is_some() == stream).count();
+    batch.truncate(same);
+    batch
 }
 
 /// Core NATS: writes the batch, then a round trip confirms the server processed all of it.

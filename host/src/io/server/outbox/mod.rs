@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::defaults::{OUTBOX_BATCH, OUTBOX_REPORT_EVERY, SPILL_SYNC};
 use crate::io::server::ServerLink;
+use crate::manifest::ToStream;
 use crate::stats::{BlockStatus, Counters};
 pub use flusher::flusher;
 use spill::{AppendError, Spill};
@@ -43,7 +44,8 @@ struct Outgoing {
     payload: Bytes,
     /// Its number in this outbox, for the stream's duplicate detection.
     seq: u64,
-    /// Its `Nats-Msg-Id` as stored on disk (kept across restarts); `None`: made from `seq`.
+    /// Its `Nats-Msg-Id` when it goes through a stream (on disk, kept across restarts); `None`:
+    /// a core NATS publish.
     id: Option<String>,
 }
 
@@ -117,8 +119,8 @@ pub struct Outbox {
     max_bytes: usize,
     /// Bytes held, to wait on (the flusher for work, the block task for room).
     level: watch::Sender<usize>,
-    /// Publish through JetStream and count a message done only when its stream acknowledged it.
-    to_stream: bool,
+    /// Which messages go through JetStream, each done only when its stream acknowledged it.
+    to_stream: ToStream,
     /// Unique to this outbox (the block and a NUID): with a message's number, its
     /// `Nats-Msg-Id`, so that a stream stores a message sent again only once (within the
     /// stream's duplicate window, two minutes by default).
@@ -136,7 +138,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox of `max_bytes` for the block `status`, in memory.
-    pub fn new(max_bytes: usize, to_stream: bool, status: Arc<BlockStatus>, nuid: &str) -> Arc<Self> {
+    pub fn new(max_bytes: usize, to_stream: ToStream, status: Arc<BlockStatus>, nuid: &str) -> Arc<Self> {
         Self::with_store(Store::Memory(Pending::default()), max_bytes, to_stream, status, nuid)
     }
 
@@ -146,7 +148,7 @@ impl Outbox {
     async fn spilled(
         dir: std::path::PathBuf,
         max_bytes: usize,
-        to_stream: bool,
+        to_stream: ToStream,
         status: Arc<BlockStatus>,
         nuid: &str,
     ) -> anyhow::Result<Arc<Self>> {
@@ -190,12 +192,18 @@ impl Outbox {
         let dir = spill::spill_dir(&state_dir, &spec.responsibility);
         let nuid = link.client().new_inbox();
         let nuid = nuid.rsplit('.').next().unwrap_or_default();
-        Self::spilled(dir, spec.limits.outbox_bytes, spec.publish_to_stream, status.clone(), nuid)
+        Self::spilled(dir, spec.limits.outbox_bytes, spec.publish_to_stream.clone(), status.clone(), nuid)
             .await
             .with_context(|| format!("block `{}`'s outbox", spec.responsibility))
     }
 
-    fn with_store(store: Store, max_bytes: usize, to_stream: bool, status: Arc<BlockStatus>, nuid: &str) -> Arc<Self> {
+    fn with_store(
+        store: Store,
+        max_bytes: usize,
+        to_stream: ToStream,
+        status: Arc<BlockStatus>,
+        nuid: &str,
+    ) -> Arc<Self> {
         let outbox = Arc::new(Self {
             store: Mutex::new(store),
             max_bytes: max_bytes.max(1),
@@ -227,7 +235,9 @@ impl Outbox {
         let mut store = self.lock();
         let refused = match &mut *store {
             Store::Memory(pending) => {
-                let message = Outgoing { subject, payload, seq: pending.taken + 1, id: None };
+                let seq = pending.taken + 1;
+                let id = self.stream_id(&subject, seq);
+                let message = Outgoing { subject, payload, seq, id };
                 if pending.bytes + message.bytes() > self.max_bytes {
                     Some(Busy::Full { held: pending.bytes, max: self.max_bytes })
                 } else {
@@ -238,7 +248,7 @@ impl Outbox {
                 }
             }
             Store::Disk(spill) => {
-                let id = self.to_stream.then(|| format!("{}.{}", self.id_prefix, spill.next_seq()));
+                let id = self.stream_id(&subject, spill.next_seq());
                 match spill.append(subject, payload, id) {
                     Ok(()) => None,
                     Err(AppendError::Full { held }) => Some(Busy::Full { held: held as usize, max: self.max_bytes }),
@@ -258,6 +268,12 @@ impl Outbox {
         drop(store);
         self.written.notify_one();
         Ok(())
+    }
+
+    /// The `Nats-Msg-Id` of message `seq` on `subject` when it goes through a stream: whether
+    /// it does is decided when it is taken, and kept with it.
+    fn stream_id(&self, subject: &str, seq: u64) -> Option<String> {
+        self.to_stream.covers(subject).then(|| format!("{}.{seq}", self.id_prefix))
     }
 
     fn changed(&self, store: &Store) {
