@@ -227,7 +227,7 @@ async fn output_past_its_rate_waits_and_the_wait_is_not_guest_time() {
     // about two seconds in all, in one call of at most 500 ms of guest time. It must wait
     // (paced), not fault, and every line is still written or counted.
     let dir = BlockDir::from_manifest(
-        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 500\noutput_bytes_per_sec = 65536\n\
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 500\nstderr_bytes_per_sec = 65536\n\
          [block.config]\ntry = \"stderr_flood\"\ncount = 100\npad = 2000\n",
     );
     let report = dir.report_path().display().to_string();
@@ -344,7 +344,7 @@ async fn a_stdout_nobody_reads_never_holds_a_block() {
     // its call, the host must stop when asked, and what it could not write is counted.
     use tokio::io::AsyncBufReadExt as _;
     let dir = BlockDir::from_manifest(
-        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 30000\noutput_bytes_per_sec = 1073741824\n\
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 30000\nstdout_bytes_per_sec = 1073741824\n\
          [block.config]\ntry = \"stdout_flood\"\ncount = 30000\n",
     );
     let mut child = raw_bagpipe(&dir);

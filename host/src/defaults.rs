@@ -243,9 +243,10 @@ pub struct Limits {
     pub send_buffer_bytes: usize,
     /// Log lines a second the block may write (its `log` calls and its stderr together).
     pub log_lines_per_sec: u32,
-    /// Bytes a second the block may print (its stdout and stderr together); past it, its writes
-    /// wait.
-    pub output_bytes_per_sec: u64,
+    /// Bytes a second the block may print on stdout; past it, its writes wait.
+    pub stdout_bytes_per_sec: u64,
+    /// Bytes a second the block may write to stderr; past it, its writes wait.
+    pub stderr_bytes_per_sec: u64,
     /// Bytes of published messages the block may have waiting for the server's confirmation.
     pub outbox_bytes: usize,
 }
@@ -263,7 +264,8 @@ impl Default for Limits {
             max_subscriptions: 64,
             send_buffer_bytes: 4 << 20,
             log_lines_per_sec: 200,
-            output_bytes_per_sec: 1 << 20,
+            stdout_bytes_per_sec: 1 << 20,
+            stderr_bytes_per_sec: 64 << 10,
             outbox_bytes: 8 << 20,
         }
     }

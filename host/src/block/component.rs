@@ -19,7 +19,7 @@ use crate::routing::controller::Links;
 use crate::runtime::cache::{ComponentCache, ContentHash};
 use crate::runtime::hooks::{Hooks, Indices, LIFECYCLE, interface};
 use crate::runtime::log_rate::LogRate;
-use crate::runtime::output_pace::OutputPace;
+use crate::runtime::output_pace::Paces;
 use crate::stats::BlockStatus;
 
 /// A compiled, checked block component, ready to instantiate any number of times.
@@ -127,10 +127,7 @@ impl BlockComponent {
         let status = Arc::new(BlockStatus::new("check", "check", self.hooks.enqueue));
         let parts = BlockParts {
             log_rate: Arc::new(LogRate::new(crate::defaults::Limits::default().log_lines_per_sec, status.clone())),
-            output_pace: Arc::new(OutputPace::new(
-                crate::defaults::Limits::default().output_bytes_per_sec,
-                status.clone(),
-            )),
+            output_pace: Paces::new(&crate::defaults::Limits::default(), &status),
             status,
             links: Links::detached(),
             net: None,

@@ -19,7 +19,7 @@ use crate::io::server::{BlockServer, ServerCtx};
 use crate::routing::controller::{ControllerCtx, Links};
 use crate::runtime::hooks::Hooks;
 use crate::runtime::log_rate::LogRate;
-use crate::runtime::output_pace::OutputPace;
+use crate::runtime::output_pace::Paces;
 use crate::runtime::state::Sandbox;
 use crate::stats::BlockStatus;
 
@@ -49,8 +49,8 @@ pub struct BlockParts {
     pub server: Option<Arc<BlockServer>>,
     /// How many log lines it may write (its `log` calls and its stderr together).
     pub log_rate: Arc<LogRate>,
-    /// How many bytes a second it may print (its stdout and stderr together).
-    pub output_pace: Arc<OutputPace>,
+    /// How many bytes a second it may print, on stdout and on stderr.
+    pub output_pace: Paces,
 }
 
 impl BlockCtx {
@@ -58,7 +58,7 @@ impl BlockCtx {
     /// may finish the blocks `control` grants.
     pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits, control: &[String]) -> Self {
         let stdout = parts.links.stdout.for_block(parts.status.clone());
-        let sandbox = Sandbox::new(limits, stdout, parts.log_rate.clone(), parts.output_pace.clone());
+        let sandbox = Sandbox::new(limits, stdout, parts.log_rate.clone(), &parts.output_pace);
         let clock = sandbox.clock.clone();
         let timeout = parts.links.settings.enqueue_timeout;
         let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone())

@@ -29,7 +29,8 @@ pub(super) struct RawBlock {
     max_subscriptions: Option<Spanned<u64>>,
     send_buffer_bytes: Option<Spanned<u64>>,
     log_lines_per_sec: Option<Spanned<u64>>,
-    output_bytes_per_sec: Option<Spanned<u64>>,
+    stdout_bytes_per_sec: Option<Spanned<u64>>,
+    stderr_bytes_per_sec: Option<Spanned<u64>>,
     outbox_bytes: Option<Spanned<u64>>,
     restart: Option<Restart>,
     on_give_up: Option<GiveUp>,
@@ -162,8 +163,11 @@ fn limits(at: &Locator<'_>, raw: &RawBlock) -> Result<Limits, ManifestError> {
     if let Some(v) = &raw.log_lines_per_sec {
         limits.log_lines_per_sec = at.in_range(v, "log_lines_per_sec", 1, 1_000_000)? as u32;
     }
-    if let Some(v) = &raw.output_bytes_per_sec {
-        limits.output_bytes_per_sec = at.in_range(v, "output_bytes_per_sec", 1024, 1 << 30)?;
+    if let Some(v) = &raw.stdout_bytes_per_sec {
+        limits.stdout_bytes_per_sec = at.in_range(v, "stdout_bytes_per_sec", 1024, 1 << 30)?;
+    }
+    if let Some(v) = &raw.stderr_bytes_per_sec {
+        limits.stderr_bytes_per_sec = at.in_range(v, "stderr_bytes_per_sec", 1024, 1 << 30)?;
     }
     if let Some(v) = &raw.outbox_bytes {
         limits.outbox_bytes = at.in_range(v, "outbox_bytes", 1024, 4 << 30)? as usize;

@@ -1,6 +1,6 @@
-//! How fast a block may print: a token bucket of `output_bytes_per_sec` bytes a second (a
-//! second's worth of burst), shared by the guest's stdout and stderr and kept across the block's
-//! instances. A write past it is not dropped: the stream is not ready until the bucket refills, so
+//! How fast a block may print: a token bucket of bytes a second (a second's worth of burst) for
+//! each of its output streams, `stdout_bytes_per_sec` and `stderr_bytes_per_sec`, kept across the
+//! block's instances. A write past it is not dropped: the stream is not ready until the bucket refills, so
 //! the guest waits, as a program waits on a full pipe. That wait is the host waiting on the
 //! guest's behalf (the call's clock is stopped for it, within the call's wait budget); once one
 //! call's waits have run out, its later writes are taken without pacing (the stream's own rules
@@ -10,11 +10,30 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::defaults::OUTPUT_PACE_STEP;
+use crate::defaults::{Limits, OUTPUT_PACE_STEP};
 use crate::runtime::clock::CallClock;
 use crate::stats::{BlockStatus, Counters};
 
-/// One block's output budget.
+/// One block's budgets for its stdout and its stderr.
+#[derive(Clone)]
+pub struct Paces {
+    /// `stdout_bytes_per_sec`.
+    pub stdout: Arc<OutputPace>,
+    /// `stderr_bytes_per_sec`.
+    pub stderr: Arc<OutputPace>,
+}
+
+impl Paces {
+    /// The budgets `limits` give the block `status`.
+    pub fn new(limits: &Limits, status: &Arc<BlockStatus>) -> Self {
+        Self {
+            stdout: Arc::new(OutputPace::new(limits.stdout_bytes_per_sec, status.clone())),
+            stderr: Arc::new(OutputPace::new(limits.stderr_bytes_per_sec, status.clone())),
+        }
+    }
+}
+
+/// One output stream's budget.
 pub struct OutputPace {
     per_sec: f64,
     status: Arc<BlockStatus>,

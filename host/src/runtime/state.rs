@@ -20,7 +20,7 @@ use crate::runtime::guest_io::StderrTail;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::log_rate::LogRate;
 use crate::runtime::output::Output;
-use crate::runtime::output_pace::OutputPace;
+use crate::runtime::output_pace::Paces;
 
 /// The sandbox of one block instance.
 pub struct Sandbox {
@@ -35,17 +35,17 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox within `limits`, printing to `stdout` within `pace` (stdout and stderr
-    /// together), whose stderr lines are logged within `log_rate`.
-    pub fn new(limits: &Limits, stdout: GuestStdout, log_rate: Arc<LogRate>, pace: Arc<OutputPace>) -> Self {
+    /// A sandbox within `limits`, printing to `stdout`, whose stderr lines are logged within
+    /// `log_rate`, each stream within its budget in `paces`.
+    pub fn new(limits: &Limits, stdout: GuestStdout, log_rate: Arc<LogRate>, paces: &Paces) -> Self {
         let stderr = StderrTail::new(log_rate);
         let clock = Arc::new(CallClock::new(limits.call_timeout));
         // No environment, arguments, directories or sockets: a block reaches the world only
         // through its capabilities. Stdout is the host's, never waited on (a sink may print);
         // stderr is logged. Both are paced: past its output budget, a guest waits.
         let wasi = WasiCtx::builder()
-            .stdout(Output::paced(stdout, pace.clone(), clock.clone()))
-            .stderr(Output::paced(stderr.clone(), pace, clock.clone()))
+            .stdout(Output::paced(stdout, paces.stdout.clone(), clock.clone()))
+            .stderr(Output::paced(stderr.clone(), paces.stderr.clone(), clock.clone()))
             .build();
         let mut table = ResourceTable::new();
         // Host-side objects a guest can create (pollables, streams) live outside its linear

@@ -66,7 +66,8 @@ pub struct Counters {
     pub logs_dropped: AtomicU64,
     /// Writes to stdout dropped because the host's stdout was not keeping up.
     pub stdout_dropped: AtomicU64,
-    /// Times the block's stdout or stderr made it wait: it printed past `output_bytes_per_sec`.
+    /// Times the block's stdout or stderr made it wait: it printed past `stdout_bytes_per_sec` or
+    /// `stderr_bytes_per_sec`.
     pub output_paced: AtomicU64,
     /// Bags still queued when the block ended, never delivered (counted, and logged).
     pub lost: AtomicU64,

@@ -274,7 +274,8 @@ fn restart_only(limits: &crate::defaults::Limits) -> impl PartialEq {
         limits.send_buffer_bytes,
         limits.max_subscriptions,
         limits.log_lines_per_sec,
-        limits.output_bytes_per_sec,
+        limits.stdout_bytes_per_sec,
+        limits.stderr_bytes_per_sec,
         limits.outbox_bytes,
     )
 }

@@ -34,7 +34,7 @@ use crate::manifest::BlockSpec;
 use crate::restart::Intensity;
 use crate::routing::queue::{Envelope, QueueReceiver};
 use crate::runtime::log_rate::LogRate;
-use crate::runtime::output_pace::OutputPace;
+use crate::runtime::output_pace::Paces;
 use crate::stats::Counters;
 
 mod end;
@@ -227,7 +227,7 @@ impl BlockTask {
     ) -> Self {
         let intensity = Intensity::new(spec.policy.max_restarts, spec.policy.window);
         let log_lines_per_sec = spec.limits.log_lines_per_sec;
-        let output_bytes_per_sec = spec.limits.output_bytes_per_sec;
+        let output_pace = Paces::new(&spec.limits, &status);
         Self {
             index,
             engine: engine.clone(),
@@ -236,7 +236,7 @@ impl BlockTask {
             server_state: mailbox.server.as_ref().map(|s| s.link().state()),
             parts: BlockParts {
                 log_rate: Arc::new(LogRate::new(log_lines_per_sec, status.clone())),
-                output_pace: Arc::new(OutputPace::new(output_bytes_per_sec, status.clone())),
+                output_pace,
                 status,
                 links,
                 net: mailbox.net,
