@@ -57,6 +57,13 @@ pub const STDOUT_DRAIN: Duration = Duration::from_secs(2);
 /// Longest guest log message passed to the logger (longer ones are cut).
 pub const LOG_MESSAGE_BYTES: usize = 16 * 1024;
 
+/// Memory mappings one idle block holds (its linear memory's reservation, accessible part and
+/// initial image, its fiber stack and guard), measured by the `many` benchmark; and what the
+/// rest of the host needs. Against `vm.max_map_count`, to warn before blocks fail to start.
+pub const MAPPINGS_PER_BLOCK: usize = 6;
+/// See [`MAPPINGS_PER_BLOCK`].
+pub const MAPPINGS_SPARE: usize = 2_000;
+
 /// Most host-side resources (pollables, streams, ...) one block instance may hold at once.
 pub const MAX_RESOURCES: usize = 10_000;
 

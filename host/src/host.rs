@@ -95,6 +95,7 @@ impl Host {
                 }
             }
         }
+        warn_if_mappings_run_short(manifest.blocks.len());
         let server_url = self.config.server.as_ref().or(manifest.settings.server.as_ref());
         if server_url.is_none() && manifest.settings.cluster.is_some() {
             return Err(RunError::Host(anyhow::anyhow!(
@@ -158,5 +159,30 @@ impl Host {
             report.server = server.map(|s| s.snapshot());
             report
         })
+    }
+}
+
+/// Says so when `blocks` blocks would need about as many memory mappings as the kernel allows a
+/// process (`vm.max_map_count`): past it, instantiating a block fails with "Cannot allocate
+/// memory", which does not say why.
+fn warn_if_mappings_run_short(blocks: usize) {
+    let Some(max) =
+        std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return;
+    };
+    let needed =
+        blocks.saturating_mul(crate::defaults::MAPPINGS_PER_BLOCK).saturating_add(crate::defaults::MAPPINGS_SPARE);
+    if needed > max {
+        tracing::warn!(
+            event = "max_map_count",
+            blocks,
+            needed,
+            max,
+            "{blocks} blocks need about {needed} memory mappings and the kernel allows {max} \
+             (vm.max_map_count): blocks past that fail to start; raise it with \
+             `sysctl -w vm.max_map_count={}`",
+            needed.saturating_mul(2)
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! next bag (p50/p99 over many traps), and the pipeline's rate while a neighbour block crash-loops,
 //! as a ratio to the pipeline alone, and beside blocks that keep trying to break their budgets
 //! ([`hostile`]); and syslog over TCP through a block to a NATS subject against the same natively,
-//! with what five server crashes lose ([`broker`]).
+//! with what five server crashes lose ([`broker`]); and 10,000 idle blocks in one host, their
+//! start, shutdown and memory ([`many`]; `BAGPIPE_BENCH_MANY=N` runs only that, with N blocks).
 //!
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
@@ -24,6 +25,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 mod broker;
 mod hostile;
+mod many;
 
 const RUNS: usize = 5;
 const QUEUE: usize = 1024;
@@ -78,6 +80,10 @@ fn main() {
             broker::print(&broker::measure(50_000).await);
             return;
         }
+        if let Some(n) = std::env::var("BAGPIPE_BENCH_MANY").ok().and_then(|v| v.parse().ok()) {
+            many::print(&many::measure(host, n).await);
+            return;
+        }
         if std::env::var_os("BAGPIPE_BENCH_HOSTILE").is_some() {
             hostile::print(&hostile::neighbours(host, &three_hops(bags)).await);
             return;
@@ -130,6 +136,7 @@ fn main() {
         let http = http_with_wrk(host).await;
         let to_broker = broker::measure(50_000).await;
         let cross = cross_host(20_000).await;
+        let idle = many::measure(host, 10_000).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
@@ -183,6 +190,8 @@ fn main() {
         println!("| ... ratio across/in one host                                        | {:>10.2} |", cross.remote_rate / cross.local_rate);
         println!("| latency across two hosts, p50 / p99                                 | {:>4.0} / {:>4.0} µs |", cross.remote_latency.0, cross.remote_latency.1);
         println!("| latency in one host, p50 / p99                                      | {:>4.0} / {:>4.0} µs |", cross.local_latency.0, cross.local_latency.1);
+        println!();
+        many::print(&idle);
     });
 }
 

@@ -166,7 +166,7 @@ impl Manifest {
 
     /// Checks manifest text as if read from `file`; components are looked for beside `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
-        let at = Locator { file, text };
+        let at = Locator::new(file, text);
         let raw: RawManifest = toml::from_str(text).map_err(|e| at.toml_error(&e))?;
         let dir = match file.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -253,8 +253,7 @@ impl Manifest {
         let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_path_buf() };
         let text = std::fs::read_to_string(&file)
             .map_err(|e| ManifestError::new(&file, format!("cannot read the manifest: {e}")))?;
-        let raw: RawManifest =
-            toml::from_str(&text).map_err(|e| Locator { file: &file, text: &text }.toml_error(&e))?;
+        let raw: RawManifest = toml::from_str(&text).map_err(|e| Locator::new(&file, &text).toml_error(&e))?;
         let mut names: Vec<String> = raw.block.into_iter().map(|b| b.into_inner().name.into_inner()).collect();
         names.dedup();
         Ok(names)
@@ -280,12 +279,22 @@ impl Manifest {
 struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Where each line break is, found on the first question (a manifest of thousands of blocks
+    /// asks thousands of times).
+    breaks: std::cell::OnceCell<Vec<usize>>,
 }
 
-impl Locator<'_> {
+impl<'a> Locator<'a> {
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        Self { file, text, breaks: std::cell::OnceCell::new() }
+    }
+
     fn line(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
-        self.text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1
+        let breaks = self
+            .breaks
+            .get_or_init(|| self.text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect());
+        breaks.partition_point(|&at| at < offset) + 1
     }
 
     fn error(&self, span: Range<usize>, key: &str, message: String) -> ManifestError {

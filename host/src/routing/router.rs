@@ -57,7 +57,10 @@ impl Router {
         let route = Arc::new(route);
         let mut table = self.write();
         let name = route.status.responsibility.clone();
-        if let Some(pos) = table.order.iter().position(|r| r.status.responsibility == name) {
+        // Only a replacement looks for its place (adding 10,000 blocks stays linear).
+        if table.by_name.contains_key(&name)
+            && let Some(pos) = table.order.iter().position(|r| r.status.responsibility == name)
+        {
             table.order[pos] = route.clone();
         } else {
             table.order.push(route.clone());

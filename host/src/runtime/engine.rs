@@ -21,6 +21,11 @@ pub fn new_engine() -> anyhow::Result<Engine> {
     // its block only. The async fiber stack must be larger than it.
     config.max_wasm_stack(crate::defaults::WASM_STACK_BYTES);
     config.async_stack_size(4 << 20);
+    // Each block's store holds a few memory mappings (its linear memory's reservation and
+    // initial image, its fiber stack), and the kernel allows a process `vm.max_map_count` (65,530
+    // by default). The guard region before each linear memory is one more mapping per block and
+    // only guards against engine bugs (the one after it stays): without it, 10,000 blocks fit.
+    config.guard_before_linear_memory(false);
     Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
 }
 
