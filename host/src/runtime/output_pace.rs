@@ -69,9 +69,10 @@ impl OutputPace {
         self.with(|b| if b.tokens < 1.0 { 0 } else { (b.tokens as usize).min(most) })
     }
 
-    /// Counts `bytes` written.
+    /// Counts `bytes` written. What was written unpaced (a call whose waits ran out) is owed for
+    /// at most a second: the next call is paced again, not left unpaced for as long as the debt.
     pub fn spend(&self, bytes: usize) {
-        self.with(|b| b.tokens -= bytes as f64);
+        self.with(|b| b.tokens = (b.tokens - bytes as f64).max(-self.per_sec));
     }
 
     /// How long until a step's worth of bytes may be written (zero: now).
@@ -116,6 +117,12 @@ mod tests {
         assert_eq!(pace.available(64 * 1024), 0, "spent");
         assert!(pace.until_step() > Duration::ZERO, "it must wait for a step");
         assert!(pace.until_step() <= Duration::from_secs(1), "a step refills within a second");
+        pace.spend(100_000_000);
+        assert!(
+            pace.until_step() <= Duration::from_millis(2_500),
+            "a flood written unpaced is owed for a second, not for hours: {:?}",
+            pace.until_step()
+        );
     }
 
     #[tokio::test]
