@@ -81,6 +81,11 @@ impl CallClock {
         now.saturating_sub(started).saturating_sub(self.host_wait())
     }
 
+    /// How much of the call's wait budget is left (waits do not spend its computing time).
+    pub fn wait_left(&self) -> Duration {
+        CALL_WAIT_BUDGET.saturating_sub(self.host_wait())
+    }
+
     /// How much of the call's budgets is left: its computing time, and the host waits one call
     /// may add up ([`CALL_WAIT_BUDGET`]: a guest cannot hold its task with wait after wait).
     pub fn remaining(&self) -> Duration {

@@ -86,7 +86,8 @@ impl OutputPace {
 
     /// Waits, on the clock of the call in progress, until the block may write again. Returns at
     /// once when the call's waits have run out; when this wait would not fit in what is left of
-    /// them, notes that and returns (the writes that follow are not paced).
+    /// its wait budget, notes that and returns (the writes that follow are not paced). A wait is
+    /// not guest time: it is weighed against the wait budget only.
     pub async fn ready(&self, clock: &CallClock) {
         if clock.waited_in_vain() {
             return;
@@ -95,7 +96,7 @@ impl OutputPace {
         if wait.is_zero() {
             return;
         }
-        if wait > clock.remaining() {
+        if wait > clock.wait_left() {
             clock.note_wait_in_vain();
             return;
         }
@@ -123,6 +124,20 @@ mod tests {
             "a flood written unpaced is owed for a second, not for hours: {:?}",
             pace.until_step()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_longer_than_the_call_timeout_still_paces() {
+        // A second's debt at 10 KB/s, in a call of 10 ms guest time: the wait is not guest time,
+        // so it is weighed against the wait budget and taken.
+        let status = Arc::new(BlockStatus::new("b", "b", false));
+        let pace = OutputPace::new(10_000, status.clone());
+        pace.spend(20_000);
+        let clock = CallClock::new(Duration::from_millis(10));
+        clock.start();
+        pace.ready(&clock).await;
+        assert!(!clock.waited_in_vain(), "the wait fitted the wait budget");
+        assert_eq!(status.counters.output_paced.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
