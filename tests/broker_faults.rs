@@ -35,21 +35,6 @@ fn tally(ns: impl IntoIterator<Item = u64>) -> BTreeMap<u64, u64> {
     seen
 }
 
-/// The payloads a stream holds now, in order (read back over a fresh connection).
-async fn stored(nats: &Nats, name: &str) -> Vec<bytes::Bytes> {
-    let client = async_nats::connect(nats.url()).await.expect("connect again");
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(name).await.expect("the stream survived");
-    let last = stream.info().await.expect("info").state.last_sequence;
-    let mut payloads = Vec::new();
-    for seq in 1..=last {
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            payloads.push(message.payload);
-        }
-    }
-    payloads
-}
-
 /// The syslog-nats example's manifest, listening on free ports.
 fn syslog_example() -> String {
     std::fs::read_to_string(bagpipe_test_support::workspace_root().join("examples/syslog-nats/bagpipe.toml"))
@@ -95,7 +80,7 @@ async fn published_messages_reach_the_stream_across_five_server_crashes() {
     assert_eq!(report.count("relay", "publish_dropped"), 0, "{}", out.stderr);
     assert!(out.events("error").is_empty(), "no publish failed for the block: {:?}", out.events("error"));
 
-    let seen = tally(stored(&nats, "OUT").await.iter().filter_map(|p| n_of(p)));
+    let seen = tally(nats.stored("OUT").await.iter().filter_map(|p| n_of(p)));
     let missing: Vec<u64> = (1..=COUNT).filter(|n| !seen.contains_key(n)).collect();
     assert!(missing.is_empty(), "every message is in the stream; missing {} of them: {missing:?}", missing.len());
     assert_eq!(seen.len() as u64, COUNT, "nothing else is in the stream");
@@ -217,7 +202,7 @@ async fn syslog_over_tcp_reaches_the_example_stream_across_five_server_crashes()
     assert_eq!(report.count("syslog", "published"), COUNT as u64, "{}", out.stderr);
 
     let mut seen = BTreeMap::new();
-    for payload in stored(&nats, "LOGS").await {
+    for payload in nats.stored("LOGS").await {
         let bag: serde_json::Value = serde_json::from_slice(&payload).expect("a bag");
         *seen.entry(bag["msg"].as_str().unwrap_or_default().to_owned()).or_insert(0u64) += 1;
     }

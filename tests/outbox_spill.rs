@@ -70,21 +70,6 @@ async fn read_distinct(subscriber: &mut async_nats::Subscriber, key: &str, count
     firsts
 }
 
-/// The payloads a stream holds now, in order (read back over a fresh connection).
-async fn stored(nats: &Nats, name: &str) -> Vec<bytes::Bytes> {
-    let client = async_nats::connect(nats.url()).await.expect("connect again");
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(name).await.expect("the stream");
-    let last = stream.info().await.expect("info").state.last_sequence;
-    let mut payloads = Vec::new();
-    for seq in 1..=last {
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            payloads.push(message.payload);
-        }
-    }
-    payloads
-}
-
 #[tokio::test]
 async fn what_a_host_killed_during_an_outage_spilled_reaches_the_stream_once_after_a_restart() {
     const COUNT: u64 = 1000;
@@ -141,7 +126,7 @@ async fn what_a_host_killed_during_an_outage_spilled_reaches_the_stream_once_aft
 
     // The stream holds every message once: ids stored with the messages outlived the host.
     let mut seen = BTreeMap::new();
-    for payload in stored(&nats, "OUT").await {
+    for payload in nats.stored("OUT").await {
         *seen.entry(number(&payload, "n").expect("n")).or_insert(0u64) += 1;
     }
     let missing: Vec<u64> = (1..=last).filter(|n| !seen.contains_key(n)).collect();

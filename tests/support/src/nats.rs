@@ -47,6 +47,22 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The payloads the JetStream stream `name` holds now, in order (read back over a fresh
+    /// connection).
+    pub async fn stored(&self, name: &str) -> Vec<Vec<u8>> {
+        let client = async_nats::connect(self.url()).await.expect("connect again");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(name).await.expect("the stream");
+        let last = stream.info().await.expect("info").state.last_sequence;
+        let mut payloads = Vec::new();
+        for seq in 1..=last {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                payloads.push(message.payload.to_vec());
+            }
+        }
+        payloads
+    }
+
     /// Stops the server (SIGKILL: a crash, not a goodbye).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
