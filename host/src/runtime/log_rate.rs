@@ -5,8 +5,8 @@
 //! the count.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
+use crate::runtime::token_bucket::TokenBucket;
 use crate::stats::{BlockStatus, Counters};
 
 /// One block's log budget.
@@ -17,8 +17,7 @@ pub struct LogRate {
 }
 
 struct Bucket {
-    tokens: f64,
-    last: Instant,
+    lines: TokenBucket,
     /// Lines dropped since the last summary.
     dropped: u64,
 }
@@ -27,23 +26,20 @@ impl LogRate {
     /// A budget of `per_sec` lines a second for the block `status`.
     pub fn new(per_sec: u32, status: Arc<BlockStatus>) -> Self {
         let per_sec = f64::from(per_sec.max(1));
-        Self { per_sec, status, bucket: Mutex::new(Bucket { tokens: per_sec, last: Instant::now(), dropped: 0 }) }
+        Self { per_sec, status, bucket: Mutex::new(Bucket { lines: TokenBucket::full(per_sec), dropped: 0 }) }
     }
 
     /// Whether the block may write a line now. When it may and lines were dropped before it, they
     /// are summarised first; when it may not, the line is counted as dropped.
     pub fn admit(&self) -> bool {
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(self.per_sec);
-        bucket.last = now;
-        if bucket.tokens < 1.0 {
+        bucket.lines.refill();
+        if bucket.lines.tokens < 1.0 {
             bucket.dropped += 1;
             Counters::bump(&self.status.counters.logs_dropped);
             return false;
         }
-        bucket.tokens -= 1.0;
+        bucket.lines.tokens -= 1.0;
         let dropped = std::mem::take(&mut bucket.dropped);
         drop(bucket);
         self.summarise(dropped);

@@ -15,3 +15,4 @@ pub(crate) mod output;
 pub(crate) mod output_pace;
 pub(crate) mod state;
 pub(crate) mod timers;
+pub(crate) mod token_bucket;

@@ -8,10 +8,11 @@
 //! spends its time asleep rather than taking the neighbours' CPU.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::defaults::{Limits, OUTPUT_PACE_STEP};
 use crate::runtime::clock::CallClock;
+use crate::runtime::token_bucket::TokenBucket;
 use crate::stats::{BlockStatus, Counters};
 
 /// One block's budgets for its stdout and its stderr.
@@ -37,29 +38,21 @@ impl Paces {
 pub struct OutputPace {
     per_sec: f64,
     status: Arc<BlockStatus>,
-    bucket: Mutex<Bucket>,
-}
-
-struct Bucket {
     /// Bytes the block may write now (negative: written ahead of the rate).
-    tokens: f64,
-    last: Instant,
+    bucket: Mutex<TokenBucket>,
 }
 
 impl OutputPace {
     /// A budget of `per_sec` bytes a second for the block `status`.
     pub fn new(per_sec: u64, status: Arc<BlockStatus>) -> Self {
         let per_sec = per_sec.max(1) as f64;
-        Self { per_sec, status, bucket: Mutex::new(Bucket { tokens: per_sec, last: Instant::now() }) }
+        Self { per_sec, status, bucket: Mutex::new(TokenBucket::full(per_sec)) }
     }
 
     /// Runs `f` on the bucket, refilled up to now.
-    fn with<T>(&self, f: impl FnOnce(&mut Bucket) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut TokenBucket) -> T) -> T {
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(self.per_sec);
-        bucket.last = now;
+        bucket.refill();
         f(&mut bucket)
     }
 
