@@ -244,6 +244,27 @@ async fn output_past_its_rate_waits_and_the_wait_is_not_guest_time() {
     assert_eq!(written + report.count("hostile", "logs_dropped"), 100, "every line written or counted");
 }
 
+#[tokio::test]
+async fn stdout_past_its_rate_waits_and_loses_nothing() {
+    // 1,000 lines of about 140 bytes against 64 KB a second: paced for about a second in a call
+    // of at most 500 ms of guest time, no fault, and every line printed.
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"hostile\"\ncall_timeout_ms = 500\nstdout_bytes_per_sec = 65536\n\
+         [block.config]\ntry = \"stdout_flood\"\ncount = 1000\n",
+    );
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
+    host.wait_for(1, |e| e["event"] == "flood" && e["i"] == 999).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let report = dir.report();
+    assert!(report.count("hostile", "output_paced") > 0, "the flood was paced");
+    assert_eq!(report.count("hostile", "faults"), 0, "waiting for the budget is not guest time");
+    assert_eq!(report.count("hostile", "stdout_dropped"), 0);
+    assert_eq!(out.events("flood").len(), 1000, "every line printed");
+}
+
 /// Runs the WAT block `extra` describes (optional, so the host runs on without it) beside a
 /// probe that shuts the host down once running; returns why the WAT block failed, if it did.
 async fn wat_block_beside_a_neighbour(extra: &str, limits: &str) -> Option<String> {
