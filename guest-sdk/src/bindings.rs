@@ -31,6 +31,18 @@ pub mod enqueue {
     });
 }
 
+/// The `batch-hook` export: every block has it (`export_block!` exports it with the lifecycle).
+pub mod batch {
+    wit_bindgen::generate!({
+        world: "batch-hooked",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_bagpipe_batch_hook",
+        default_bindings_module: "bagpipe_guest::__private::bindings::batch",
+        runtime_path: "bagpipe_guest::__private::rt",
+    });
+}
+
 /// The optional `timer-hook` export.
 pub mod timer {
     wit_bindgen::generate!({

@@ -54,6 +54,35 @@ pub fn on_enqueue<B: Block>(bag: String) -> Result<(), String> {
     with_block::<B, _>("on-enqueue", |b| b.on_enqueue(&CTL, bag))
 }
 
+/// `on-batch`: takes the queued items one by one and hands each to the block's own hook, telling
+/// the host how each went as it takes the next (so the host knows which item a fault hit).
+#[doc(hidden)]
+pub fn on_batch<B: Block>() {
+    use crate::bindings::block::bagpipe::block::delivery::{Item, next};
+    let mut previous: Option<Result<(), String>> = None;
+    while let Some(item) = next(previous.as_ref().map(|r| r.as_ref().copied().map_err(String::as_str))) {
+        previous = Some(match item {
+            Item::Bag(bag) => on_enqueue::<B>(bag),
+            Item::Accept(a) => {
+                on_accept::<B>(a.conn, a.listener, a.peer);
+                Ok(())
+            }
+            Item::Data(d) => {
+                on_data::<B>(d.conn, d.data);
+                Ok(())
+            }
+            Item::Closed(conn) => {
+                on_close::<B>(conn);
+                Ok(())
+            }
+            Item::Datagram(d) => {
+                on_datagram::<B>(d.listener, d.peer, d.data);
+                Ok(())
+            }
+        });
+    }
+}
+
 #[doc(hidden)]
 pub fn on_timer<B: Block>(tag: String) {
     with_block::<B, _>("on-timer", |b| b.on_timer(&CTL, tag))
@@ -149,6 +178,15 @@ macro_rules! export_block {
                 }
             }
             $crate::__private::bindings::block::__export_bagpipe_lifecycle!(BagpipeLifecycle);
+            // Every block takes its queue in batches; what it gets is only what its hooks
+            // below let the host queue for it.
+            struct BagpipeBatchHook;
+            impl $crate::__private::bindings::batch::exports::bagpipe::block::batch_hook::Guest for BagpipeBatchHook {
+                fn on_batch() {
+                    $crate::__private::on_batch::<$block>()
+                }
+            }
+            $crate::__private::bindings::batch::__export_bagpipe_batch_hook!(BagpipeBatchHook);
             $( $crate::__export_bagpipe_hook!($hook, $block); )*
         };
     };

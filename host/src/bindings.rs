@@ -13,4 +13,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
-pub use self::exports::bagpipe::block::{enqueue_hook, lifecycle, net_hook, server_hook, state_hook, timer_hook};
+pub use self::exports::bagpipe::block::{
+    batch_hook, enqueue_hook, lifecycle, net_hook, server_hook, state_hook, timer_hook,
+};

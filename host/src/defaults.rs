@@ -30,9 +30,13 @@ pub const MAX_COMPONENT_BYTES: u64 = 48 << 20;
 /// The manifest's file name inside a component directory.
 pub const MANIFEST_FILE: &str = "bagpipe.toml";
 
-/// Most bags a block task takes from its queue per wake-up before it looks at its control
-/// channel and timers again.
-pub const QUEUE_BATCH: usize = 64;
+/// Most items (bags, socket events) one batch takes from a block's queue: one `on-batch` call,
+/// or, for a block without `batch-hook`, one wake-up of its task. Due timers wait behind a
+/// batch; a lifecycle command (swap, finish) ends one early.
+pub const BATCH_ITEMS: usize = 256;
+
+/// A batch takes no further item once it holds this many bytes (a larger item still goes, alone).
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// Most lines of a guest's stderr kept to explain a trap.
 pub const STDERR_TAIL_LINES: usize = 20;

@@ -1,6 +1,6 @@
 //! A block's store: its sandbox and one context per capability, each linked to its own WIT
 //! interface (the way wasmtime-wasi hands out `WasiCtxView`): `controller` → [`ControllerCtx`],
-//! `net` → [`NetCtx`], `server` → [`ServerCtx`]. This is the one place that puts them together.
+//! `net` → [`NetCtx`], `server` → [`ServerCtx`], `delivery` → [`DeliveryCtx`]. This is the one place that puts them together.
 //!
 //! Architecture invariant: a capability sees only its own context (and the call clock it shares
 //! with the others); nothing in a store is shared with another block's store except through
@@ -12,7 +12,8 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::bindings::bagpipe::block::{controller, net, server, types};
+use crate::bindings::bagpipe::block::{controller, delivery, net, server, types};
+use crate::block::delivery::DeliveryCtx;
 use crate::defaults::Limits;
 use crate::io::net::{NetCtx, NetHub};
 use crate::io::server::{BlockServer, ServerCtx};
@@ -33,6 +34,8 @@ pub struct BlockCtx {
     pub net: NetCtx,
     /// The `server` import: the block's side of the message server.
     pub server: ServerCtx,
+    /// The `delivery` import: the batch of queued items being delivered.
+    pub delivery: DeliveryCtx,
 }
 
 /// What a block's instances are made of besides their component and limits: it outlives every
@@ -67,6 +70,7 @@ impl BlockCtx {
             controller: controller.granting(control),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),
             server: ServerCtx::new(parts.server.clone(), parts.status.clone(), limits, clock),
+            delivery: DeliveryCtx::new(parts.status.clone(), parts.net.clone(), parts.server.clone()),
             sandbox,
         }
     }
@@ -105,5 +109,6 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<BlockCtx>> {
     controller::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
     net::add_to_linker::<_, HasSelf<NetCtx>>(&mut linker, |ctx| &mut ctx.net)?;
     server::add_to_linker::<_, HasSelf<ServerCtx>>(&mut linker, |ctx| &mut ctx.server)?;
+    delivery::add_to_linker::<_, HasSelf<DeliveryCtx>>(&mut linker, |ctx| &mut ctx.delivery)?;
     Ok(linker)
 }

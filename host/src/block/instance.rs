@@ -73,6 +73,12 @@ impl BlockInstance {
         self.call(async |s| f.call_on_enqueue(s, bag).await).await?.map_err(CallError::Guest)
     }
 
+    /// `on-batch()`: the block takes the batch its `delivery` context holds.
+    pub async fn on_batch(&mut self) -> Result<(), CallError> {
+        let Some(f) = self.exports.batch.clone() else { return Ok(()) };
+        self.call(async |s| f.call_on_batch(s).await).await
+    }
+
     /// `on-timer(tag)`.
     pub async fn on_timer(&mut self, tag: &str) -> Result<(), CallError> {
         let Some(f) = self.exports.timer.clone() else { return Ok(()) };

@@ -267,6 +267,7 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("budget_refusals", "Calls refused because the block had spent a budget.", |s| s.budget_refusals),
         ("logs_dropped", "Log lines past the block's rate, not written.", |s| s.logs_dropped),
         ("stdout_dropped", "Writes to stdout dropped: the host's stdout was not keeping up.", |s| s.stdout_dropped),
+        ("batches", "Calls that delivered queued bags and socket events several at a time.", |s| s.batches),
         ("output_paced", "Times the block's output made it wait: it printed past its rate.", |s| s.output_paced),
         ("lost", "Bags still queued when the block ended.", |s| s.lost),
         ("sent", "Bags the block sent.", |s| s.sent),

@@ -52,6 +52,8 @@ pub struct Counters {
     pub processed: AtomicU64,
     /// Bags `on-enqueue` returned an error for.
     pub failed: AtomicU64,
+    /// `on-batch` calls: each delivered one or more queued items (bags and socket events).
+    pub batches: AtomicU64,
     /// Senders told `queue-full` because this block's queue stayed full.
     pub refused_full: AtomicU64,
     /// Bags refused because they were larger than the block accepts.
@@ -209,6 +211,7 @@ impl BlockStatus {
             logs_dropped: get(&c.logs_dropped),
             stdout_dropped: get(&c.stdout_dropped),
             output_paced: get(&c.output_paced),
+            batches: get(&c.batches),
             lost: get(&c.lost),
             sent: get(&c.sent),
             timers_fired: get(&c.timers_fired),
@@ -278,6 +281,8 @@ pub struct StatsSnapshot {
     /// See [`Counters::stdout_dropped`].
     #[serde(default)]
     pub stdout_dropped: u64,
+    /// See [`Counters::batches`].
+    pub batches: u64,
     /// See [`Counters::output_paced`].
     #[serde(default)]
     pub output_paced: u64,

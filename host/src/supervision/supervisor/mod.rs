@@ -214,6 +214,7 @@ impl Supervisor {
         let (control_tx, control) = mpsc::channel(4);
         let mailbox = Mailbox {
             control,
+            commands: control_tx.downgrade(),
             queue: queue_rx,
             events: self.event_tx.clone(),
             net: net.clone(),

@@ -25,8 +25,9 @@ use wasmtime::Engine;
 use crate::bindings::BlockState;
 use crate::block::component::BlockComponent;
 use crate::block::ctx::{BlockCtx, BlockParts};
+use crate::block::delivery::CommandWaiting;
 use crate::block::instance::BlockInstance;
-use crate::defaults::QUEUE_BATCH;
+use crate::defaults::BATCH_ITEMS;
 use crate::error::CallError;
 use crate::io::net::NetHub;
 use crate::io::server::{BlockServer, ServerState};
@@ -175,6 +176,8 @@ pub struct BlockTask {
     /// What every instance is made of: who the block is, the host, its sockets and server side.
     parts: BlockParts,
     control: mpsc::Receiver<Command>,
+    /// Whether a lifecycle command waits: it ends a batch early.
+    command_waiting: CommandWaiting,
     queue: Option<QueueReceiver>,
     events: mpsc::Sender<Event>,
     life: Life,
@@ -204,6 +207,9 @@ enum Next {
 pub struct Mailbox {
     /// Lifecycle commands.
     pub control: mpsc::Receiver<Command>,
+    /// The sending side of `control`, to see whether a command waits (it does not keep the
+    /// channel open).
+    pub commands: mpsc::WeakSender<Command>,
     /// The block's bags; `None` for a block without `enqueue-hook`.
     pub queue: Option<QueueReceiver>,
     /// Events to the supervisor.
@@ -243,6 +249,10 @@ impl BlockTask {
                 server: mailbox.server,
             },
             control: mailbox.control,
+            command_waiting: {
+                let commands = mailbox.commands;
+                Arc::new(move || commands.upgrade().is_some_and(|tx| tx.capacity() < tx.max_capacity()))
+            },
             queue: mailbox.queue,
             events: mailbox.events,
             life: Life::Down,
@@ -294,6 +304,12 @@ impl BlockTask {
     async fn host_failed(mut self, panic: String, carries_bag: bool) -> Outcome {
         tracing::error!(event = "host_panic", "the host panicked while serving the block: {panic}");
         Counters::bump(&self.parts.status.counters.faults);
+        // A panic in the middle of a batch leaves the queue in the instance's batch.
+        if self.queue.is_none()
+            && let Some(instance) = self.life.instance()
+        {
+            self.queue = instance.ctx().delivery.abandon();
+        }
         if carries_bag {
             Counters::bump(&self.parts.status.counters.lost);
             tracing::error!(event = "lost", bags = 1, "the bag being delivered when the host panicked is lost");
@@ -438,11 +454,46 @@ impl BlockTask {
         Ok(())
     }
 
-    /// Delivers `first` and then up to a batch of the bags already waiting, without going back
-    /// to the runtime in between; a lifecycle command ends the batch early.
+    /// Delivers `first` and what else is queued, up to a batch: in one `on-batch` call when the
+    /// block exports `batch-hook` (see [`crate::block::delivery`]), otherwise one call per item
+    /// without going back to the runtime in between.
     async fn deliver_batch(&mut self, first: Envelope) -> Result<(), Fault> {
+        if !self.component.hooks.batch {
+            return self.deliver_each(first).await;
+        }
+        let Some(queue) = self.queue.take() else { return self.deliver(first).await };
+        let Some(instance) = self.life.instance() else {
+            self.queue = Some(queue);
+            return Err(Fault { error: CallError::Gone, bag: Some(Box::new(first)) });
+        };
+        instance.ctx().delivery.open(first, queue, self.command_waiting.clone());
+        let result = instance.on_batch().await;
+        let Some(end) = instance.ctx().delivery.close(result.is_ok()) else {
+            // Opened just above: only a host bug gets here, and the queue is gone with it.
+            tracing::error!("the batch's queue was not handed back");
+            return Err(Fault { error: CallError::Host("the batch's queue was lost".to_owned()), bag: None });
+        };
+        Counters::bump(&self.parts.status.counters.batches);
+        self.queue = Some(end.queue);
+        if end.went_well {
+            self.healthy();
+        }
+        if let Some(env) = end.untaken {
+            // Never taken, so never delivered: first in line for the next instance, no attempt
+            // counted.
+            self.retry = Some(Retry { bag: env, attempts: 0 });
+        }
+        if let Some((env, why)) = end.refused {
+            self.account(env, &CallError::Guest(why), false);
+        }
+        result.map_err(|error| Fault { error, bag: end.current.map(Box::new) })
+    }
+
+    /// Delivers `first` and then up to a batch of the items already waiting, one call each,
+    /// without going back to the runtime in between; a lifecycle command ends the batch early.
+    async fn deliver_each(&mut self, first: Envelope) -> Result<(), Fault> {
         self.deliver(first).await?;
-        for _ in 1..QUEUE_BATCH {
+        for _ in 1..BATCH_ITEMS {
             if !self.control.is_empty() {
                 break;
             }
@@ -457,7 +508,9 @@ impl BlockTask {
 
     async fn redeliver(&mut self) -> Result<(), Fault> {
         let Some(retry) = self.retry.as_ref() else { return Ok(()) };
-        tracing::info!(attempt = retry.attempts + 1, "delivering the bag that faulted again");
+        if retry.attempts > 0 {
+            tracing::info!(attempt = retry.attempts + 1, "delivering the bag that faulted again");
+        }
         let (bag, attempts) = (retry.bag.clone(), retry.attempts);
         self.deliver(bag).await?;
         // Delivered, unless a refused durable bag is back with one more attempt (or became a
@@ -472,7 +525,7 @@ impl BlockTask {
     /// events.
     async fn deliver(&mut self, env: Envelope) -> Result<(), Fault> {
         #[cfg(debug_assertions)]
-        test_panic(&self.spec.responsibility, &env);
+        crate::block::delivery::test_panic(&self.spec.responsibility, &env);
         let Some(instance) = self.life.instance() else {
             return Err(Fault { error: CallError::Gone, bag: Some(Box::new(env)) });
         };
@@ -541,17 +594,4 @@ async fn caught<T>(step: impl std::future::Future<Output = T>) -> Result<T, Stri
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".to_owned())
     })
-}
-
-/// Fault injection for the tests of the paragraph above, in debug builds only: with
-/// `BAGPIPE_TEST_PANIC_ON_BAG=<responsibility>` set, that block's task panics when it is about
-/// to deliver a bag containing `"panic_the_host_task"`. A release build has no such hook.
-#[cfg(debug_assertions)]
-fn test_panic(responsibility: &str, env: &Envelope) {
-    if let Envelope::Bag(bag) | Envelope::Durable { bag, .. } = env
-        && bag.contains("panic_the_host_task")
-        && std::env::var("BAGPIPE_TEST_PANIC_ON_BAG").is_ok_and(|r| r == responsibility)
-    {
-        panic!("injected by BAGPIPE_TEST_PANIC_ON_BAG for `{responsibility}`");
-    }
 }
