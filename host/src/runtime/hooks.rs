@@ -29,10 +29,11 @@ macro_rules! hooks {
         }
 
         impl Hooks {
-            /// The hooks' short names, for reports.
+            /// The hooks' short names, for reports: the ones a block author lists (`batch` is
+            /// how the SDK takes the queue for every block, not a hook of the block's own).
             pub fn names(&self) -> Vec<&'static str> {
                 let mut names = Vec::new();
-                $(if self.$field { names.push($label); })*
+                $(if self.$field && stringify!($field) != "batch" { names.push($label); })*
                 names
             }
         }
