@@ -19,6 +19,11 @@ pub type Connection = u64;
 
 pub use crate::bindings::block::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
 
+/// What [`Controller::enqueue_many`] did: how many bags, from the first, `to` took (`taken`),
+/// whether they were queued (`queued`: `false` when `to` does not receive bags), and why the bag
+/// after them was not taken (`error`; `None` when all were).
+pub use crate::bindings::block::bagpipe::block::controller::Sent;
+
 /// The responsibility of the host's built-in initiator; finishing it shuts the host down.
 pub const INITIATOR: &str = "initiator";
 
@@ -61,6 +66,35 @@ impl Controller {
     /// Sends JSON text as a bag, as it is; the host checks it (it must be a JSON object).
     pub fn enqueue_json(&self, to: &str, json: &str) -> Result<bool, EnqueueError> {
         host::enqueue(to, json)
+    }
+
+    /// Sends `bags` to the block with responsibility `to`, in order, in one call into the host:
+    /// what [`enqueue`](Self::enqueue) would do for each, stopping at the first one not taken
+    /// (none after it is sent, so sending the rest again keeps the order). To a block on another
+    /// host of the cluster the list travels in one round trip, not one per bag.
+    ///
+    /// ```no_run
+    /// # use bagpipe_guest::{Bag, Controller};
+    /// # fn f(ctl: &Controller, bags: Vec<Bag>) {
+    /// let mut rest = &bags[..];
+    /// while !rest.is_empty() {
+    ///     let sent = ctl.enqueue_many("sink", rest);
+    ///     rest = &rest[sent.taken as usize..];
+    ///     if let Some(e) = sent.error {
+    ///         ctl.warn(&format!("{} bags not sent: {e}", rest.len()));
+    ///         break;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn enqueue_many(&self, to: &str, bags: &[Bag]) -> Sent {
+        let texts: Vec<String> = bags.iter().map(Bag::to_json).collect();
+        host::enqueue_many(to, &texts)
+    }
+
+    /// Sends JSON texts as bags, as they are, like [`enqueue_many`](Self::enqueue_many).
+    pub fn enqueue_many_json(&self, to: &str, bags: &[String]) -> Sent {
+        host::enqueue_many(to, bags)
     }
 
     /// Describes the block with responsibility `responsibility`, if there is one.

@@ -72,7 +72,7 @@ mod export;
 pub use bag::{Bag, BagError};
 pub use block::{Block, Config};
 pub use controller::{
-    BlockInfo, BlockState, Connection, ConnectionInfo, Controller, EnqueueError, INITIATOR, Level, NetError,
+    BlockInfo, BlockState, Connection, ConnectionInfo, Controller, EnqueueError, INITIATOR, Level, NetError, Sent,
     ServerError, ServerInfo, TimerId,
 };
 pub use serde_json::{self, Value, json};

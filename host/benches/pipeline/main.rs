@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 mod broker;
+mod cross;
 mod hostile;
 mod many;
 
@@ -62,14 +63,10 @@ fn main() {
              [block.config]\nto = \"faulty\"\ncount = 100000000\n\n";
 
         if std::env::var_os("BAGPIPE_BENCH_CROSS").is_some() {
-            let c = cross_host(20_000).await;
+            let c = cross::measure(20_000).await;
             println!(
-                "across {:.0} bags/s, local {:.0} bags/s, latency across {:?}, local {:?}",
-                c.remote_rate, c.local_rate, c.remote_latency, c.local_latency
-            );
-            println!(
-                "latency in one host at the cross-host rate (p50, p99 µs): {:?}",
-                c.local_at_remote_rate
+                "across {:.0} bags/s, local {:.0} bags/s; at {:.0} bags/s offered, latency (p50, p99 µs) across {:?}, in one host {:?}",
+                c.remote_rate, c.local_rate, c.offered, c.remote_latency, c.local_latency
             );
             return;
         }
@@ -148,7 +145,7 @@ fn main() {
         .await;
         let http = http_with_wrk(host).await;
         let to_broker = broker::measure(50_000).await;
-        let cross = cross_host(20_000).await;
+        let cross = cross::measure(20_000).await;
         let idle = many::measure(host, 10_000).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
@@ -196,14 +193,14 @@ fn main() {
         println!();
         broker::print(&to_broker);
         println!();
-        println!("| two hosts over NATS (source on one, sink on the other), {} bags    | value      |", cross.bags);
+        println!("| two hosts over NATS (source on one, sink on the other; enqueue_many of 256), {} bags | value |", cross.bags);
         println!("|--------------------------------------------------------------------|-----------:|");
         println!("| across two hosts, bags/s                                            | {:>10.0} |", cross.remote_rate);
         println!("| the same in one host, bags/s                                        | {:>10.0} |", cross.local_rate);
         println!("| ... ratio across/in one host                                        | {:>10.2} |", cross.remote_rate / cross.local_rate);
-        println!("| latency across two hosts, p50 / p99                                 | {:>4.0} / {:>4.0} µs |", cross.remote_latency.0, cross.remote_latency.1);
-        println!("| latency in one host (saturated), p50 / p99                          | {:>4.0} / {:>4.0} µs |", cross.local_latency.0, cross.local_latency.1);
-        println!("| latency in one host at the cross-host rate, p50 / p99               | {:>4.0} / {:>4.0} µs |", cross.local_at_remote_rate.0, cross.local_at_remote_rate.1);
+        println!("| offered load for the latencies (half the cross-host maximum), bags/s | {:>10.0} |", cross.offered);
+        println!("| latency across two hosts at that load, p50 / p99                    | {:>4.0} / {:>4.0} µs |", cross.remote_latency.0, cross.remote_latency.1);
+        println!("| latency in one host at that load, p50 / p99                         | {:>4.0} / {:>4.0} µs |", cross.local_latency.0, cross.local_latency.1);
         println!();
         many::print(&idle);
     });
@@ -602,109 +599,6 @@ async fn http_with_wrk(host: &Host) -> String {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:").map(|v| v.trim().to_owned()))
         .unwrap_or_else(|| format!("no figure: {output}"))
-}
-
-struct CrossHost {
-    bags: u64,
-    remote_rate: f64,
-    local_rate: f64,
-    remote_latency: (f64, f64),
-    local_latency: (f64, f64),
-    /// In one host, offered about the rate measured across hosts: latency at the same load.
-    local_at_remote_rate: (f64, f64),
-}
-
-/// A source on one host and a sink on another, in one cluster over a NATS server of the
-/// benchmark's own, against the same pair in one host.
-async fn cross_host(bags: u64) -> CrossHost {
-    let nats = bagpipe_test_support::Nats::start(false).await;
-    let host = |server: Option<String>| {
-        let cache = Some(workspace_root().join("target").join("bagpipe-test-cache"));
-        Host::new(HostConfig { cache_dir: cache, server, ..HostConfig::default() }).expect("host")
-    };
-    let (a, b) = (host(Some(nats.url())), host(Some(nats.url())));
-    let source = format!(
-        "[host]\ncluster = \"bench\"\n\n[[block]]\nname = \"bench_source\"\n[block.config]\nto = \"sink\"\ncount = {bags}\nstamp = true\n"
-    );
-    let sink =
-        "[host]\ncluster = \"bench\"\n\n[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nqueue = 4096\n";
-    let dir = |manifest: &str| {
-        let d = BlockDir::new(
-            manifest,
-            &[("bench_source", artifacts::BENCH_SOURCE), ("bench_sink", artifacts::BENCH_SINK)],
-        );
-        let m = Manifest::load(d.path()).expect("manifest");
-        (d, m)
-    };
-    let ((_ds, source), (_dk, sink)) = (dir(&source), dir(sink));
-    let mut log = tap_log();
-    *SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sink_run = async {
-        let report = b.run(&sink, std::future::pending()).await;
-        let _ = stop.send(());
-        report
-    };
-    let latency = std::sync::Arc::new(Mutex::new(None));
-    let source_run = async {
-        // The sink's host must serve the cluster before the source starts.
-        next_log(&mut log, |m| m.starts_with("serving the cluster").then_some(())).await;
-        let seen = latency.clone();
-        let watch = async move {
-            let l = next_log(&mut log, latency_of).await;
-            *seen.lock().unwrap_or_else(|p| p.into_inner()) = l;
-        };
-        let run = a.run(&source, async {
-            let _ = stopped.await;
-        });
-        let (report, ()) = tokio::join!(run, watch);
-        report
-    };
-    let (r1, r2) = tokio::join!(sink_run, source_run);
-    untap_log();
-    r1.expect("sink host");
-    r2.expect("source host");
-    let remote_rate = SINK_TIMING
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .map_or(f64::NAN, |(ns, n)| (n - 1) as f64 / Duration::from_nanos(ns).as_secs_f64());
-    let remote_latency = latency.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or((f64::NAN, f64::NAN));
-
-    let local = host(None);
-    let one = format!(
-        "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = 4096\n\n\
-         [[block]]\nname = \"bench_source\"\nafter = []\n[block.config]\nto = \"sink\"\ncount = {bags}\nstamp = true\n"
-    );
-    // The same pair in one host, offered about the cross-host rate (a batch a millisecond), so
-    // the two latencies are taken at the same load rather than one of them at saturation.
-    let per_ms = if remote_rate.is_finite() { (remote_rate / 1000.0).round().max(1.0) as u64 } else { 1 };
-    let paced = one.replace("stamp = true\n", &format!("stamp = true\nbatch = {per_ms}\ninterval_ms = 1\n"));
-    let mut log = tap_log();
-    let watch = async { next_log(&mut log, latency_of).await };
-    let run = async {
-        let r = run_blocks(&local, one).await;
-        untap_log();
-        r
-    };
-    let ((local_rate, _), local_latency) = tokio::join!(run, watch);
-    let mut log = tap_log();
-    let watch = async { next_log(&mut log, latency_of).await };
-    let run = async {
-        let r = run_blocks(&local, paced).await;
-        untap_log();
-        r
-    };
-    let (_, local_at_remote_rate) = tokio::join!(run, watch);
-    drop(nats);
-    CrossHost {
-        bags,
-        remote_rate,
-        local_rate,
-        remote_latency,
-        local_latency: local_latency.unwrap_or((f64::NAN, f64::NAN)),
-        local_at_remote_rate: local_at_remote_rate.unwrap_or((f64::NAN, f64::NAN)),
-    }
 }
 
 /// `(p50, p99)` in µs from a bench sink's latency line.

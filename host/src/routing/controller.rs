@@ -1,6 +1,8 @@
 //! The `controller` import: what a block can ask of the host (send bags, look blocks up, finish
 //! a block, log, set timers), and [`ControllerCtx`], the part of a block's store it works on.
 //!
+//! Sending bags (`enqueue`, `enqueue-many`) is in [`send`].
+//!
 //! Invariant: nothing a guest passes here can panic the host or make it wait without bound. An
 //! `enqueue` to a full queue waits at most the enqueue timeout (and not at all for the caller's
 //! own queue, which cannot drain while the caller is inside a call, nor again in a call whose
@@ -9,7 +11,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bindings::bagpipe::block::{controller, types};
 use crate::bindings::{BlockInfo, EnqueueError, Level};
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, LOG_MESSAGE_BYTES, Limits, Settings};
-use crate::routing::bag::{self, BagLimits};
+use crate::routing::bag::BagLimits;
 use crate::routing::deadletter::DeadLetters;
-use crate::routing::queue::{Envelope, Refusal};
+use crate::routing::queue::Refusal;
 use crate::routing::router::Router;
 use crate::runtime::clock::CallClock;
 use crate::runtime::guest_stdout::GuestStdout;
@@ -42,6 +43,10 @@ pub enum Request {
     },
 }
 
+/// How a list of bags sent through the cluster went: how many were taken (from the first), and
+/// `Ok(queued)` when all were, or why the first one not taken was not.
+pub type ManyTaken = (u32, Result<bool, EnqueueError>);
+
 /// Where bags go that this host does not take itself: the hosts of its cluster.
 pub trait Cluster: Send + Sync {
     /// Sends a stamped bag to `responsibility` elsewhere in the cluster; the answer is what
@@ -52,7 +57,18 @@ pub trait Cluster: Send + Sync {
         stamped: String,
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<bool, EnqueueError>> + Send + 'a>>;
+
+    /// Sends stamped bags to `responsibility` elsewhere in the cluster, in order, in as few
+    /// round trips as the server allows.
+    fn enqueue_many<'a>(
+        &'a self,
+        responsibility: &'a str,
+        stamped: Vec<String>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = ManyTaken> + Send + 'a>>;
 }
+
+mod send;
 
 /// What every block's controller links to: the rest of the host.
 #[derive(Clone)]
@@ -155,54 +171,13 @@ impl controller::Host for ControllerCtx {
     }
 
     async fn enqueue(&mut self, target: String, bag: String) -> Result<bool, EnqueueError> {
-        let route = self.links.router.resolve(&target);
-        // Not here, or shared with the cluster / durable: through the cluster, when there is one.
-        if let Some(cluster) = self.links.cluster.clone()
-            && route.as_ref().is_none_or(|r| r.via_server)
-        {
-            return self.enqueue_remote(cluster.as_ref(), &target, &bag).await;
-        }
-        let Some(route) = route else {
-            return Err(EnqueueError::UnknownTarget(format!("no block has responsibility `{target}`")));
-        };
-        let Some(queue) = &route.queue else {
-            // The target exists but takes no bags: say so, deliver nothing. The bag is still
-            // checked, so a bad bag is reported wherever it was going.
-            bag::stamp(&bag, &self.me.responsibility, self.next_seq(), self.limits)
-                .map_err(|e| refusal(&target, e.into()))?;
-            return Ok(false);
-        };
-        if !route.status.takes_bags() {
-            return Err(EnqueueError::Unavailable(format!(
-                "`{target}` is {} and takes no bags",
-                crate::stats::state_name(route.status.state())
-            )));
-        }
-        let seq = self.next_seq();
-        let stamped = queue.stamp(&bag, &self.me.responsibility, seq).map_err(|r| refusal(&target, r))?;
-        let sent = match queue.offer(Envelope::Bag(stamped)) {
-            Ok(()) => Ok(()),
-            // The caller's own queue only drains after this call returns: waiting cannot help.
-            // Nor does waiting again in a call that already waited in vain.
-            Err((Refusal::Full, _)) if route.status.responsibility == self.me.responsibility => {
-                Err(queue.refuse(Refusal::Full))
-            }
-            Err((Refusal::Full, _)) if self.clock.waited_in_vain() => Err(queue.refuse(Refusal::Full)),
-            Err((Refusal::Full, envelope)) => {
-                let timeout = self.links.settings.enqueue_timeout;
-                let waited = self.clock.waiting(queue.push_within(envelope, timeout)).await;
-                if waited == Err(Refusal::Full) {
-                    self.clock.note_wait_in_vain();
-                }
-                waited
-            }
-            Err((other, _)) => Err(queue.refuse(other)),
-        };
-        sent.map_err(|r| refusal(&target, r))?;
-        self.me.seq.store(seq, Ordering::Relaxed);
-        Counters::bump(&self.me.counters.sent);
-        Ok(true)
+        self.send_one(&target, bag).await
     }
+
+    async fn enqueue_many(&mut self, target: String, bags: Vec<String>) -> controller::Sent {
+        self.send_many(&target, bags).await
+    }
+
     async fn lookup(&mut self, responsibility: String) -> Option<BlockInfo> {
         self.links.router.resolve(&responsibility).map(|r| r.status.info())
     }
@@ -273,34 +248,6 @@ impl controller::Host for ControllerCtx {
 
     async fn cancel_timer(&mut self, id: u64) -> bool {
         self.timers.cancel(id)
-    }
-}
-
-impl ControllerCtx {
-    /// `enqueue` through the cluster: checked and stamped here, answered by the host that takes it.
-    async fn enqueue_remote(&mut self, cluster: &dyn Cluster, target: &str, bag: &str) -> Result<bool, EnqueueError> {
-        // Like a local queue: a call whose earlier wait ran out does not wait again.
-        if self.clock.waited_in_vain() {
-            return Err(EnqueueError::QueueFull);
-        }
-        let seq = self.next_seq();
-        let stamped =
-            bag::stamp(bag, &self.me.responsibility, seq, self.limits).map_err(|e| refusal(target, e.into()))?;
-        let timeout = self.links.settings.enqueue_timeout;
-        let answer = self.clock.waiting(cluster.enqueue(target, stamped, timeout)).await;
-        if matches!(answer, Err(EnqueueError::QueueFull)) {
-            self.clock.note_wait_in_vain();
-        }
-        if answer.is_ok() {
-            self.me.seq.store(seq, Ordering::Relaxed);
-            Counters::bump(&self.me.counters.sent);
-        }
-        answer
-    }
-
-    /// The sequence number the next bag this block sends gets.
-    fn next_seq(&self) -> u64 {
-        self.me.seq.load(Ordering::Relaxed) + 1
     }
 }
 

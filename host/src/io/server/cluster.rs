@@ -12,18 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use serde_json::json;
 
 use super::{BlockServer, ServerLink, bounded};
 use crate::bindings::EnqueueError;
 use crate::defaults::{REMOTE_SLACK, SERVE_RETRY};
-use crate::routing::controller::{Cluster, refusal};
+use crate::routing::controller::{Cluster, ManyTaken, refusal};
 use crate::routing::queue::{BlockQueue, Envelope, Refusal};
 use crate::stats::Counters;
-use std::future::IntoFuture as _;
 
+mod batch;
 mod dead;
 pub mod durable;
 
@@ -78,17 +77,21 @@ impl Cluster for ServerLink {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, EnqueueError>> + Send + 'a>> {
         Box::pin(self.enqueue_remote(responsibility, stamped, timeout))
     }
+
+    fn enqueue_many<'a>(
+        &'a self,
+        responsibility: &'a str,
+        stamped: Vec<String>,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ManyTaken> + Send + 'a>> {
+        Box::pin(self.enqueue_many_remote(responsibility, stamped, timeout))
+    }
 }
 
 impl ServerLink {
-    /// Sends a stamped bag to `responsibility` elsewhere in the cluster; the answer is what
-    /// `enqueue` on the host that took it said.
-    pub async fn enqueue_remote(
-        &self,
-        responsibility: &str,
-        stamped: String,
-        enqueue_timeout: Duration,
-    ) -> Result<bool, EnqueueError> {
+    /// Where bags for `responsibility` go through the cluster: `Some(cluster)` to its hosts (a
+    /// request each), `None` into its durable stream; an error when neither can be reached.
+    async fn cluster_target(&self, responsibility: &str) -> Result<Option<String>, EnqueueError> {
         let Some(cluster) = &self.cluster else {
             return Err(EnqueueError::UnknownTarget(format!("no block has responsibility `{responsibility}`")));
         };
@@ -98,15 +101,24 @@ impl ServerLink {
             )));
         }
         if self.durable_target(cluster, responsibility).await? {
-            let js = jetstream::new(self.client().clone());
-            let subject = durable_subject(cluster, responsibility);
-            let ack = bounded(js.publish(subject, stamped.into())).await.map_err(EnqueueError::Unavailable)?;
-            bounded(ack.into_future())
-                .await
-                .map_err(|e| EnqueueError::Unavailable(format!("the server did not store the bag: {e}")))?;
-            self.stats.published.fetch_add(1, Ordering::Relaxed);
-            return Ok(true);
+            return Ok(None);
         }
+        Ok(Some(cluster.clone()))
+    }
+
+    /// Sends a stamped bag to `responsibility` elsewhere in the cluster; the answer is what
+    /// `enqueue` on the host that took it said.
+    pub async fn enqueue_remote(
+        &self,
+        responsibility: &str,
+        stamped: String,
+        enqueue_timeout: Duration,
+    ) -> Result<bool, EnqueueError> {
+        let Some(cluster) = self.cluster_target(responsibility).await? else {
+            let (_, answer) = self.publish_durable(responsibility, vec![stamped]).await;
+            return answer;
+        };
+        let cluster = &cluster;
         let subject = enqueue_subject(cluster, responsibility);
         let asked = self.client().request(subject, stamped.into());
         let reply = match tokio::time::timeout(enqueue_timeout + REMOTE_SLACK, asked).await {
@@ -132,6 +144,11 @@ impl ServerLink {
 
 /// The answer a serving host sends back, as JSON.
 fn encode_answer(result: Result<bool, EnqueueError>) -> String {
+    json_answer(result).to_string()
+}
+
+/// An `enqueue` answer as a JSON object.
+fn json_answer(result: Result<bool, EnqueueError>) -> serde_json::Value {
     match result {
         Ok(delivered) => json!({"ok": delivered}),
         Err(EnqueueError::UnknownTarget(d)) => json!({"error": "unknown-target", "detail": d}),
@@ -140,12 +157,16 @@ fn encode_answer(result: Result<bool, EnqueueError>) -> String {
         Err(EnqueueError::QueueFull) => json!({"error": "queue-full"}),
         Err(EnqueueError::TooLarge(limit)) => json!({"error": "too-large", "limit": limit}),
     }
-    .to_string()
 }
 
 fn decode_answer(payload: &[u8]) -> Result<bool, EnqueueError> {
     let v: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| EnqueueError::Unavailable(format!("a bad answer from the cluster: {e}")))?;
+    decode_value(&v)
+}
+
+/// The `enqueue` answer a JSON object carries.
+fn decode_value(v: &serde_json::Value) -> Result<bool, EnqueueError> {
     let detail = || v["detail"].as_str().unwrap_or_default().to_owned();
     match (v["ok"].as_bool(), v["error"].as_str()) {
         (Some(delivered), _) => Ok(delivered),
@@ -191,9 +212,14 @@ impl BlockServer {
                         None => break,
                     },
                 };
-                let answer = me.take_remote(&queue, &message.payload, enqueue_timeout).await;
+                let batch = message.headers.as_ref().is_some_and(|h| h.get(batch::BATCH_HEADER).is_some());
+                let answer = if batch {
+                    me.take_batch(&queue, &message.payload, enqueue_timeout).await.to_string()
+                } else {
+                    encode_answer(me.take_remote(&queue, &message.payload, enqueue_timeout).await)
+                };
                 if let Some(reply) = message.reply {
-                    let _ = bounded(me.link.client().publish(reply, encode_answer(answer).into())).await;
+                    let _ = bounded(me.link.client().publish(reply, answer.into())).await;
                 }
             }
             let _ = bounded(subscriber.unsubscribe()).await;
