@@ -168,6 +168,23 @@ async fn across_crashes(n: u64) -> (u64, u64) {
                 nats.restart().await;
             }
         }
+        // Written is not yet read by the host: shutting down now would cut what is still in the
+        // socket, which is not what this measures. Wait (bounded) until the stream holds every
+        // message, then shut down gracefully; what is missing then is lost.
+        if let Ok(client) = async_nats::connect(nats.url()).await {
+            let js = async_nats::jetstream::new(client);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while tokio::time::Instant::now() < deadline {
+                let stored = match js.get_stream("LOGS").await {
+                    Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+                    Err(_) => 0,
+                };
+                if stored >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let _ = written_tx.send(());
     };
     let run = async {

@@ -1,5 +1,5 @@
 //! Two hosts of one cluster over a NATS server of the benchmark's own: a source on one, the sink
-//! on the other, against the same pair in one host. The source sends its bags 256 to an
+//! on the other, against the same pair in one host. The source sends its bags 1,024 to an
 //! `enqueue_many` call (one request across hosts, answered once). Rates are taken at saturation;
 //! latency both ways at one offered load, half the cross-host maximum, so the two compare.
 
@@ -27,7 +27,8 @@ fn host(server: Option<String>) -> Host {
 }
 
 fn source(bags: u64, pace: &str) -> String {
-    format!("to = \"sink\"\ncount = {bags}\nstamp = true\nmany = true\n{pace}")
+    let batch = if pace.is_empty() { "batch = 1024\n" } else { "" };
+    format!("to = \"sink\"\ncount = {bags}\nstamp = true\nmany = true\n{batch}{pace}")
 }
 
 pub async fn measure(bags: u64) -> CrossHost {

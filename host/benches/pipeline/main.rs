@@ -193,7 +193,7 @@ fn main() {
         println!();
         broker::print(&to_broker);
         println!();
-        println!("| two hosts over NATS (source on one, sink on the other; enqueue_many of 256), {} bags | value |", cross.bags);
+        println!("| two hosts over NATS (source on one, sink on the other; enqueue_many of 1024), {} bags | value |", cross.bags);
         println!("|--------------------------------------------------------------------|-----------:|");
         println!("| across two hosts, bags/s                                            | {:>10.0} |", cross.remote_rate);
         println!("| the same in one host, bags/s                                        | {:>10.0} |", cross.local_rate);

@@ -140,7 +140,7 @@ fn more(server: Option<&BlockServer>, batch: &Batch) -> bool {
 }
 
 impl delivery::Host for DeliveryCtx {
-    async fn next(&mut self, previous: Option<Result<(), String>>) -> Option<Item> {
+    fn next(&mut self, previous: Option<Result<(), String>>) -> Option<Item> {
         // The batch stays in the context throughout: a host panic here leaves the queue where
         // the task finds it (`abandon`).
         let batch = self.batch.as_mut()?;

@@ -162,11 +162,11 @@ impl ControllerCtx {
 impl types::Host for ControllerCtx {}
 
 impl controller::Host for ControllerCtx {
-    async fn name(&mut self) -> String {
+    fn name(&mut self) -> String {
         self.me.name.clone()
     }
 
-    async fn responsibility(&mut self) -> String {
+    fn responsibility(&mut self) -> String {
         self.me.responsibility.clone()
     }
 
@@ -178,15 +178,15 @@ impl controller::Host for ControllerCtx {
         self.send_many(&target, bags).await
     }
 
-    async fn lookup(&mut self, responsibility: String) -> Option<BlockInfo> {
+    fn lookup(&mut self, responsibility: String) -> Option<BlockInfo> {
         self.links.router.resolve(&responsibility).map(|r| r.status.info())
     }
 
-    async fn list_blocks(&mut self) -> Vec<BlockInfo> {
+    fn list_blocks(&mut self) -> Vec<BlockInfo> {
         self.links.router.routes().iter().map(|r| r.status.info()).collect()
     }
 
-    async fn finish(&mut self, responsibility: String) -> Result<(), String> {
+    fn finish(&mut self, responsibility: String) -> Result<(), String> {
         if BUILTIN_RESPONSIBILITIES.contains(&responsibility.as_str()) {
             tracing::info!("asked the host to shut down (finished `{responsibility}`)");
             self.links.shutdown.cancel();
@@ -212,7 +212,7 @@ impl controller::Host for ControllerCtx {
         }
     }
 
-    async fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, message: String) {
         if self.log_rate.as_ref().is_some_and(|rate| !rate.admit()) {
             return;
         }
@@ -234,7 +234,7 @@ impl controller::Host for ControllerCtx {
         }
     }
 
-    async fn set_timer(&mut self, delay_ms: u64, tag: String) -> Result<u64, String> {
+    fn set_timer(&mut self, delay_ms: u64, tag: String) -> Result<u64, String> {
         if !self.takes_timers {
             return Err("this block does not export timer-hook, so a timer could never fire".to_owned());
         }
@@ -246,7 +246,7 @@ impl controller::Host for ControllerCtx {
         })
     }
 
-    async fn cancel_timer(&mut self, id: u64) -> bool {
+    fn cancel_timer(&mut self, id: u64) -> bool {
         self.timers.cancel(id)
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use bagpipe_guest::{Bag, Block, Config, Connection, Controller, ServerError, Value, json};
+use bagpipe_guest::{Bag, Block, Config, Connection, Controller, EnqueueError, ServerError, Value, json};
 
 use crate::frame::{Frame, Framer};
 use crate::parse;
@@ -73,12 +73,23 @@ pub struct Syslog<F: Flavor> {
     max_frame: usize,
     conns: HashMap<Connection, Conn>,
     waiting: Waiting,
+    /// What one delivery parsed, for `to` (sent before the delivery returns).
+    outgoing: Vec<Bag>,
     flavor: PhantomData<F>,
 }
 
 impl<F: Flavor> Syslog<F> {
-    /// Turns one frame into a bag and sends it on.
-    fn emit(ctl: &Controller, out: &Out, waiting: &mut Waiting, transport: &str, peer: Option<&str>, frame: Frame<'_>) {
+    /// Turns one frame into a bag: published at once (when the block publishes), and kept in
+    /// `outgoing` for `to`.
+    fn emit(
+        ctl: &Controller,
+        out: &Out,
+        waiting: &mut Waiting,
+        outgoing: &mut Vec<Bag>,
+        transport: &str,
+        peer: Option<&str>,
+        frame: Frame<'_>,
+    ) {
         let parsed = match frame {
             Frame::Message(bytes) => parse::parse(bytes).map_err(|reason| (reason, bytes)),
             Frame::TooLong(bytes) => Err(("frame too long", bytes)),
@@ -100,15 +111,35 @@ impl<F: Flavor> Syslog<F> {
         if let Some(subject) = &out.publish {
             waiting.publish(ctl, subject, bag.clone());
         }
-        let to = &out.to;
-        if to.is_empty() {
-            return;
+        if !out.to.is_empty() {
+            outgoing.push(bag);
         }
-        match ctl.enqueue(to, &bag) {
-            Ok(true) => {}
-            Ok(false) => ctl.warn(&format!("`{to}` takes no bags: a syslog message was dropped")),
-            Err(e) => ctl.warn(&format!("cannot pass a syslog message on to `{to}`: {e}")),
+    }
+
+    /// Passes what one delivery parsed into on to `to`, in one host call where it can: a
+    /// message that cannot be a bag there is skipped (and said), anything else ends the list.
+    fn pass_on(ctl: &Controller, to: &str, outgoing: &mut Vec<Bag>) {
+        let mut rest = &outgoing[..];
+        while !rest.is_empty() {
+            let sent = ctl.enqueue_many(to, rest);
+            if !sent.queued {
+                ctl.warn(&format!("`{to}` takes no bags: {} syslog messages were dropped", rest.len()));
+                break;
+            }
+            rest = &rest[(sent.taken as usize).min(rest.len())..];
+            match sent.error {
+                None => {}
+                Some(e @ (EnqueueError::TooLarge(_) | EnqueueError::InvalidBag(_))) => {
+                    ctl.warn(&format!("cannot pass a syslog message on to `{to}`: {e}"));
+                    rest = rest.get(1..).unwrap_or_default();
+                }
+                Some(e) => {
+                    ctl.warn(&format!("cannot pass {} syslog messages on to `{to}`: {e}", rest.len()));
+                    break;
+                }
+            }
         }
+        outgoing.clear();
     }
 }
 
@@ -124,7 +155,14 @@ impl<F: Flavor> Block for Syslog<F> {
         };
         let publish = config.get("publish").and_then(|v| v.as_str()).map(str::to_owned);
         let out = Out { to: config.str_or("to", "sink"), publish };
-        Ok(Syslog { out, max_frame, conns: HashMap::new(), waiting: Waiting::default(), flavor: PhantomData })
+        Ok(Syslog {
+            out,
+            max_frame,
+            conns: HashMap::new(),
+            waiting: Waiting::default(),
+            outgoing: Vec::new(),
+            flavor: PhantomData,
+        })
     }
 
     fn on_accept(&mut self, _ctl: &Controller, conn: Connection, _listener: String, peer: String) {
@@ -135,8 +173,9 @@ impl<F: Flavor> Block for Syslog<F> {
         let max_frame = self.max_frame;
         let Conn { peer, framer } =
             self.conns.entry(conn).or_insert_with(|| Conn { peer: None, framer: Framer::new(max_frame) });
-        let (out, waiting) = (&self.out, &mut self.waiting);
-        framer.push(&data, &mut |frame| Self::emit(ctl, out, waiting, "tcp", peer.as_deref(), frame));
+        let (out, waiting, outgoing) = (&self.out, &mut self.waiting, &mut self.outgoing);
+        framer.push(&data, &mut |frame| Self::emit(ctl, out, waiting, outgoing, "tcp", peer.as_deref(), frame));
+        Self::pass_on(ctl, &self.out.to, &mut self.outgoing);
     }
 
     /// Publishes what still waits, if the outbox takes it; says what it could not.
@@ -166,7 +205,8 @@ impl<F: Flavor> Block for Syslog<F> {
         if let Some(Conn { peer, framer }) = self.conns.remove(&conn)
             && let Some(frame) = framer.finish()
         {
-            Self::emit(ctl, &self.out, &mut self.waiting, "tcp", peer.as_deref(), frame);
+            Self::emit(ctl, &self.out, &mut self.waiting, &mut self.outgoing, "tcp", peer.as_deref(), frame);
+            Self::pass_on(ctl, &self.out.to, &mut self.outgoing);
         }
     }
 
@@ -208,6 +248,7 @@ impl<F: Flavor> Block for Syslog<F> {
 
     fn on_datagram(&mut self, ctl: &Controller, _listener: String, peer: String, data: Vec<u8>) {
         let frame = if data.len() > self.max_frame { Frame::TooLong(&data) } else { Frame::Message(&data) };
-        Self::emit(ctl, &self.out, &mut self.waiting, "udp", Some(&peer), frame);
+        Self::emit(ctl, &self.out, &mut self.waiting, &mut self.outgoing, "udp", Some(&peer), frame);
+        Self::pass_on(ctl, &self.out.to, &mut self.outgoing);
     }
 }
