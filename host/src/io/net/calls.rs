@@ -111,11 +111,11 @@ impl net::Host for NetCtx {
         }
     }
 
-    async fn listeners(&mut self) -> Vec<String> {
+    fn listeners(&mut self) -> Vec<String> {
         self.net.as_ref().map(|hub| hub.listeners()).unwrap_or_default()
     }
 
-    async fn connections(&mut self) -> Vec<net::ConnectionInfo> {
+    fn connections(&mut self) -> Vec<net::ConnectionInfo> {
         let open = self.net.as_ref().map(|hub| hub.connections()).unwrap_or_default();
         open.into_iter().map(|(conn, listener, peer)| net::ConnectionInfo { conn, listener, peer }).collect()
     }

@@ -34,7 +34,7 @@ impl ServerCtx {
 impl server::Host for ServerCtx {
     /// Into the block's outbox, never waiting for the server: it is counted `published` once the
     /// server confirmed it.
-    async fn publish(&mut self, subject: String, bag: String) -> Result<(), ServerError> {
+    fn publish(&mut self, subject: String, bag: String) -> Result<(), ServerError> {
         let (server, text) = self.outgoing(&subject, &bag, "publish to", || format!("publishing to `{subject}` is"))?;
         server.outbox().push(subject, text.into()).map_err(|busy| ServerError::Busy(busy.to_string()))
     }
@@ -61,7 +61,7 @@ impl server::Host for ServerCtx {
         Ok(())
     }
 
-    async fn unsubscribe(&mut self, subject: String) -> bool {
+    fn unsubscribe(&mut self, subject: String) -> bool {
         self.server.as_ref().is_some_and(|s| s.unsubscribe_from(&subject))
     }
 
@@ -85,7 +85,7 @@ impl server::Host for ServerCtx {
         Ok(crate::io::server::message_bag(&message.payload, message.subject.as_str(), None, 1))
     }
 
-    async fn connected(&mut self) -> bool {
+    fn connected(&mut self) -> bool {
         self.server.as_ref().is_some_and(|s| s.link().connected())
     }
 }
