@@ -62,6 +62,9 @@ async fn twenty_swaps_by_copy_rename_and_chunked_write_lose_and_duplicate_nothin
         let n = k as u64 + 1;
         assert_eq!((bag["n"].as_u64(), bag["__seq"].as_u64()), (Some(n), Some(n)), "bag {k}: {bag}");
     }
+    // The transform took its bags in batches (`on-batch`), so each swap came between two of
+    // them: a batch that a swap command interrupts ends after the bag in hand.
+    assert!(report.count("transform", "batches") > 0, "bags reached the transform in batches");
     assert_eq!(report.count("transform", "swaps"), 20, "exactly one swap per change");
     assert_eq!(report.count("transform", "swaps_failed"), 0);
     assert_eq!(report.count("transform", "lost"), 0);
