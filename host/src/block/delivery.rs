@@ -9,7 +9,8 @@
 //! Invariants: exactly one item is "current" (taken, not settled) at a time, and it is the one a
 //! fault hit: the task gets it back from [`DeliveryCtx::close`] and delivers it again or
 //! dead-letters it; items before it were settled once, items after it are still in the queue.
-//! A batch always takes at least one item, however large. A refused durable bag ends the batch
+//! A batch always takes at least one item, however large; an item that would take a batch past
+//! its byte bound waits for the next one, alone. A refused durable bag ends the batch
 //! (it is delivered again before anything queued after it). While the block's outbox is over half
 //! full, no further item is handed out. The queue always goes back to the task.
 
@@ -55,7 +56,9 @@ pub struct BatchEnd {
     pub queue: QueueReceiver,
     /// The item the block had taken and not reported: the one a fault hit.
     pub current: Option<Envelope>,
-    /// The first item, when the block never took it: it was not delivered.
+    /// An item taken from the queue and not handed out: the first one, when the block never
+    /// took it, or one that would have taken the batch past its byte bound. It was not
+    /// delivered; it is next in line.
     pub untaken: Option<Envelope>,
     /// A durable bag the block refused, with why.
     pub refused: Option<(Envelope, String)>,
@@ -151,7 +154,19 @@ impl delivery::Host for DeliveryCtx {
         if !more(self.server.as_deref(), batch) {
             return None;
         }
-        let env = batch.first.take().or_else(|| batch.queue.try_recv().ok())?;
+        let env = match batch.first.take() {
+            Some(first) => first,
+            None => {
+                let env = batch.queue.try_recv().ok()?;
+                if batch.bytes + env.bytes() > BATCH_BYTES {
+                    // Past the bound with what the batch holds: it goes alone, first in line
+                    // after this batch (`BatchEnd::untaken`).
+                    batch.first = Some(env);
+                    return None;
+                }
+                env
+            }
+        };
         #[cfg(debug_assertions)]
         test_panic(&self.status.responsibility, &env);
         batch.taken += 1;

@@ -138,12 +138,23 @@ fn an_item_past_the_byte_bound_goes_alone() {
     let big = format!(r#"{{"big":"{}"}}"#, "x".repeat(BATCH_BYTES));
     let all = vec![big.clone(), r#"{"i":2}"#.to_owned()];
     let (first, rx, _q, status) = queued(&all);
-    let mut ctx = DeliveryCtx::new(status, None, None);
+    let mut ctx = DeliveryCtx::new(status.clone(), None, None);
     ctx.open(first, rx, never());
     assert_eq!(bag_of(ctx.next(None)), big, "however large, a batch takes its first item");
     assert!(ctx.next(Some(Ok(()))).is_none(), "and nothing after it");
     let mut end = ctx.close(true).expect("open");
     assert_eq!(end.queue.try_recv().ok(), Some(Envelope::Bag(all[1].clone())));
+
+    // Behind other items, it is not handed out: it waits for the next batch, first in line.
+    let all = vec![r#"{"i":1}"#.to_owned(), big.clone(), r#"{"i":3}"#.to_owned()];
+    let (first, rx, _q, status) = queued(&all);
+    ctx = DeliveryCtx::new(status, None, None);
+    ctx.open(first, rx, never());
+    assert_eq!(bag_of(ctx.next(None)), all[0]);
+    assert!(ctx.next(Some(Ok(()))).is_none(), "the big one would pass the bound");
+    let mut end = ctx.close(true).expect("open");
+    assert_eq!(end.untaken, Some(Envelope::Bag(big)), "not delivered, next in line");
+    assert_eq!(end.queue.try_recv().ok(), Some(Envelope::Bag(all[2].clone())), "and the rest after it");
 }
 
 #[test]

@@ -479,8 +479,8 @@ impl BlockTask {
             self.healthy();
         }
         if let Some(env) = end.untaken {
-            // Never taken, so never delivered: first in line for the next instance, no attempt
-            // counted.
+            // Never handed out, so never delivered: first in line (for the next instance after a
+            // fault), alone, no attempt counted.
             self.retry = Some(Retry { bag: env, attempts: 0 });
         }
         if let Some((env, why)) = end.refused {
