@@ -69,8 +69,8 @@ impl BlockCtx {
         Self {
             controller: controller.granting(control),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),
-            server: ServerCtx::new(parts.server.clone(), parts.status.clone(), limits, clock),
-            delivery: DeliveryCtx::new(parts.status.clone(), parts.net.clone(), parts.server.clone()),
+            server: ServerCtx::new(parts.server.clone(), parts.status.clone(), limits, clock.clone()),
+            delivery: DeliveryCtx::new(parts.status.clone(), clock, parts.net.clone(), parts.server.clone()),
             sandbox,
         }
     }

@@ -6,6 +6,9 @@
 //! block took before (done, refused, counted) and hands out the next one, until the batch is as
 //! large as one batch may be (`BATCH_ITEMS`, `BATCH_BYTES`), a lifecycle command waits or the queue is empty.
 //!
+//! Each item handed out starts the call's clock again: it has the call timeout and the wait
+//! allowance a call of its own would have.
+//!
 //! Invariants: exactly one item is "current" (taken, not settled) at a time, and it is the one a
 //! fault hit: the task gets it back from [`DeliveryCtx::close`] and delivers it again or
 //! dead-letters it; items before it were settled once, items after it are still in the queue.
@@ -22,11 +25,14 @@ use crate::defaults::{BATCH_BYTES, BATCH_ITEMS};
 use crate::io::net::NetHub;
 use crate::io::server::BlockServer;
 use crate::routing::queue::{Envelope, QueueReceiver};
+use crate::runtime::clock::CallClock;
 use crate::stats::{BlockStatus, Counters};
 
 /// A block's `delivery` context: the batch being delivered, if any.
 pub struct DeliveryCtx {
     status: Arc<BlockStatus>,
+    /// The call's clock: it starts again for each item.
+    clock: Arc<CallClock>,
     net: Option<Arc<NetHub>>,
     server: Option<Arc<BlockServer>>,
     batch: Option<Batch>,
@@ -68,9 +74,14 @@ pub struct BatchEnd {
 
 impl DeliveryCtx {
     /// The context of an instance of the block `status` describes, with its sockets and server
-    /// side.
-    pub fn new(status: Arc<BlockStatus>, net: Option<Arc<NetHub>>, server: Option<Arc<BlockServer>>) -> Self {
-        Self { status, net, server, batch: None }
+    /// side, timed by the store's call `clock`.
+    pub fn new(
+        status: Arc<BlockStatus>,
+        clock: Arc<CallClock>,
+        net: Option<Arc<NetHub>>,
+        server: Option<Arc<BlockServer>>,
+    ) -> Self {
+        Self { status, clock, net, server, batch: None }
     }
 
     /// Opens a batch: `first` (already taken from the queue) and what `queue` holds, until
@@ -176,6 +187,10 @@ impl delivery::Host for DeliveryCtx {
         }
         let item = item_of(&env);
         batch.current = Some((env, Instant::now()));
+        // Each item is timed as a call of its own would be: the whole call timeout for its guest
+        // time, and waits of its own (an earlier item's wait that ran out does not stop this
+        // one's sends from waiting).
+        self.clock.start();
         Some(item)
     }
 }

@@ -21,6 +21,10 @@ fn bags(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!(r#"{{"i":{i}}}"#)).collect()
 }
 
+fn clock() -> Arc<CallClock> {
+    Arc::new(CallClock::new(std::time::Duration::from_secs(5)))
+}
+
 fn never() -> CommandWaiting {
     Arc::new(|| false)
 }
@@ -41,7 +45,7 @@ fn count(status: &BlockStatus) -> (u64, u64) {
 fn a_fault_hits_the_item_taken_last_and_leaves_the_rest_queued() {
     let all = bags(5);
     let (first, rx, _q, status) = queued(&all);
-    let mut ctx = DeliveryCtx::new(status.clone(), None, None);
+    let mut ctx = DeliveryCtx::new(status.clone(), clock(), None, None);
     ctx.open(first, rx, never());
     assert_eq!(bag_of(ctx.next(None)), all[0]);
     assert_eq!(bag_of(ctx.next(Some(Ok(())))), all[1]);
@@ -61,7 +65,7 @@ fn a_fault_hits_the_item_taken_last_and_leaves_the_rest_queued() {
 fn a_call_that_returns_settles_its_last_item_and_ends_at_an_empty_queue() {
     let all = bags(2);
     let (first, rx, _q, status) = queued(&all);
-    let mut ctx = DeliveryCtx::new(status.clone(), None, None);
+    let mut ctx = DeliveryCtx::new(status.clone(), clock(), None, None);
     ctx.open(first, rx, never());
     bag_of(ctx.next(None));
     bag_of(ctx.next(Some(Ok(()))));
@@ -72,7 +76,7 @@ fn a_call_that_returns_settles_its_last_item_and_ends_at_an_empty_queue() {
 
     // A block that returns without reporting its last item is done with it.
     let (first, rx, _q, status) = queued(&bags(1));
-    ctx = DeliveryCtx::new(status.clone(), None, None);
+    ctx = DeliveryCtx::new(status.clone(), clock(), None, None);
     ctx.open(first, rx, never());
     bag_of(ctx.next(None));
     let end = ctx.close(true).expect("open");
@@ -83,7 +87,7 @@ fn a_call_that_returns_settles_its_last_item_and_ends_at_an_empty_queue() {
 #[test]
 fn a_block_that_took_nothing_leaves_the_first_item_undelivered() {
     let (first, rx, _q, status) = queued(&bags(2));
-    let mut ctx = DeliveryCtx::new(status.clone(), None, None);
+    let mut ctx = DeliveryCtx::new(status.clone(), clock(), None, None);
     ctx.open(first.clone(), rx, never());
     let end = ctx.close(false).expect("open");
     assert_eq!((end.current, end.untaken), (None, Some(first)));
@@ -96,7 +100,7 @@ fn a_refused_durable_bag_ends_the_batch_and_goes_back_to_the_task() {
     let (_, rx, q, status) = queued(&all);
     let (receipt, mut settled) = Receipt::new();
     let durable = Envelope::Durable { bag: all[0].clone(), receipt };
-    let mut ctx = DeliveryCtx::new(status.clone(), None, None);
+    let mut ctx = DeliveryCtx::new(status.clone(), clock(), None, None);
     ctx.open(durable.clone(), rx, never());
     bag_of(ctx.next(None));
     assert!(ctx.next(Some(Err("not now".into()))).is_none(), "a refusal ends the batch");
@@ -120,7 +124,7 @@ fn a_refused_durable_bag_ends_the_batch_and_goes_back_to_the_task() {
 fn a_batch_holds_at_most_batch_items() {
     let all = bags(BATCH_ITEMS + 10);
     let (first, rx, _q, status) = queued(&all);
-    let mut ctx = DeliveryCtx::new(status, None, None);
+    let mut ctx = DeliveryCtx::new(status, clock(), None, None);
     ctx.open(first, rx, never());
     let mut previous = None;
     let mut seen = Vec::new();
@@ -138,7 +142,7 @@ fn an_item_past_the_byte_bound_goes_alone() {
     let big = format!(r#"{{"big":"{}"}}"#, "x".repeat(BATCH_BYTES));
     let all = vec![big.clone(), r#"{"i":2}"#.to_owned()];
     let (first, rx, _q, status) = queued(&all);
-    let mut ctx = DeliveryCtx::new(status.clone(), None, None);
+    let mut ctx = DeliveryCtx::new(status.clone(), clock(), None, None);
     ctx.open(first, rx, never());
     assert_eq!(bag_of(ctx.next(None)), big, "however large, a batch takes its first item");
     assert!(ctx.next(Some(Ok(()))).is_none(), "and nothing after it");
@@ -148,7 +152,7 @@ fn an_item_past_the_byte_bound_goes_alone() {
     // Behind other items, it is not handed out: it waits for the next batch, first in line.
     let all = vec![r#"{"i":1}"#.to_owned(), big.clone(), r#"{"i":3}"#.to_owned()];
     let (first, rx, _q, status) = queued(&all);
-    ctx = DeliveryCtx::new(status, None, None);
+    ctx = DeliveryCtx::new(status, clock(), None, None);
     ctx.open(first, rx, never());
     assert_eq!(bag_of(ctx.next(None)), all[0]);
     assert!(ctx.next(Some(Ok(()))).is_none(), "the big one would pass the bound");
@@ -163,7 +167,7 @@ fn a_waiting_command_ends_the_batch_after_the_item_in_hand() {
     let (first, rx, _q, status) = queued(&all);
     let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = waiting.clone();
-    let mut ctx = DeliveryCtx::new(status, None, None);
+    let mut ctx = DeliveryCtx::new(status, clock(), None, None);
     ctx.open(first, rx, Arc::new(move || flag.load(Ordering::Relaxed)));
     bag_of(ctx.next(None));
     bag_of(ctx.next(Some(Ok(()))));
@@ -179,10 +183,22 @@ fn socket_events_travel_in_the_same_batch_as_bags() {
     let (queue, rx) = BlockQueue::new(8, 1 << 20, status.clone(), BagLimits { max_bytes: 1024, max_depth: 8 });
     queue.try_push(Envelope::Data { conn: 7, data: b"hello".to_vec() }).expect("room");
     queue.try_push(Envelope::Closed { conn: 7 }).expect("room");
-    let mut ctx = DeliveryCtx::new(status, None, None);
+    let mut ctx = DeliveryCtx::new(status, clock(), None, None);
     ctx.open(Envelope::Bag("{}".into()), rx, never());
     assert!(matches!(ctx.next(None), Some(Item::Bag(_))));
     assert!(matches!(ctx.next(Some(Ok(()))), Some(Item::Data(Received { conn: 7, ref data })) if data == b"hello"));
     assert!(matches!(ctx.next(Some(Ok(()))), Some(Item::Closed(7))));
     assert!(ctx.next(Some(Ok(()))).is_none());
+}
+
+#[test]
+fn each_item_is_timed_as_a_call_of_its_own() {
+    let (first, rx, _q, status) = queued(&bags(2));
+    let clock = clock();
+    let mut ctx = DeliveryCtx::new(status, clock.clone(), None, None);
+    ctx.open(first, rx, never());
+    bag_of(ctx.next(None));
+    clock.note_wait_in_vain();
+    bag_of(ctx.next(Some(Ok(()))));
+    assert!(!clock.waited_in_vain(), "the first item's wait that ran out does not hold for the second");
 }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{NetHub, Write, socket_addr};
+use super::{NetHub, SendPermits, Write, socket_addr};
 use crate::bindings::bagpipe::block::net::{self, NetError};
 use crate::runtime::clock::CallClock;
 use crate::stats::Counters;
@@ -31,9 +31,12 @@ impl NetCtx {
 impl net::Host for NetCtx {
     async fn send(&mut self, conn: u64, data: Vec<u8>) -> Result<(), NetError> {
         let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
-        let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
-        let budget = self.send_budget(&hub, data.len()).await?;
-        match writes.try_send(Write::Data(data, budget)) {
+        let Some((writes, share)) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
+        // The connection's share first: a peer that stops reading fills only its own.
+        let conn_bytes = data.len().min(hub.conn_share());
+        let share = self.send_budget(&hub, share, conn_bytes).await?;
+        let block = self.send_budget(&hub, hub.send_buffer.clone(), data.len()).await?;
+        match writes.try_send(Write::Data(data, SendPermits { _block: block, _conn: share })) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(NetError::UnknownConnection(conn)),
             Err(TrySendError::Full(_)) if self.clock.waited_in_vain() => Err(NetError::WouldBlock),
@@ -54,7 +57,7 @@ impl net::Host for NetCtx {
 
     async fn close(&mut self, conn: u64) -> Result<(), NetError> {
         let Some(hub) = self.net.clone() else { return Err(NetError::UnknownConnection(conn)) };
-        let Some(writes) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
+        let Some((writes, _)) = hub.writes(conn) else { return Err(NetError::UnknownConnection(conn)) };
         // After what is queued; when the queue stays full past the enqueue timeout, at once.
         let queued = self.clock.waiting(tokio::time::timeout(self.timeout, writes.send(Write::Close))).await;
         if !matches!(queued, Ok(Ok(()))) {
@@ -122,9 +125,15 @@ impl net::Host for NetCtx {
 }
 
 impl NetCtx {
-    /// Room for `n` bytes in the block's send buffer, waiting (like for a full queue) at most the
-    /// enqueue timeout, and not at all once a wait in this call ran out.
-    async fn send_budget(&self, hub: &NetHub, n: usize) -> Result<OwnedSemaphorePermit, NetError> {
+    /// Room for `n` bytes in `buffer` (the block's send buffer, or a connection's share of it),
+    /// waiting (like for a full queue) at most the enqueue timeout, and not at all once a wait in
+    /// this call ran out.
+    async fn send_budget(
+        &self,
+        hub: &NetHub,
+        buffer: Arc<Semaphore>,
+        n: usize,
+    ) -> Result<OwnedSemaphorePermit, NetError> {
         let spent = || {
             Counters::bump(&hub.status.counters.budget_refusals);
             NetError::WouldBlock
@@ -136,13 +145,13 @@ impl NetCtx {
                 hub.send_buffer_bytes
             ))
         })?;
-        if let Ok(permit) = hub.send_buffer.clone().try_acquire_many_owned(permits) {
+        if let Ok(permit) = buffer.clone().try_acquire_many_owned(permits) {
             return Ok(permit);
         }
         if self.clock.waited_in_vain() {
             return Err(spent());
         }
-        let wait = tokio::time::timeout(self.timeout, hub.send_buffer.clone().acquire_many_owned(permits));
+        let wait = tokio::time::timeout(self.timeout, buffer.acquire_many_owned(permits));
         match self.clock.waiting(wait).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {

@@ -65,14 +65,25 @@ enum Socket {
 
 /// A writer's work.
 enum Write {
-    /// Bytes to write, holding their part of the block's send buffer until written.
-    Data(Vec<u8>, OwnedSemaphorePermit),
+    /// Bytes to write, holding their part of the block's send buffer (and of the connection's
+    /// share of it) until written.
+    Data(Vec<u8>, SendPermits),
     Close,
+}
+
+/// What one write holds until it is written: its bytes of the block's send buffer, and of the
+/// connection's share (at most half the buffer), so one peer that stops reading cannot take the
+/// whole buffer from the others.
+struct SendPermits {
+    _block: OwnedSemaphorePermit,
+    _conn: OwnedSemaphorePermit,
 }
 
 /// One open connection.
 struct Conn {
     writes: mpsc::Sender<Write>,
+    /// The connection's share of the send buffer (half of it).
+    share: Arc<Semaphore>,
     cancel: CancellationToken,
     /// The listener it was accepted on; `None` when the block opened it.
     listener: Option<String>,
@@ -230,7 +241,8 @@ impl NetHub {
             Some((listener, peer)) => (Some(listener.clone()), peer.clone(), false),
             None => (None, stream.peer_addr().map(|a| a.to_string()).unwrap_or_default(), true),
         };
-        self.lock().insert(id, Conn { writes, cancel: cancel.clone(), listener, peer, told });
+        let share = Arc::new(Semaphore::new(self.conn_share()));
+        self.lock().insert(id, Conn { writes, share, cancel: cancel.clone(), listener, peer, told });
         Counters::bump(&self.status.counters.connections);
         let (read, write) = stream.into_split();
         self.tasks.spawn(self.clone().reader(id, read, accept, cancel.clone()));
@@ -312,9 +324,14 @@ impl NetHub {
         open
     }
 
-    /// The write queue of connection `id`.
-    fn writes(&self, id: u64) -> Option<mpsc::Sender<Write>> {
-        self.lock().get(&id).map(|c| c.writes.clone())
+    /// The write queue of connection `id`, and its share of the send buffer.
+    fn writes(&self, id: u64) -> Option<(mpsc::Sender<Write>, Arc<Semaphore>)> {
+        self.lock().get(&id).map(|c| (c.writes.clone(), c.share.clone()))
+    }
+
+    /// Bytes of the send buffer one connection may hold: half of it (at least one byte).
+    fn conn_share(&self) -> usize {
+        (self.send_buffer_bytes / 2).clamp(1, Semaphore::MAX_PERMITS)
     }
 
     /// Whether `address` is granted by a `connect` grant.
