@@ -43,6 +43,19 @@ pub mod batch {
     });
 }
 
+/// The optional `reply-hook` export.
+pub mod reply {
+    wit_bindgen::generate!({
+        world: "reply-hooked",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_bagpipe_reply_hook",
+        default_bindings_module: "bagpipe_guest::__private::bindings::reply",
+        runtime_path: "bagpipe_guest::__private::rt",
+        with: { "bagpipe:block/types@0.1.0": crate::bindings::block::bagpipe::block::types },
+    });
+}
+
 /// The optional `timer-hook` export.
 pub mod timer {
     wit_bindgen::generate!({

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::bag::Bag;
-use crate::controller::{Connection, Controller, ServerInfo};
+use crate::controller::{CallError, CallId, Connection, Controller, ServerInfo};
 
 /// A block's `config` table from the manifest, as JSON.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,6 +80,12 @@ pub trait Block: Sized + 'static {
     fn on_enqueue(&mut self, ctl: &Controller, bag: Bag) -> Result<(), String> {
         let _ = (ctl, bag);
         Ok(())
+    }
+
+    /// A call made with [`Controller::call`] has ended (list `on_reply`): with the target's
+    /// answer, or with why there is none. Each call the host accepted ends here exactly once.
+    fn on_reply(&mut self, ctl: &Controller, call: CallId, outcome: Result<Bag, CallError>) {
+        let _ = (ctl, call, outcome);
     }
 
     /// A timer set with [`Controller::set_timer`] is due (list `on_timer`).

@@ -19,6 +19,42 @@ pub type Connection = u64;
 
 pub use crate::bindings::block::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
 
+/// How a call ([`Controller::call`]) ended without an answer: `Timeout`, `Faulted(why)` (the
+/// target trapped or panicked handling it), `Refused(why)` (its `on_enqueue` returned an error),
+/// `NoReply` (it returned without answering) or `Unavailable(why)` (it stopped first, or the
+/// answer could not reach this block).
+pub use crate::bindings::block::bagpipe::block::types::CallError;
+
+/// The id of a call, as [`Controller::call`] returned it and [`Block::on_reply`](crate::Block::on_reply)
+/// is given it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// Why [`Controller::reply`] did not deliver an answer.
+#[derive(Clone, Debug)]
+pub enum ReplyError {
+    /// The request came from the message server, and publishing the answer failed.
+    Server(ServerError),
+    /// The request came from a block's call, and the answer did not reach it (the call ended
+    /// already, or the caller would not take the answer).
+    Call(EnqueueError),
+}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyError::Server(e) => write!(f, "{e}"),
+            ReplyError::Call(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+/// Where the host's call handles start (a bag's `__reply` that names a call between blocks,
+/// not a server subject).
+const CALL_HANDLE_PREFIX: &str = "_CALL.";
+
 /// What [`Controller::enqueue_many`] did: how many bags, from the first, `to` took (`taken`),
 /// whether they were queued (`queued`: `false` when `to` does not receive bags), and why the bag
 /// after them was not taken (`error`; `None` when all were).
@@ -217,11 +253,54 @@ impl Controller {
         Bag::from_json(&reply).map_err(|e| ServerError::Io(e.to_string()))
     }
 
-    /// Answers a bag that came with `__reply` by publishing `bag` to its reply subject (no grant
-    /// needed). Returns `Ok(false)` when the bag wants no reply.
-    pub fn reply(&self, to: &Bag, bag: &Bag) -> Result<bool, ServerError> {
+    /// Asks the block with responsibility `to` something: sends it `bag` as a request and
+    /// returns at once, without waiting for the answer. The target sees an ordinary bag (through
+    /// `on_enqueue`) and answers with [`reply`](Self::reply); this block then hears how the call
+    /// ended through [`Block::on_reply`](crate::Block::on_reply) (list `on_reply`): the answer,
+    /// or why there is none ([`CallError`]: a timeout after `timeout`; the target faulted,
+    /// refused, returned without answering, or stopped). Exactly once for every call that
+    /// returned `Ok`, also across swaps and restarts of either side. Because it never waits,
+    /// two blocks that call each other cannot deadlock.
+    ///
+    /// Errs at once (and no `on_reply` follows) when the request was not sent: no such block,
+    /// its queue is full (`QueueFull`: it is busy, try later), a bad bag, or `Unavailable`.
+    ///
+    /// ```no_run
+    /// # use bagpipe_guest::{Bag, Block, CallError, CallId, Config, Controller};
+    /// # use std::time::Duration;
+    /// # struct Asker;
+    /// # impl Block for Asker {
+    /// # fn init(_: &Controller, _: Config) -> Result<Self, String> { Ok(Asker) }
+    /// fn run(&mut self, ctl: &Controller) {
+    ///     let question = Bag::new().with("user", 42);
+    ///     if let Err(e) = ctl.call("users", &question, Duration::from_secs(1)) {
+    ///         ctl.warn(&format!("could not ask: {e}"));
+    ///     }
+    /// }
+    ///
+    /// fn on_reply(&mut self, ctl: &Controller, _call: CallId, outcome: Result<Bag, CallError>) {
+    ///     match outcome {
+    ///         Ok(answer) => ctl.info(&format!("answer: {answer}")),
+    ///         Err(why) => ctl.warn(&format!("no answer: {why:?}")),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn call(&self, to: &str, bag: &Bag, timeout: Duration) -> Result<CallId, EnqueueError> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        host::call(to, &bag.to_json(), ms).map(CallId)
+    }
+
+    /// Answers a bag that came with `__reply`: a request from another block's
+    /// [`call`](Self::call) (answer it while handling it: once `on_enqueue` returned, the call
+    /// has ended), or a server message that wants a reply (published to its reply subject; no
+    /// grant needed). Returns `Ok(false)` when the bag wants no reply.
+    pub fn reply(&self, to: &Bag, bag: &Bag) -> Result<bool, ReplyError> {
         match to.reply() {
-            Some(subject) => server::publish(subject, &bag.to_json()).map(|()| true),
+            Some(handle) if handle.starts_with(CALL_HANDLE_PREFIX) => {
+                host::reply(handle, &bag.to_json()).map(|()| true).map_err(ReplyError::Call)
+            }
+            Some(subject) => server::publish(subject, &bag.to_json()).map(|()| true).map_err(ReplyError::Server),
             None => Ok(false),
         }
     }

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use crate::bag::Bag;
 use crate::block::{Block, Config};
-use crate::controller::{Controller, ServerInfo};
+use crate::controller::{CallError, CallId, Controller, ServerInfo};
 
 thread_local! {
     static SLOT: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
@@ -79,8 +79,22 @@ pub fn on_batch<B: Block>() {
                 on_datagram::<B>(d.listener, d.peer, d.data);
                 Ok(())
             }
+            Item::Reply(a) => {
+                on_reply::<B>(a.call, a.outcome);
+                Ok(())
+            }
         });
     }
+}
+
+#[doc(hidden)]
+pub fn on_reply<B: Block>(call: u64, outcome: Result<String, CallError>) {
+    // An answer the host delivers is a stamped bag, so it parses; if it did not, the block
+    // hears why instead of an answer.
+    let outcome = outcome.and_then(|bag| {
+        Bag::from_json(&bag).map_err(|e| CallError::Unavailable(format!("the answer is not a bag: {e}")))
+    });
+    with_block::<B, _>("on-reply", |b| b.on_reply(&CTL, CallId(call), outcome))
 }
 
 #[doc(hidden)]
@@ -153,7 +167,8 @@ pub fn on_server_disconnect<B: Block>() {
 /// # fn main() {}
 /// ```
 ///
-/// Hooks: `on_enqueue` (receive bags), `on_timer` (timers), `on_server` (server connect and
+/// Hooks: `on_enqueue` (receive bags), `on_reply` (the outcomes of [`Controller::call`]s),
+/// `on_timer` (timers), `on_server` (server connect and
 /// disconnect), `net` (`on_accept`, `on_data`, `on_close`, `on_datagram`: the block's sockets),
 /// `state` (`snapshot` and `restore`, to carry state across a hot swap). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
 #[macro_export]
@@ -203,6 +218,15 @@ macro_rules! __export_bagpipe_hook {
             }
         }
         $crate::__private::bindings::enqueue::__export_bagpipe_enqueue_hook!(BagpipeEnqueueHook);
+    };
+    (on_reply, $block:ty) => {
+        struct BagpipeReplyHook;
+        impl $crate::__private::bindings::reply::exports::bagpipe::block::reply_hook::Guest for BagpipeReplyHook {
+            fn on_reply(call: u64, outcome: ::std::result::Result<::std::string::String, $crate::CallError>) {
+                $crate::__private::on_reply::<$block>(call, outcome)
+            }
+        }
+        $crate::__private::bindings::reply::__export_bagpipe_reply_hook!(BagpipeReplyHook);
     };
     (on_timer, $block:ty) => {
         struct BagpipeTimerHook;
@@ -259,7 +283,7 @@ macro_rules! __export_bagpipe_hook {
         compile_error!(concat!(
             "unknown bagpipe hook `",
             stringify!($other),
-            "`; the hooks are on_enqueue, on_timer, on_server, net and state"
+            "`; the hooks are on_enqueue, on_reply, on_timer, on_server, net and state"
         ));
     };
 }

@@ -14,6 +14,7 @@ wasmtime::component::bindgen!({
         "bagpipe:block/delivery.next": exact,
         "bagpipe:block/controller.name": exact,
         "bagpipe:block/controller.responsibility": exact,
+        "bagpipe:block/controller.call": exact,
         "bagpipe:block/controller.lookup": exact,
         "bagpipe:block/controller.list-blocks": exact,
         "bagpipe:block/controller.finish": exact,
@@ -28,9 +29,15 @@ wasmtime::component::bindgen!({
         default: async,
     },
     exports: { default: async },
+    // Envelopes compare (a bag waiting to be delivered again is known by its envelope), and
+    // an answer's outcome travels in one.
+    additional_derives: [PartialEq, Eq],
 });
 
+/// How a call between blocks ended without an answer (the WIT's `call-error`; not to be mixed up
+/// with [`crate::error::CallError`], how a call into a guest went).
+pub use self::bagpipe::block::types::CallError as CallFailure;
 pub use self::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
 pub use self::exports::bagpipe::block::{
-    batch_hook, enqueue_hook, lifecycle, net_hook, server_hook, state_hook, timer_hook,
+    batch_hook, enqueue_hook, lifecycle, net_hook, reply_hook, server_hook, state_hook, timer_hook,
 };

@@ -105,6 +105,10 @@ pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
 /// network), all waits together; past it the call is stopped like one past its timeout.
 pub const CALL_WAIT_BUDGET: Duration = Duration::from_secs(30);
 
+/// The longest a call between blocks (`controller.call`) may wait for its outcome, whatever
+/// timeout the caller asked for.
+pub const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
 

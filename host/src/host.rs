@@ -139,16 +139,30 @@ impl Host {
             self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
         let view = AdminView { router, dead_letters: supervisor.dead_letters(), server: server.clone() };
         let admin = admin.map(|listener| listener.serve(view));
-        // The reloader runs beside the supervisor in this task; it ends with it.
+        // The reloader and the calls' deadlines run beside the supervisor in this task; they end
+        // with it.
+        let calls = supervisor.calls();
         let run = supervisor.run(shutdown);
         tokio::pin!(run);
-        let result = match reloader {
-            Some(reloader) => tokio::select! {
+        let with_deadlines = async {
+            tokio::select! {
                 r = &mut run => r,
-                () = reloader.run() => run.await,
-            },
-            None => run.await,
+                // It never returns; if it did, the blocks would still run to their end.
+                () = calls.expire() => run.await,
+            }
         };
+        let result = match reloader {
+            Some(reloader) => {
+                tokio::pin!(with_deadlines);
+                tokio::select! {
+                    r = &mut with_deadlines => r,
+                    () = reloader.run() => with_deadlines.await,
+                }
+            }
+            None => with_deadlines.await,
+        };
+        // What still waits is told the host is done (and lets go of the queues it holds).
+        calls.close("the host has shut down");
         if let Some(admin) = admin {
             admin.shutdown().await;
         }

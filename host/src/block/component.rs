@@ -132,6 +132,7 @@ impl BlockComponent {
             links: Links::detached(),
             net: None,
             server: None,
+            inbox: None,
         };
         // The block's own `memory_mb` is not known here (one component may serve several blocks):
         // the check allows the most any block may have; counts of instances, tables and memories

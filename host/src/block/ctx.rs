@@ -18,6 +18,7 @@ use crate::defaults::Limits;
 use crate::io::net::{NetCtx, NetHub};
 use crate::io::server::{BlockServer, ServerCtx};
 use crate::routing::controller::{ControllerCtx, Links};
+use crate::routing::queue::BlockQueue;
 use crate::runtime::hooks::Hooks;
 use crate::runtime::log_rate::LogRate;
 use crate::runtime::output_pace::Paces;
@@ -50,6 +51,8 @@ pub struct BlockParts {
     pub net: Option<Arc<NetHub>>,
     /// The block's side of the message server, when the host has one.
     pub server: Option<Arc<BlockServer>>,
+    /// The block's own queue, where the outcomes of its calls go (a block with `reply-hook`).
+    pub inbox: Option<BlockQueue>,
     /// How many log lines it may write (its `log` calls and its stderr together).
     pub log_rate: Arc<LogRate>,
     /// How many bytes a second it may print, on stdout and on stderr.
@@ -65,7 +68,8 @@ impl BlockCtx {
         let clock = sandbox.clock.clone();
         let timeout = parts.links.settings.enqueue_timeout;
         let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone())
-            .logging_within(parts.log_rate.clone());
+            .logging_within(parts.log_rate.clone())
+            .answered_into(parts.inbox.clone());
         Self {
             controller: controller.granting(control),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bindings::bagpipe::block::delivery::{self, Accepted, Datagram, Item, Received};
+use crate::bindings::bagpipe::block::delivery::{self, Accepted, Answer, Datagram, Item, Received};
 use crate::defaults::{BATCH_BYTES, BATCH_ITEMS};
 use crate::io::net::NetHub;
 use crate::io::server::BlockServer;
@@ -133,7 +133,7 @@ fn settle(status: &BlockStatus, batch: &mut Batch, env: Envelope, started: Insta
             batch.refused = Some((env, why));
         }
         Err(why) => {
-            env.done();
+            env.refused(&why);
             Counters::bump(&status.counters.failed);
             tracing::warn!("on-enqueue refused a bag: {why}");
         }
@@ -198,7 +198,8 @@ impl delivery::Host for DeliveryCtx {
 /// The WIT form of an envelope.
 fn item_of(env: &Envelope) -> Item {
     match env {
-        Envelope::Bag(bag) | Envelope::Durable { bag, .. } => Item::Bag(bag.clone()),
+        Envelope::Bag(bag) | Envelope::Durable { bag, .. } | Envelope::Call { bag, .. } => Item::Bag(bag.clone()),
+        Envelope::Reply { call, outcome } => Item::Reply(Answer { call: *call, outcome: outcome.clone() }),
         Envelope::Accept { conn, listener, peer } => {
             Item::Accept(Accepted { conn: *conn, listener: listener.clone(), peer: peer.clone() })
         }

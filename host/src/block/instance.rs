@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wasmtime::{Engine, Store, Trap};
 
-use crate::bindings::ServerInfo;
+use crate::bindings::{CallFailure, ServerInfo};
 use crate::block::component::BlockComponent;
 use crate::block::ctx::BlockCtx;
 use crate::defaults::DEADLINE_GRACE;
@@ -77,6 +77,12 @@ impl BlockInstance {
     pub async fn on_batch(&mut self) -> Result<(), CallError> {
         let Some(f) = self.exports.batch.clone() else { return Ok(()) };
         self.call(async |s| f.call_on_batch(s).await).await
+    }
+
+    /// `on-reply(call, outcome)`; a block without the hook cannot make calls, so this is `Ok`.
+    pub async fn on_reply(&mut self, call: u64, outcome: &Result<String, CallFailure>) -> Result<(), CallError> {
+        let Some(f) = self.exports.reply.clone() else { return Ok(()) };
+        self.call(async |s| f.call_on_reply(s, call, outcome.as_ref()).await).await
     }
 
     /// `on-timer(tag)`.

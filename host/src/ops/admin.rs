@@ -268,6 +268,8 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("logs_dropped", "Log lines past the block's rate, not written.", |s| s.logs_dropped),
         ("stdout_dropped", "Writes to stdout dropped: the host's stdout was not keeping up.", |s| s.stdout_dropped),
         ("batches", "Calls that delivered queued bags and socket events several at a time.", |s| s.batches),
+        ("calls", "Calls to other blocks this block made.", |s| s.calls),
+        ("calls_failed", "Calls of this block that ended without an answer.", |s| s.calls_failed),
         ("output_paced", "Times the block's output made it wait: it printed past its rate.", |s| s.output_paced),
         ("lost", "Bags still queued when the block ended.", |s| s.lost),
         ("sent", "Bags the block sent.", |s| s.sent),

@@ -90,6 +90,19 @@ pub fn check_inbound(text: &str, limits: BagLimits) -> Result<(), BagError> {
     Ok(())
 }
 
+/// A stamped bag (as [`stamp`] made it) with `__reply` set to `handle`, first: what a request
+/// from `controller.call` carries so that its target can answer.
+pub fn with_reply(stamped: &str, handle: &str) -> String {
+    let handle = serde_json::Value::from(handle).to_string();
+    let mut out = String::with_capacity(stamped.len() + handle.len() + 12);
+    out.push_str("{\"__reply\":");
+    out.push_str(&handle);
+    out.push(',');
+    // A stamped bag always starts with `{"__from":`: the rest follows the new key.
+    out.push_str(stamped.strip_prefix('{').unwrap_or(stamped));
+    out
+}
+
 fn with_header(from: &str, seq: u64, sep: &str, rest: &str) -> String {
     let from = serde_json::Value::from(from).to_string();
     let mut out = String::with_capacity(rest.len() + from.len() + 32);
@@ -295,6 +308,17 @@ mod tests {
             let text = stamp(raw, "src", 7, LIMITS).unwrap();
             let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(parsed, serde_json::json!({"__from": "src", "__seq": 7}), "for {raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_carries_its_handle_first() {
+        for raw in ["{}", r#"{"a":1}"#] {
+            let text = with_reply(&stamp(raw, "src", 7, LIMITS).unwrap(), "_CALL.h.3");
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed["__reply"], "_CALL.h.3", "for {raw:?}");
+            assert_eq!(parsed["__from"], "src");
+            assert!(text.starts_with(r#"{"__reply":"_CALL.h.3","__from":"src""#), "{text}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `controller` import: what a block can ask of the host (send bags, look blocks up, finish
 //! a block, log, set timers), and [`ControllerCtx`], the part of a block's store it works on.
 //!
-//! Sending bags (`enqueue`, `enqueue-many`) is in [`send`].
+//! Sending bags (`enqueue`, `enqueue-many`) is in [`send`]; calls (`call`, `reply`) in [`call`].
 //!
 //! Invariant: nothing a guest passes here can panic the host or make it wait without bound. An
 //! `enqueue` to a full queue waits at most the enqueue timeout (and not at all for the caller's
@@ -21,9 +21,10 @@ use crate::bindings::bagpipe::block::{controller, types};
 use crate::bindings::{BlockInfo, EnqueueError, Level};
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, LOG_MESSAGE_BYTES, Limits, Settings};
 use crate::routing::bag::BagLimits;
+use crate::routing::calls::Calls;
 use crate::routing::deadletter::DeadLetters;
-use crate::routing::queue::Refusal;
-use crate::routing::router::Router;
+use crate::routing::queue::{BlockQueue, Refusal};
+use crate::routing::router::{Route, Router};
 use crate::runtime::clock::CallClock;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::hooks::Hooks;
@@ -68,6 +69,7 @@ pub trait Cluster: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = ManyTaken> + Send + 'a>>;
 }
 
+mod call;
 mod send;
 
 /// What every block's controller links to: the rest of the host.
@@ -88,6 +90,8 @@ pub struct Links {
     pub cluster: Option<Arc<dyn Cluster>>,
     /// Where blocks' stdout goes.
     pub stdout: GuestStdout,
+    /// The calls between blocks that wait for their outcome.
+    pub calls: Arc<Calls>,
 }
 
 impl Links {
@@ -103,6 +107,7 @@ impl Links {
             dead_letters: Arc::new(DeadLetters::new(None)),
             cluster: None,
             stdout: GuestStdout::discard(),
+            calls: Calls::new("detached"),
         }
     }
 }
@@ -114,6 +119,11 @@ pub struct ControllerCtx {
     links: Links,
     /// Whether it exports `timer-hook` (a timer of a block without it could never fire).
     takes_timers: bool,
+    /// Whether it exports `reply-hook` (the outcome of a call of a block without it could
+    /// never be told).
+    takes_replies: bool,
+    /// Its own queue, where the outcomes of its calls go; `None` for a block without one.
+    inbox: Option<BlockQueue>,
     /// Its pending timers (polled by its task).
     pub timers: Timers,
     /// What the bags it sends must keep to when no queue's limits apply (remote targets,
@@ -133,6 +143,8 @@ impl ControllerCtx {
             me,
             links,
             takes_timers: hooks.timer,
+            takes_replies: hooks.reply,
+            inbox: None,
             timers: Timers::new(limits.max_timers),
             limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },
             control: Vec::new(),
@@ -144,6 +156,12 @@ impl ControllerCtx {
     /// This controller, writing log lines within `rate`.
     pub fn logging_within(mut self, rate: Arc<LogRate>) -> Self {
         self.log_rate = Some(rate);
+        self
+    }
+
+    /// This controller, with the block's own queue for the outcomes of its calls.
+    pub fn answered_into(mut self, inbox: Option<BlockQueue>) -> Self {
+        self.inbox = inbox;
         self
     }
 
@@ -178,12 +196,20 @@ impl controller::Host for ControllerCtx {
         self.send_many(&target, bags).await
     }
 
+    fn call(&mut self, target: String, bag: String, timeout_ms: u64) -> Result<u64, EnqueueError> {
+        self.call_one(&target, bag, timeout_ms)
+    }
+
+    async fn reply(&mut self, handle: String, bag: String) -> Result<(), EnqueueError> {
+        self.answer(&handle, bag).await
+    }
+
     fn lookup(&mut self, responsibility: String) -> Option<BlockInfo> {
-        self.links.router.resolve(&responsibility).map(|r| r.status.info())
+        self.links.router.resolve(&responsibility).map(|r| info(&r))
     }
 
     fn list_blocks(&mut self) -> Vec<BlockInfo> {
-        self.links.router.routes().iter().map(|r| r.status.info()).collect()
+        self.links.router.routes().iter().map(|r| info(r)).collect()
     }
 
     fn finish(&mut self, responsibility: String) -> Result<(), String> {
@@ -251,6 +277,14 @@ impl controller::Host for ControllerCtx {
     }
 }
 
+/// What a block learns of the block `route` leads to: its status, and how much waits in its
+/// queue now.
+fn info(route: &Route) -> BlockInfo {
+    let mut info = route.status.info();
+    info.queued = route.queue_depth();
+    info
+}
+
 /// What a sender is told when its bag was not queued.
 pub fn refusal(target: &str, refusal: Refusal) -> EnqueueError {
     match refusal {
@@ -259,4 +293,9 @@ pub fn refusal(target: &str, refusal: Refusal) -> EnqueueError {
         Refusal::Invalid(why) => EnqueueError::InvalidBag(why),
         Refusal::Closed => EnqueueError::Unavailable(format!("`{target}` has stopped taking bags")),
     }
+}
+
+/// What a sender is told when no block has responsibility `target`.
+fn unknown(target: &str) -> EnqueueError {
+    EnqueueError::UnknownTarget(format!("no block has responsibility `{target}`"))
 }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
+use crate::bindings::CallFailure;
 use crate::routing::bag::{self, BagError, BagLimits};
+use crate::routing::calls::CallToken;
 use crate::stats::{BlockStatus, Counters};
 
 /// What travels through a block's queue: bags, and the events of the sockets the host holds
@@ -37,6 +39,21 @@ pub enum Envelope {
         bag: String,
         /// Tells the stream's consumer that the bag may be acknowledged.
         receipt: Receipt,
+    },
+    /// A request from another block's `call`: a checked and stamped bag (with `__reply`), and
+    /// the call it belongs to, which ends once the block is done with it.
+    Call {
+        /// The bag, as JSON text.
+        bag: String,
+        /// Which call it is.
+        call: CallToken,
+    },
+    /// The outcome of a call this block made.
+    Reply {
+        /// The call's id.
+        call: u64,
+        /// The answer (a stamped bag), or why there is none.
+        outcome: Result<String, CallFailure>,
     },
     /// A client connected to one of the block's listeners.
     Accept {
@@ -75,9 +92,15 @@ impl Envelope {
     pub fn describe(&self) -> serde_json::Value {
         let text = |d: &[u8]| String::from_utf8_lossy(&d[..d.len().min(1024)]).into_owned();
         match self {
-            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => {
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } | Envelope::Call { bag, .. } => {
                 serde_json::from_str(bag).unwrap_or_else(|_| serde_json::Value::String(bag.clone()))
             }
+            Envelope::Reply { call, outcome } => match outcome {
+                Ok(bag) => {
+                    serde_json::json!({"reply": call, "answer": serde_json::from_str::<serde_json::Value>(bag).ok()})
+                }
+                Err(failure) => serde_json::json!({"reply": call, "error": format!("{failure:?}")}),
+            },
             Envelope::Accept { conn, listener, peer } => {
                 serde_json::json!({"net": "accept", "conn": conn, "listener": listener, "peer": peer})
             }
@@ -94,7 +117,11 @@ impl Envelope {
     /// The bytes it holds the host to (what counts against `queue_bytes`).
     pub fn bytes(&self) -> usize {
         match self {
-            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => bag.len(),
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } | Envelope::Call { bag, .. } => bag.len(),
+            Envelope::Reply { outcome: Ok(bag), .. } => bag.len(),
+            // A failure says little (a timeout, or a line of text): it goes into the place its
+            // call reserved without bytes.
+            Envelope::Reply { outcome: Err(_), .. } => 0,
             Envelope::Accept { listener, peer, .. } => listener.len() + peer.len(),
             Envelope::Data { data, .. } => data.len(),
             Envelope::Closed { .. } => 0,
@@ -102,12 +129,32 @@ impl Envelope {
         }
     }
 
-    /// Marks a durable bag as done with (processed, or refused by the block), so that its stream
-    /// does not deliver it again. Other envelopes need nothing.
+    /// The block processed it: a durable bag is done with, so that its stream does not deliver
+    /// it again; a request that was not answered ends its call with `no-reply`. Other envelopes
+    /// need nothing.
     pub fn done(&self) {
-        if let Envelope::Durable { receipt, .. } = self {
-            receipt.settle(Settled::Done);
+        match self {
+            Envelope::Durable { receipt, .. } => receipt.settle(Settled::Done),
+            Envelope::Call { call, .. } => call.end(CallFailure::NoReply),
+            _ => {}
         }
+    }
+
+    /// The block refused it (`on-enqueue` returned `why`): a durable bag is done with (the task
+    /// decides whether it is delivered again first); a request that was not answered ends its
+    /// call with `refused`.
+    pub fn refused(&self, why: &str) {
+        match self {
+            Envelope::Durable { receipt, .. } => receipt.settle(Settled::Done),
+            Envelope::Call { call, .. } => call.end(CallFailure::Refused(why.to_owned())),
+            _ => {}
+        }
+    }
+
+    /// Whether it is a bag (plain, durable or a request), as opposed to a socket event or an
+    /// answer.
+    pub fn is_bag(&self) -> bool {
+        matches!(self, Envelope::Bag(_) | Envelope::Durable { .. } | Envelope::Call { .. })
     }
 
     /// Marks a durable bag as a dead letter: the consumer stores it in the cluster's dead-letter
@@ -205,6 +252,49 @@ struct Queued {
     _bytes: Option<OwnedSemaphorePermit>,
 }
 
+/// A place reserved in a block's queue for the outcome of a call the block made: the outcome is
+/// never refused for want of room. Dropped unfilled, the place is free again.
+pub struct ReplySlot {
+    permit: mpsc::OwnedPermit<Queued>,
+    queue: BlockQueue,
+}
+
+impl ReplySlot {
+    /// The queue the place is in.
+    pub fn queue(&self) -> &BlockQueue {
+        &self.queue
+    }
+
+    /// Puts `envelope` into the place without taking bytes for it: for a failed call's outcome,
+    /// which holds none ([`Envelope::bytes`]).
+    pub fn fill(self, envelope: Envelope) {
+        debug_assert_eq!(envelope.bytes(), 0, "only an envelope without bytes goes in unbudgeted");
+        if matches!(envelope, Envelope::Reply { outcome: Err(_), .. }) {
+            Counters::bump(&self.queue.status.counters.calls_failed);
+        }
+        self.permit.send(Queued { envelope, _bytes: None });
+        self.queue.accepted();
+    }
+
+    /// Puts `envelope` into the place once the queue has room for its bytes, waiting up to
+    /// `timeout`; hands the place back when the bytes did not come (or can never fit).
+    pub async fn fill_within(self, envelope: Envelope, timeout: Duration) -> Result<(), (Refusal, ReplySlot)> {
+        let n = match self.queue.permits(&envelope) {
+            Ok(n) => n,
+            Err(refusal) => return Err((refusal, self)),
+        };
+        let bytes = self.queue.bytes.clone();
+        let permit = match tokio::time::timeout(timeout, bytes.acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err((Refusal::Closed, self)),
+            Err(_) => return Err((Refusal::Full, self)),
+        };
+        self.permit.send(Queued { envelope, _bytes: Some(permit) });
+        self.queue.accepted();
+        Ok(())
+    }
+}
+
 /// The sending side of one block's queue, the only way into it. Cheap to clone.
 #[derive(Clone)]
 pub struct BlockQueue {
@@ -249,7 +339,7 @@ impl Drop for QueueReceiver {
         self.close();
         let mut left = 0u64;
         while let Ok(queued) = self.rx.try_recv() {
-            if matches!(queued.envelope, Envelope::Bag(_) | Envelope::Durable { .. }) {
+            if queued.envelope.is_bag() {
                 left += 1;
             }
         }
@@ -347,6 +437,16 @@ impl BlockQueue {
     /// Counts a bag refused before it was checked (e.g. one too large to read).
     pub fn refuse(&self, refusal: Refusal) -> Refusal {
         self.refused(refusal, false)
+    }
+
+    /// Reserves a place for the outcome of a call the block makes; refused when the queue is
+    /// full (or closed). Not counted as a refusal: nothing was sent.
+    pub fn reserve(&self) -> Result<ReplySlot, Refusal> {
+        match self.tx.clone().try_reserve_owned() {
+            Ok(permit) => Ok(ReplySlot { permit, queue: self.clone() }),
+            Err(TrySendError::Full(_)) => Err(Refusal::Full),
+            Err(TrySendError::Closed(_)) => Err(Refusal::Closed),
+        }
     }
 
     /// Queues `envelope` if there is room now; a full queue refuses it (counted) and hands it back.

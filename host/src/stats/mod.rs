@@ -54,6 +54,11 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// `on-batch` calls: each delivered one or more queued items (bags and socket events).
     pub batches: AtomicU64,
+    /// Calls this block made (`controller.call`) that were sent.
+    pub calls: AtomicU64,
+    /// Calls of this block that ended without an answer (timeout, the target faulted, refused,
+    /// did not answer, or stopped).
+    pub calls_failed: AtomicU64,
     /// Senders told `queue-full` because this block's queue stayed full.
     pub refused_full: AtomicU64,
     /// Bags refused because they were larger than the block accepts.
@@ -189,6 +194,11 @@ impl BlockStatus {
             state: self.state(),
             accepts_bags: self.accepts_bags,
             builtin: self.builtin,
+            version: self.version(),
+            // The status does not see the queue: the route fills it in.
+            queued: 0,
+            processed: self.counters.processed.load(Ordering::Relaxed),
+            faults: self.counters.faults.load(Ordering::Relaxed),
         }
     }
 
@@ -212,6 +222,8 @@ impl BlockStatus {
             stdout_dropped: get(&c.stdout_dropped),
             output_paced: get(&c.output_paced),
             batches: get(&c.batches),
+            calls: get(&c.calls),
+            calls_failed: get(&c.calls_failed),
             lost: get(&c.lost),
             sent: get(&c.sent),
             timers_fired: get(&c.timers_fired),
@@ -283,6 +295,12 @@ pub struct StatsSnapshot {
     pub stdout_dropped: u64,
     /// See [`Counters::batches`].
     pub batches: u64,
+    /// See [`Counters::calls`].
+    #[serde(default)]
+    pub calls: u64,
+    /// See [`Counters::calls_failed`].
+    #[serde(default)]
+    pub calls_failed: u64,
     /// See [`Counters::output_paced`].
     #[serde(default)]
     pub output_paced: u64,

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Cluster, ControllerCtx, refusal};
+use super::{Cluster, ControllerCtx, refusal, unknown};
 use crate::bindings::EnqueueError;
 use crate::bindings::bagpipe::block::controller::Sent;
 use crate::routing::bag;
@@ -153,11 +153,7 @@ impl ControllerCtx {
     }
 
     /// The sequence number the next bag this block sends gets.
-    fn next_seq(&self) -> u64 {
+    pub(super) fn next_seq(&self) -> u64 {
         self.me.seq.load(Ordering::Relaxed) + 1
     }
-}
-
-fn unknown(target: &str) -> EnqueueError {
-    EnqueueError::UnknownTarget(format!("no block has responsibility `{target}`"))
 }

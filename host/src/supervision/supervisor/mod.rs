@@ -30,6 +30,7 @@ use crate::io::server::{BlockServer, BlockServerSpec, ServerLink};
 use crate::manifest::{BlockSpec, Manifest};
 use crate::restart::{GiveUp, Restart, jitter};
 use crate::routing::bag::BagLimits;
+use crate::routing::calls::Calls;
 use crate::routing::controller::{Cluster, Links, Request};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::BlockQueue;
@@ -131,6 +132,7 @@ impl Supervisor {
             dead_letters: dead_letters.clone(),
             cluster: server.clone().filter(|link| link.cluster.is_some()).map(|link| link as Arc<dyn Cluster>),
             stdout,
+            calls: Calls::for_this_run(),
         };
         let mut sup = Supervisor {
             engine: engine.clone(),
@@ -165,8 +167,9 @@ impl Supervisor {
         let index = self.slots.len();
         let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
         status.set_version(component.hash.short());
-        // One queue for bags and socket events; only a block with `on-enqueue` is routed bags.
-        let (queue_tx, queue_rx) = if component.hooks.enqueue || component.hooks.net {
+        // One queue for bags, socket events and the outcomes of its calls; only a block with
+        // `on-enqueue` is routed bags.
+        let (queue_tx, queue_rx) = if component.hooks.enqueue || component.hooks.net || component.hooks.reply {
             let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
             let (tx, rx) = BlockQueue::new(spec.limits.queue, spec.limits.queue_bytes, status.clone(), limits);
             (Some(tx), Some(rx))
@@ -178,6 +181,7 @@ impl Supervisor {
             Some(tx) if component.hooks.net => Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?),
             _ => None,
         };
+        let inbox = queue_tx.clone().filter(|_| component.hooks.reply);
         let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
         let spilled = match (&self.server, spec.outbox) {
             (Some(link), OutboxMode::Disk) => {
@@ -219,6 +223,7 @@ impl Supervisor {
             events: self.event_tx.clone(),
             net: net.clone(),
             server: server.clone(),
+            inbox,
         };
         let task =
             BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
@@ -227,6 +232,11 @@ impl Supervisor {
         self.task_slots.insert(handle.id(), index);
         self.slots.push(Slot { spec, removed: false, status, control: Some(control_tx), inited: false, net, server });
         Ok(index)
+    }
+
+    /// The calls between its blocks: their deadlines must run beside [`Supervisor::run`].
+    pub fn calls(&self) -> Arc<Calls> {
+        self.links.calls.clone()
     }
 
     /// Starts every block, runs them all, and serves until `shutdown` resolves or a block

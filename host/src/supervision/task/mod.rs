@@ -218,6 +218,9 @@ pub struct Mailbox {
     pub net: Option<Arc<NetHub>>,
     /// The block's side of the message server; the task shuts it down when it ends.
     pub server: Option<Arc<BlockServer>>,
+    /// The sending side of the block's own queue, where the outcomes of its calls go; `None`
+    /// for a block without `reply-hook`.
+    pub inbox: Option<crate::routing::queue::BlockQueue>,
 }
 
 impl BlockTask {
@@ -247,6 +250,7 @@ impl BlockTask {
                 links,
                 net: mailbox.net,
                 server: mailbox.server,
+                inbox: mailbox.inbox,
             },
             control: mailbox.control,
             command_waiting: {
@@ -531,7 +535,10 @@ impl BlockTask {
         };
         let started = Instant::now();
         let result = match &env {
-            Envelope::Bag(bag) | Envelope::Durable { bag, .. } => instance.on_enqueue(bag).await,
+            Envelope::Bag(bag) | Envelope::Durable { bag, .. } | Envelope::Call { bag, .. } => {
+                instance.on_enqueue(bag).await
+            }
+            Envelope::Reply { call, outcome } => instance.on_reply(*call, outcome).await,
             Envelope::Accept { conn, listener, peer } => {
                 if let Some(hub) = &self.parts.net {
                     hub.told(*conn);
@@ -563,7 +570,7 @@ impl BlockTask {
                 Ok(())
             }
             Err(CallError::Guest(why)) => {
-                env.done();
+                env.refused(&why);
                 Counters::bump(&status.counters.failed);
                 tracing::warn!("on-enqueue refused a bag: {why}");
                 self.healthy();

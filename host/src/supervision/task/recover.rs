@@ -6,7 +6,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{BlockTask, Command, Event, Fault, Life, Outcome, Retry};
-use crate::bindings::BlockState;
+use crate::bindings::{BlockState, CallFailure};
 use crate::error::CallError;
 use crate::restart::{Restart, jitter};
 use crate::routing::deadletter::{DeadLetter, now_ms};
@@ -103,7 +103,13 @@ impl BlockTask {
 
     /// Counts a delivery of `bag` that faulted; past `max_attempts`, or on the `last` chance,
     /// it becomes a dead letter.
+    /// A request (from a call) is never delivered again: its caller is told at once that the
+    /// block faulted, and decides.
     pub(super) fn account(&mut self, bag: Envelope, error: &CallError, last: bool) {
+        if let Envelope::Call { call, .. } = &bag {
+            call.end(CallFailure::Faulted(error.to_string()));
+            return;
+        }
         let before = match self.retry.take() {
             Some(r) if r.bag == bag => r.attempts,
             _ => 0,
@@ -122,6 +128,11 @@ impl BlockTask {
         // side counts and records it then, once, as it does a bag on its last delivery.
         if matches!(bag, Envelope::Durable { .. }) {
             bag.dead(&error, attempts);
+            return;
+        }
+        // A request's caller is told instead: it is not a dead letter, its call ends.
+        if let Envelope::Call { call, .. } = &bag {
+            call.end(CallFailure::Unavailable(error));
             return;
         }
         Counters::bump(&self.parts.status.counters.dead_letters);

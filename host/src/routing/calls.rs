@@ -1,0 +1,243 @@
+//! Calls between blocks (`controller.call` and `reply`): the table of calls waiting for their
+//! outcome, and the [`CallToken`] a request carries through the target's queue.
+//!
+//! A call is made in one step that never waits: the caller reserves a place in its own queue
+//! for the outcome ([`ReplySlot`]), the table opens the call with that place and a deadline, and
+//! the request goes into the target's queue carrying a token. From then on exactly one of these
+//! ends the call: the target's answer (`reply`), the target being done with the request without
+//! answering it (no reply, refused, faulted: the token says so), the token being dropped unused
+//! (the target stopped first), or the deadline ([`Calls::expire`]).
+//!
+//! Invariants: every call the table opened ends exactly once, and its outcome goes into the
+//! caller's queue through the place reserved for it, so an outcome is never refused for room
+//! (only an answer's bytes may have to wait for room: then the caller is told `unavailable`).
+//! Whoever removes a call from the table delivers its outcome; nothing else can. The table's
+//! lock is never held across a wait. A call's handle names the host that made it (the
+//! `prefix`), so a handle from another run or host is never taken for one of this host's calls.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::bindings::CallFailure;
+use crate::routing::queue::{BlockQueue, Envelope, ReplySlot};
+
+/// Where a handle says which call it is: `_CALL.<host>.<id>` (a valid NATS subject, so a call
+/// across hosts can be answered through the server).
+pub const HANDLE_PREFIX: &str = "_CALL.";
+
+/// The calls of this host that wait for their outcome.
+pub struct Calls {
+    /// `_CALL.<this host>.`
+    prefix: String,
+    next: AtomicU64,
+    table: Mutex<Table>,
+    /// Woken when a call with an earlier deadline than any before is opened.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    pending: HashMap<u64, Pending>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Once closed (the host is done), no call is opened any more.
+    closed: bool,
+}
+
+struct Pending {
+    slot: ReplySlot,
+    deadline: Instant,
+}
+
+impl Calls {
+    /// An empty table whose handles name this host by `host` (letters, digits, `-`).
+    pub fn new(host: &str) -> Arc<Self> {
+        Arc::new(Self {
+            prefix: format!("{HANDLE_PREFIX}{host}."),
+            next: AtomicU64::new(1),
+            table: Mutex::new(Table::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// A table whose handles name this process and the time it was made: unique per run.
+    pub fn for_this_run() -> Arc<Self> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Self::new(&format!("{:x}-{:x}", std::process::id(), nanos))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a call whose outcome goes into `slot`, ending with `timeout` unless something
+    /// else ends it first; returns its id. `None` once the table is closed.
+    pub fn open(&self, slot: ReplySlot, timeout: Duration) -> Option<u64> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout.min(crate::defaults::CALL_TIMEOUT_MAX);
+        let mut table = self.lock();
+        if table.closed {
+            return None;
+        }
+        let earliest = table.deadlines.first().is_none_or(|(first, _)| deadline < *first);
+        table.pending.insert(id, Pending { slot, deadline });
+        table.deadlines.insert((deadline, id));
+        drop(table);
+        if earliest {
+            self.wake.notify_one();
+        }
+        Some(id)
+    }
+
+    /// The handle of call `id`: what the request carries as `__reply`.
+    pub fn handle(&self, id: u64) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    /// The call a handle names, when it is one of this host's.
+    pub fn id_of(&self, handle: &str) -> Option<u64> {
+        handle.strip_prefix(&self.prefix)?.parse().ok()
+    }
+
+    /// Forgets call `id` without an outcome: its request was never sent (the caller was told
+    /// why by `call` itself).
+    pub fn cancel(&self, id: u64) {
+        drop(self.remove(id));
+    }
+
+    /// Ends call `id` with `failure`, if it is still waiting; returns whether it was.
+    pub fn fail(&self, id: u64, failure: CallFailure) -> bool {
+        match self.remove(id) {
+            Some(slot) => {
+                slot.fill(Envelope::Reply { call: id, outcome: Err(failure) });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The queue of the caller of `id`, while the call waits (to check an answer against).
+    pub fn caller_queue(&self, id: u64) -> Option<BlockQueue> {
+        self.lock().pending.get(&id).map(|p| p.slot.queue().clone())
+    }
+
+    /// Takes call `id` out of the table to answer it: the one who takes it delivers its outcome.
+    pub fn take(&self, id: u64) -> Option<ReplySlot> {
+        self.remove(id)
+    }
+
+    fn remove(&self, id: u64) -> Option<ReplySlot> {
+        let mut table = self.lock();
+        let pending = table.pending.remove(&id)?;
+        table.deadlines.remove(&(pending.deadline, id));
+        Some(pending.slot)
+    }
+
+    /// How many calls wait for their outcome.
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Ends every call whose deadline passed with `timeout`, as deadlines come; never returns
+    /// (it runs beside the blocks and is dropped with them).
+    pub async fn expire(&self) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let (due, next) = {
+                let mut table = self.lock();
+                let mut due = Vec::new();
+                while let Some(&(at, id)) = table.deadlines.first()
+                    && at <= now
+                {
+                    table.deadlines.pop_first();
+                    if let Some(p) = table.pending.remove(&id) {
+                        due.push((id, p.slot));
+                    }
+                }
+                (due, table.deadlines.first().map(|(at, _)| *at))
+            };
+            for (id, slot) in due {
+                slot.fill(Envelope::Reply { call: id, outcome: Err(CallFailure::Timeout) });
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Ends every waiting call with `unavailable` and opens no more: the host is done.
+    pub fn close(&self, why: &str) {
+        let drained: Vec<(u64, Pending)> = {
+            let mut table = self.lock();
+            table.closed = true;
+            table.deadlines.clear();
+            table.pending.drain().collect()
+        };
+        for (id, p) in drained {
+            p.slot.fill(Envelope::Reply { call: id, outcome: Err(CallFailure::Unavailable(why.to_owned())) });
+        }
+    }
+}
+
+/// What a request carries through its target's queue: which call it is. Clones share one
+/// token; the call ends with `unavailable` when the last clone is dropped while it still waits
+/// (the target never handled the request).
+#[derive(Clone)]
+pub struct CallToken(Arc<Token>);
+
+struct Token {
+    calls: Arc<Calls>,
+    id: u64,
+}
+
+impl CallToken {
+    /// The token of call `id` of `calls`.
+    pub fn new(calls: Arc<Calls>, id: u64) -> Self {
+        Self(Arc::new(Token { calls, id }))
+    }
+
+    /// Ends the call with `failure`, if it still waits (an answer may have ended it already).
+    pub fn end(&self, failure: CallFailure) {
+        self.0.calls.fail(self.0.id, failure);
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        let why = "the target stopped before it handled the request".to_owned();
+        self.calls.fail(self.id, CallFailure::Unavailable(why));
+    }
+}
+
+impl std::fmt::Debug for CallToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallToken({})", self.0.id)
+    }
+}
+
+impl PartialEq for CallToken {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CallToken {}
+
+#[cfg(test)]
+#[path = "calls_tests.rs"]
+mod tests;
