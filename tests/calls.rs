@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Nats, Want};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -243,4 +243,69 @@ steps = [
     let report = dir.report();
     assert!(report.count("responder", "restarts") >= 1);
     assert_eq!(report.block("fragile")["state"], "failed");
+}
+
+/// A call to a block on another host of the cluster ends the same ways, with the same outcomes:
+/// answered, not answered, refused, faulted, an unknown target; and the far block can call back
+/// while it handles the call.
+#[tokio::test]
+async fn a_call_reaches_a_block_on_another_host_with_the_same_outcomes() {
+    let nats = Nats::start(false).await;
+    let cluster = "[host]\ncluster = \"calls\"\n";
+    let far = BlockDir::from_manifest(&format!("{cluster}\n[[block]]\nname = \"caller\"\nresponsibility = \"far\"\n"));
+    let near = BlockDir::from_manifest(&format!(
+        r#"{cluster}
+[[block]]
+name = "caller"
+responsibility = "asker"
+[block.config]
+steps = [
+  {{ call = "far", bag = {{ do = "answer", n = 1 }}, label = "answer" }},
+  {{ call = "far", bag = {{ do = "ignore" }}, label = "no-reply" }},
+  {{ call = "far", bag = {{ do = "refuse" }}, label = "refused" }},
+  {{ call = "far", bag = {{ do = "trap" }}, label = "faulted" }},
+  {{ call = "far", bag = {{ do = "call", to = "asker" }}, label = "cycle" }},
+  {{ call = "nowhere", label = "unknown" }},
+]
+"#
+    ));
+    let start = |dir: &BlockDir| {
+        let report = dir.report_path().display().to_string();
+        Bagpipe::run_with(BIN, dir, &["--server", &nats.url(), "--report", &report])
+    };
+    let mut far_host = start(&far);
+    far_host.log_records(&[Want::event("serving_cluster").block("far"), Want::event("running")]).await;
+    let near_host = start(&near);
+    let near_out = until(near_host, |seen| {
+        let made = count(seen, "called", "asker");
+        made + count(seen, "call_refused", "asker") == 6 && count(seen, "reply", "asker") == made
+    })
+    .await;
+    far_host.wait_for(1, |e| e["event"] == "reply" && e["block"] == "far").await;
+    far_host.signal(libc::SIGTERM);
+    let far_out = far_host.finish().await;
+    far_out.assert_success();
+
+    let got = outcomes(&near_out, "asker");
+    let outcome = |label: &str| got.get(label).map(|(o, _)| o.as_str()).unwrap_or("missing");
+    assert_eq!(outcome("answer"), "answer", "{got:?}");
+    let answer = &got["answer"].1["answer"];
+    assert_eq!((answer["echo"]["n"].clone(), answer["__from"].clone()), (json!(1), json!("far")), "{answer}");
+    assert_eq!(outcome("no-reply"), "no-reply");
+    assert_eq!(outcome("refused"), "refused");
+    assert_eq!(got["refused"].1["detail"], "refused on purpose");
+    assert_eq!(outcome("faulted"), "faulted");
+    assert_eq!(outcome("cycle"), "answer");
+    assert_eq!(outcome("unknown"), "refused at once: unknown-target");
+    let back = outcomes(&far_out, "far");
+    assert_eq!(back["back"].0, "answer", "the far block's call back to the caller: {back:?}");
+    assert_eq!(back["back"].1["answer"]["by"], "asker");
+    let requests = far_out.events("request");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["bag"]["__from"] == "asker"
+                && r["bag"]["__reply"].as_str().is_some_and(|h| h.starts_with("_CALL."))),
+        "{requests:?}"
+    );
 }

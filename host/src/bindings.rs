@@ -14,7 +14,6 @@ wasmtime::component::bindgen!({
         "bagpipe:block/delivery.next": exact,
         "bagpipe:block/controller.name": exact,
         "bagpipe:block/controller.responsibility": exact,
-        "bagpipe:block/controller.call": exact,
         "bagpipe:block/controller.lookup": exact,
         "bagpipe:block/controller.list-blocks": exact,
         "bagpipe:block/controller.finish": exact,

@@ -15,12 +15,12 @@
 //! lock is never held across a wait. A call's handle names the host that made it (the
 //! `prefix`), so a handle from another run or host is never taken for one of this host's calls.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::bindings::CallFailure;
@@ -30,7 +30,12 @@ use crate::routing::queue::{BlockQueue, Envelope, ReplySlot};
 /// across hosts can be answered through the server).
 pub const HANDLE_PREFIX: &str = "_CALL.";
 
-/// The calls of this host that wait for their outcome.
+/// The outcome of a call another host made, to send to its handle (a server subject): the
+/// answer (a stamped bag) or why there is none.
+pub type RemoteOutcome = (String, Result<String, CallFailure>);
+
+/// The calls of this host that wait for their outcome, and the requests of other hosts' calls
+/// this host's blocks hold.
 pub struct Calls {
     /// `_CALL.<this host>.`
     prefix: String,
@@ -38,12 +43,18 @@ pub struct Calls {
     table: Mutex<Table>,
     /// Woken when a call with an earlier deadline than any before is opened.
     wake: Notify,
+    /// Where the outcomes of other hosts' calls go (to the server link, which publishes them);
+    /// `None` on a host without a cluster.
+    remote: Mutex<Option<mpsc::UnboundedSender<RemoteOutcome>>>,
 }
 
 #[derive(Default)]
 struct Table {
     pending: HashMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
+    /// The handles of other hosts' calls whose requests this host took and that have not ended
+    /// here yet: each sends exactly one outcome back.
+    serving: HashSet<String>,
     /// Once closed (the host is done), no call is opened any more.
     closed: bool,
 }
@@ -61,7 +72,68 @@ impl Calls {
             next: AtomicU64::new(1),
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
+            remote: Mutex::new(None),
         })
+    }
+
+    /// Where the outcomes of this host's calls come back from other hosts: `prefix` + `>`.
+    pub fn subject(&self) -> String {
+        format!("{}>", self.prefix)
+    }
+
+    /// Starts sending the outcomes of other hosts' calls: what the server link publishes.
+    /// Called once, by the link.
+    pub fn connect_remote(&self) -> mpsc::UnboundedReceiver<RemoteOutcome> {
+        // Unbounded, yet bounded by the requests this host's queues hold: each sends one.
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// The token of a request from another host's call, whose handle is `handle`: exactly one
+    /// outcome goes back for it (the answer through [`Calls::answer_remote`], or what the token
+    /// says).
+    pub fn serve_remote(self: &Arc<Self>, handle: String) -> CallToken {
+        self.lock().serving.insert(handle.clone());
+        CallToken(Arc::new(Token { calls: self.clone(), key: Key::Remote(handle) }))
+    }
+
+    /// Sends `outcome` to the call of another host `handle` names, if this host holds its
+    /// request and it has not ended; returns whether it did.
+    pub fn answer_remote(&self, handle: &str, outcome: Result<String, CallFailure>) -> bool {
+        if !self.lock().serving.remove(handle) {
+            return false;
+        }
+        match &*self.remote.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.send((handle.to_owned(), outcome)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// An outcome another host sent for call `id` of this host: delivered if the call still
+    /// waits. An answer is checked against what the caller takes, and must find room for its
+    /// bytes at once (this never waits: it serves every call's answers); otherwise the caller
+    /// is told `unavailable`.
+    pub async fn settle_from_remote(&self, id: u64, outcome: Result<String, CallFailure>) {
+        let answer = match outcome {
+            Err(failure) => {
+                self.fail(id, failure);
+                return;
+            }
+            Ok(answer) => answer,
+        };
+        let Some(caller) = self.caller_queue(id) else { return };
+        if let Err(r) = caller.check(&answer) {
+            self.fail(id, CallFailure::Unavailable(format!("the caller does not take the answer: {r}")));
+            return;
+        }
+        let Some(slot) = self.take(id) else { return };
+        if let Err((r, slot)) =
+            slot.fill_within(Envelope::Reply { call: id, outcome: Ok(answer) }, Duration::ZERO).await
+        {
+            let why = format!("the answer found no room in the caller's queue: {r}");
+            slot.fill(Envelope::Reply { call: id, outcome: Err(CallFailure::Unavailable(why)) });
+        }
     }
 
     /// A table whose handles name this process and the time it was made: unique per run.
@@ -180,7 +252,8 @@ impl Calls {
         }
     }
 
-    /// Ends every waiting call with `unavailable` and opens no more: the host is done.
+    /// Ends every waiting call with `unavailable` and opens no more: the host is done. (The
+    /// requests of other hosts' calls it still holds end as their tokens go.)
     pub fn close(&self, why: &str) {
         let drained: Vec<(u64, Pending)> = {
             let mut table = self.lock();
@@ -202,31 +275,54 @@ pub struct CallToken(Arc<Token>);
 
 struct Token {
     calls: Arc<Calls>,
-    id: u64,
+    key: Key,
+}
+
+/// Whose call a request is.
+enum Key {
+    /// This host's call `id`.
+    Local(u64),
+    /// Another host's call, by its handle.
+    Remote(String),
 }
 
 impl CallToken {
     /// The token of call `id` of `calls`.
     pub fn new(calls: Arc<Calls>, id: u64) -> Self {
-        Self(Arc::new(Token { calls, id }))
+        Self(Arc::new(Token { calls, key: Key::Local(id) }))
     }
 
     /// Ends the call with `failure`, if it still waits (an answer may have ended it already).
     pub fn end(&self, failure: CallFailure) {
-        self.0.calls.fail(self.0.id, failure);
+        self.0.end(failure);
+    }
+}
+
+impl Token {
+    fn end(&self, failure: CallFailure) {
+        match &self.key {
+            Key::Local(id) => {
+                self.calls.fail(*id, failure);
+            }
+            Key::Remote(handle) => {
+                self.calls.answer_remote(handle, Err(failure));
+            }
+        }
     }
 }
 
 impl Drop for Token {
     fn drop(&mut self) {
-        let why = "the target stopped before it handled the request".to_owned();
-        self.calls.fail(self.id, CallFailure::Unavailable(why));
+        self.end(CallFailure::Unavailable("the target stopped before it handled the request".to_owned()));
     }
 }
 
 impl std::fmt::Debug for CallToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CallToken({})", self.0.id)
+        match &self.0.key {
+            Key::Local(id) => write!(f, "CallToken({id})"),
+            Key::Remote(handle) => write!(f, "CallToken({handle})"),
+        }
     }
 }
 

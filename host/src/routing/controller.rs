@@ -59,6 +59,17 @@ pub trait Cluster: Send + Sync {
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<bool, EnqueueError>> + Send + 'a>>;
 
+    /// Sends a request (a stamped bag with `__reply`) of call `handle` to `responsibility`
+    /// elsewhere in the cluster; the answer is what `enqueue` on the host that took it said.
+    /// The call's outcome comes back later, to `handle`.
+    fn call<'a>(
+        &'a self,
+        responsibility: &'a str,
+        request: String,
+        handle: &'a str,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, EnqueueError>> + Send + 'a>>;
+
     /// Sends stamped bags to `responsibility` elsewhere in the cluster, in order, in as few
     /// round trips as the server allows.
     fn enqueue_many<'a>(
@@ -196,8 +207,8 @@ impl controller::Host for ControllerCtx {
         self.send_many(&target, bags).await
     }
 
-    fn call(&mut self, target: String, bag: String, timeout_ms: u64) -> Result<u64, EnqueueError> {
-        self.call_one(&target, bag, timeout_ms)
+    async fn call(&mut self, target: String, bag: String, timeout_ms: u64) -> Result<u64, EnqueueError> {
+        self.call_one(&target, bag, timeout_ms).await
     }
 
     async fn reply(&mut self, handle: String, bag: String) -> Result<(), EnqueueError> {

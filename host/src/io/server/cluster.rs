@@ -18,11 +18,13 @@ use serde_json::json;
 use super::{BlockServer, ServerLink, bounded};
 use crate::bindings::EnqueueError;
 use crate::defaults::{REMOTE_SLACK, SERVE_RETRY};
+use crate::routing::calls::Calls;
 use crate::routing::controller::{Cluster, ManyTaken, refusal};
 use crate::routing::queue::{BlockQueue, Envelope, Refusal};
 use crate::stats::Counters;
 
 mod batch;
+mod calls;
 mod dead;
 pub mod durable;
 
@@ -86,6 +88,16 @@ impl Cluster for ServerLink {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ManyTaken> + Send + 'a>> {
         Box::pin(self.enqueue_many_remote(responsibility, stamped, timeout))
     }
+
+    fn call<'a>(
+        &'a self,
+        responsibility: &'a str,
+        request: String,
+        handle: &'a str,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, EnqueueError>> + Send + 'a>> {
+        Box::pin(self.call_remote(responsibility, request, handle, timeout))
+    }
 }
 
 impl ServerLink {
@@ -118,9 +130,30 @@ impl ServerLink {
             let (_, answer) = self.publish_durable(responsibility, vec![stamped]).await;
             return answer;
         };
-        let cluster = &cluster;
+        self.ask_host(&cluster, responsibility, stamped, None, enqueue_timeout).await
+    }
+
+    /// Asks the host running `responsibility` in `cluster` to take a stamped bag (a request of
+    /// call `call`, when there is one); the answer is what `enqueue` said there.
+    async fn ask_host(
+        &self,
+        cluster: &str,
+        responsibility: &str,
+        stamped: String,
+        call: Option<&str>,
+        enqueue_timeout: Duration,
+    ) -> Result<bool, EnqueueError> {
         let subject = enqueue_subject(cluster, responsibility);
-        let asked = self.client().request(subject, stamped.into());
+        use futures_util::FutureExt as _;
+        // A plain bag goes without headers, as it always did.
+        let asked = match call {
+            Some(handle) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(calls::CALL_HEADER, handle);
+                self.client().request_with_headers(subject, headers, stamped.into()).boxed()
+            }
+            None => self.client().request(subject, stamped.into()).boxed(),
+        };
         let reply = match tokio::time::timeout(enqueue_timeout + REMOTE_SLACK, asked).await {
             // No answer in time: whether the far host queued the bag is unknown, so this must not
             // read as "nothing was delivered" (queue-full) and invite a duplicate.
@@ -181,7 +214,7 @@ fn decode_value(v: &serde_json::Value) -> Result<bool, EnqueueError> {
 impl BlockServer {
     /// Serves the block to the cluster: takes bags sent to it from other hosts (or, for a shared
     /// block, from this one) and answers each sender.
-    pub fn serve_cluster(self: &Arc<Self>, cluster: &str, enqueue_timeout: Duration) {
+    pub fn serve_cluster(self: &Arc<Self>, cluster: &str, enqueue_timeout: Duration, host_calls: Arc<Calls>) {
         let Some(queue) = self.queue.clone() else { return };
         let subject = enqueue_subject(cluster, &self.status.responsibility);
         let me = self.clone();
@@ -212,11 +245,12 @@ impl BlockServer {
                         None => break,
                     },
                 };
-                let batch = message.headers.as_ref().is_some_and(|h| h.get(batch::BATCH_HEADER).is_some());
-                let answer = if batch {
+                let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
+                let answer = if header(batch::BATCH_HEADER).is_some() {
                     me.take_batch(&queue, &message.payload, enqueue_timeout).await.to_string()
                 } else {
-                    encode_answer(me.take_remote(&queue, &message.payload, enqueue_timeout).await)
+                    let call = header(calls::CALL_HEADER).map(|handle| (host_calls.clone(), handle));
+                    encode_answer(me.take_remote(&queue, &message.payload, enqueue_timeout, call).await)
                 };
                 if let Some(reply) = message.reply {
                     let _ = bounded(me.link.client().publish(reply, answer.into())).await;
@@ -226,7 +260,15 @@ impl BlockServer {
         });
     }
 
-    async fn take_remote(&self, queue: &BlockQueue, payload: &[u8], timeout: Duration) -> Result<bool, EnqueueError> {
+    /// Takes a bag from another host into the block's queue; with `call`, a request of that
+    /// host's call (this host's call table, and the call's handle).
+    async fn take_remote(
+        &self,
+        queue: &BlockQueue,
+        payload: &[u8],
+        timeout: Duration,
+        call: Option<(Arc<Calls>, String)>,
+    ) -> Result<bool, EnqueueError> {
         let to = &self.status.responsibility;
         let limit = queue.limits().max_bytes;
         if payload.len() > limit {
@@ -241,7 +283,14 @@ impl BlockServer {
             return Err(EnqueueError::Unavailable(format!("`{to}` takes no bags now")));
         }
         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
-        queue.push_within(Envelope::Bag(text.to_owned()), timeout).await.map_err(|r| refusal(to, r))?;
+        let envelope = match call {
+            // Not taken (refused, or the wait ran out): the token goes with the envelope, and
+            // its call ends here and there with `unavailable`; the sender's host, told that the
+            // request was not taken, has forgotten the call already.
+            Some((calls, handle)) => Envelope::Call { bag: text.to_owned(), call: calls.serve_remote(handle) },
+            None => Envelope::Bag(text.to_owned()),
+        };
+        queue.push_within(envelope, timeout).await.map_err(|r| refusal(to, r))?;
         Counters::bump(&self.status.counters.from_server);
         Ok(true)
     }

@@ -58,7 +58,7 @@ impl ControllerCtx {
 
     /// The cluster, when bags for `route` go through it: the target is not on this host, or is
     /// shared with the cluster or durable.
-    fn cluster_for(&self, route: Option<&Route>) -> Option<Arc<dyn Cluster>> {
+    pub(super) fn cluster_for(&self, route: Option<&Route>) -> Option<Arc<dyn Cluster>> {
         self.links.cluster.clone().filter(|_| route.is_none_or(|r| r.via_server))
     }
 

@@ -134,6 +134,10 @@ impl Supervisor {
             stdout,
             calls: Calls::for_this_run(),
         };
+        // In a cluster, the outcomes of calls travel between hosts through the server.
+        if let Some(link) = server.as_ref().filter(|link| link.cluster.is_some()) {
+            link.serve_calls(links.calls.clone());
+        }
         let mut sup = Supervisor {
             engine: engine.clone(),
             links,
@@ -209,7 +213,7 @@ impl Supervisor {
                         HostDeadLetters { letters: self.dead_letters.clone(), router: self.router.clone() };
                     server.serve_durable(cluster, spec.limits.queue, spec.policy.max_attempts, dead_letters);
                 } else {
-                    server.serve_cluster(cluster, self.links.settings.enqueue_timeout);
+                    server.serve_cluster(cluster, self.links.settings.enqueue_timeout, self.links.calls.clone());
                 }
             }
             server

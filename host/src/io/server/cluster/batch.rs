@@ -177,7 +177,7 @@ impl BlockServer {
         let mut answer = Ok(true);
         for bag in bags {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.take_remote(queue, bag, left).await {
+            match self.take_remote(queue, bag, left, None).await {
                 Ok(_) => taken += 1,
                 Err(e) => {
                     answer = Err(e);
