@@ -69,6 +69,11 @@ impl Bag {
         self.0.get("__subject").and_then(Value::as_str)
     }
 
+    /// The topic this bag was emitted on (`__topic`), if it came through one.
+    pub fn topic(&self) -> Option<&str> {
+        self.0.get("__topic").and_then(Value::as_str)
+    }
+
     /// Where to send a reply (`__reply`), if the sender asked for one.
     pub fn reply(&self) -> Option<&str> {
         self.0.get("__reply").and_then(Value::as_str)

@@ -6,6 +6,12 @@ use crate::bag::Bag;
 use crate::bindings::block::bagpipe::block::controller as host;
 use crate::bindings::block::bagpipe::block::net;
 use crate::bindings::block::bagpipe::block::server;
+use crate::bindings::block::bagpipe::block::topics;
+
+/// Why a topic call failed: `NotGranted`, `InvalidTopic`, `InvalidBag`, `TooLarge(limit)`,
+/// `Busy` (a subscriber that is not lossy had no room: nobody was sent the bag) or
+/// `Unavailable`.
+pub use crate::bindings::block::bagpipe::block::topics::TopicError;
 
 pub use crate::bindings::block::bagpipe::block::server::ServerError;
 
@@ -289,6 +295,28 @@ impl Controller {
     pub fn call(&self, to: &str, bag: &Bag, timeout: Duration) -> Result<CallId, EnqueueError> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         host::call(to, &bag.to_json(), ms).map(CallId)
+    }
+
+    /// Emits `bag` on `topic` (granted by the manifest's `emit`): every block subscribed to a
+    /// pattern that covers it gets a copy, with [`Bag::topic`] set, in emit order. Returns how
+    /// many got one. A full subscriber that is not lossy makes this wait up to the host's
+    /// enqueue timeout, then `Busy` (then nobody was sent it: emit it again later); a lossy one
+    /// just misses it.
+    pub fn emit(&self, topic: &str, bag: &Bag) -> Result<u32, TopicError> {
+        topics::emit(topic, &bag.to_json())
+    }
+
+    /// Subscribes this block to `pattern` (NATS wildcards; within the manifest's
+    /// `subscribe_topics`): the bags emitted on matching topics arrive through `on_enqueue`.
+    /// `lossy`: when this block's queue is full, a bag is dropped (counted) instead of making
+    /// the emitter wait. The subscription is the block's: it outlives swaps and restarts.
+    pub fn subscribe_topic(&self, pattern: &str, lossy: bool) -> Result<(), TopicError> {
+        topics::subscribe(pattern, lossy)
+    }
+
+    /// Ends the subscription to `pattern`; returns whether there was one.
+    pub fn unsubscribe_topic(&self, pattern: &str) -> bool {
+        topics::unsubscribe(pattern)
     }
 
     /// Answers a bag that came with `__reply`: a request from another block's

@@ -73,7 +73,7 @@ pub use bag::{Bag, BagError};
 pub use block::{Block, Config};
 pub use controller::{
     BlockInfo, BlockState, CallError, CallId, Connection, ConnectionInfo, Controller, EnqueueError, INITIATOR, Level,
-    NetError, ReplyError, Sent, ServerError, ServerInfo, TimerId,
+    NetError, ReplyError, Sent, ServerError, ServerInfo, TimerId, TopicError,
 };
 pub use serde_json::{self, Value, json};
 

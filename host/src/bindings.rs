@@ -25,6 +25,8 @@ wasmtime::component::bindgen!({
         "bagpipe:block/server.publish": exact,
         "bagpipe:block/server.unsubscribe": exact,
         "bagpipe:block/server.connected": exact,
+        "bagpipe:block/topics.subscribe": exact,
+        "bagpipe:block/topics.unsubscribe": exact,
         default: async,
     },
     exports: { default: async },

@@ -138,7 +138,8 @@ impl BlockComponent {
         // the check allows the most any block may have; counts of instances, tables and memories
         // hold as always.
         let limits = crate::defaults::Limits { memory_bytes: crate::defaults::MAX_MEMORY_BYTES, ..Default::default() };
-        let mut store = BlockCtx::new(&parts, self.hooks, &limits, &[]).into_store(engine);
+        let mut store = BlockCtx::new(&parts, self.hooks, &limits, &[], &crate::manifest::TopicGrants::default())
+            .into_store(engine);
         // Instantiating runs the component's start functions, if it has any: bounded like a call
         // (the default call timeout, the wall-clock guard). No export is called.
         store.data_mut().sandbox.enter();

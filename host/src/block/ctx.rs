@@ -1,5 +1,6 @@
 //! A block's store: its sandbox and one context per capability, each linked to its own WIT
-//! interface (the way wasmtime-wasi hands out `WasiCtxView`): `controller` → [`ControllerCtx`],
+//! interface (the way wasmtime-wasi hands out `WasiCtxView`): `controller` and `topics` →
+//! [`ControllerCtx`],
 //! `net` → [`NetCtx`], `server` → [`ServerCtx`], `delivery` → [`DeliveryCtx`]. This is the one place that puts them together.
 //!
 //! Architecture invariant: a capability sees only its own context (and the call clock it shares
@@ -12,11 +13,12 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::bindings::bagpipe::block::{controller, delivery, net, server, types};
+use crate::bindings::bagpipe::block::{controller, delivery, net, server, topics, types};
 use crate::block::delivery::DeliveryCtx;
 use crate::defaults::Limits;
 use crate::io::net::{NetCtx, NetHub};
 use crate::io::server::{BlockServer, ServerCtx};
+use crate::manifest::TopicGrants;
 use crate::routing::controller::{ControllerCtx, Links};
 use crate::routing::queue::BlockQueue;
 use crate::runtime::hooks::Hooks;
@@ -61,8 +63,8 @@ pub struct BlockParts {
 
 impl BlockCtx {
     /// The store data of a new instance of the block `parts` describe, within `limits`, which
-    /// may finish the blocks `control` grants.
-    pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits, control: &[String]) -> Self {
+    /// may finish the blocks `control` grants and use the topics `topics` grants.
+    pub fn new(parts: &BlockParts, hooks: Hooks, limits: &Limits, control: &[String], topics: &TopicGrants) -> Self {
         let stdout = parts.links.stdout.for_block(parts.status.clone());
         let sandbox = Sandbox::new(limits, stdout, parts.log_rate.clone(), &parts.output_pace);
         let clock = sandbox.clock.clone();
@@ -71,7 +73,7 @@ impl BlockCtx {
             .logging_within(parts.log_rate.clone())
             .answered_into(parts.inbox.clone());
         Self {
-            controller: controller.granting(control),
+            controller: controller.granting(control, topics),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),
             server: ServerCtx::new(parts.server.clone(), parts.status.clone(), limits, clock.clone()),
             delivery: DeliveryCtx::new(parts.status.clone(), clock, parts.net.clone(), parts.server.clone()),
@@ -111,6 +113,7 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<BlockCtx>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     types::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
     controller::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
+    topics::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
     net::add_to_linker::<_, HasSelf<NetCtx>>(&mut linker, |ctx| &mut ctx.net)?;
     server::add_to_linker::<_, HasSelf<ServerCtx>>(&mut linker, |ctx| &mut ctx.server)?;
     delivery::add_to_linker::<_, HasSelf<DeliveryCtx>>(&mut linker, |ctx| &mut ctx.delivery)?;

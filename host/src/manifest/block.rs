@@ -51,6 +51,9 @@ pub(super) struct RawBlock {
     shared: Option<bool>,
     publish_to_stream: Option<Spanned<toml::Value>>,
     outbox: Option<OutboxMode>,
+    emit: Option<Spanned<Vec<String>>>,
+    topics: Option<Spanned<Vec<toml::Value>>>,
+    subscribe_topics: Option<Spanned<Vec<String>>>,
 }
 
 /// Reads and checks one `[[block]]` entry, found on `line`, whose component is in `dir`.
@@ -64,6 +67,10 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
     };
     let Grants { listen, connect, publish, subscribe } = grants(at, &raw)?;
     let publish_to_stream = to_stream(at, &raw, &publish)?;
+    let topics = super::topics::topic_grants(
+        at,
+        super::topics::RawTopics { emit: &raw.emit, topics: &raw.topics, subscribe: &raw.subscribe_topics },
+    )?;
     Ok(BlockSpec {
         name,
         responsibility,
@@ -83,6 +90,7 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         shared: raw.shared.unwrap_or(false),
         publish_to_stream,
         outbox: raw.outbox.unwrap_or_default(),
+        topics,
         line,
     })
 }

@@ -37,8 +37,10 @@ mod block;
 mod listen;
 mod settings;
 pub(crate) mod subject;
+mod topics;
 
 pub use listen::{Listen, Protocol};
+pub use topics::{TopicGrants, TopicSub};
 
 /// A checked manifest.
 #[derive(Debug, Clone)]
@@ -97,6 +99,8 @@ pub struct BlockSpec {
     /// Where what it publishes waits for the server: in memory, or on disk under the host's
     /// state directory (outliving the host).
     pub outbox: OutboxMode,
+    /// What it may emit, what it is subscribed to from the start, and what it may subscribe to.
+    pub topics: TopicGrants,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
 }

@@ -217,3 +217,42 @@ mod props {
         }
     }
 }
+
+#[test]
+fn reads_topic_grants_and_subscriptions() {
+    let m = parse(
+        "[[block]]\nname = \"a\"\nemit = [\"orders.>\"]\ntopics = [\"orders.*\", { topic = \"ticks\", lossy = true }]\nsubscribe_topics = [\"audit.>\"]\n",
+    )
+    .unwrap();
+    let t = &m.blocks[0].topics;
+    assert_eq!(t.emit, ["orders.>"]);
+    assert_eq!(t.subscribe, ["audit.>"]);
+    assert_eq!(
+        t.topics,
+        [TopicSub { pattern: "orders.*".into(), lossy: false }, TopicSub { pattern: "ticks".into(), lossy: true }]
+    );
+    assert_eq!(
+        parse("[[block]]\nname = \"a\"\n").unwrap().blocks[0].topics,
+        TopicGrants::default(),
+        "none unless granted"
+    );
+}
+
+#[test]
+fn bad_topics_name_their_line_and_key() {
+    check_err("[[block]]\nname = \"a\"\ntopics = [\"a..b\"]\n", Some(3), Some("topics"), "is not a topic");
+    check_err(
+        "[[block]]\nname = \"a\"\ntopics = [{ topic = \"a\", fast = true }]\n",
+        Some(3),
+        Some("topics"),
+        "unknown key `fast`",
+    );
+    check_err("[[block]]\nname = \"a\"\ntopics = [\"a\", \"a\"]\n", Some(3), Some("topics"), "listed twice");
+    check_err("[[block]]\nname = \"a\"\n\nemit = [\"a.>.b\"]\n", Some(4), Some("emit"), "is not a topic");
+    check_err(
+        "[[block]]\nname = \"a\"\nsubscribe_topics = [\"\"]\n",
+        Some(3),
+        Some("subscribe_topics"),
+        "is not a topic",
+    );
+}

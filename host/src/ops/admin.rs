@@ -270,6 +270,12 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         ("batches", "Calls that delivered queued bags and socket events several at a time.", |s| s.batches),
         ("calls", "Calls to other blocks this block made.", |s| s.calls),
         ("calls_failed", "Calls of this block that ended without an answer.", |s| s.calls_failed),
+        ("emitted", "Bags this block emitted on topics.", |s| s.emitted),
+        (
+            "topic_dropped",
+            "Copies of topics' bags a lossy subscription of this block missed (its queue was full).",
+            |s| s.topic_dropped,
+        ),
         ("output_paced", "Times the block's output made it wait: it printed past its rate.", |s| s.output_paced),
         ("lost", "Bags still queued when the block ended.", |s| s.lost),
         ("sent", "Bags the block sent.", |s| s.sent),

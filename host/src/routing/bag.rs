@@ -93,10 +93,19 @@ pub fn check_inbound(text: &str, limits: BagLimits) -> Result<(), BagError> {
 /// A stamped bag (as [`stamp`] made it) with `__reply` set to `handle`, first: what a request
 /// from `controller.call` carries so that its target can answer.
 pub fn with_reply(stamped: &str, handle: &str) -> String {
-    let handle = serde_json::Value::from(handle).to_string();
-    let mut out = String::with_capacity(stamped.len() + handle.len() + 12);
-    out.push_str("{\"__reply\":");
-    out.push_str(&handle);
+    with_key(stamped, "__reply", handle)
+}
+
+/// A stamped bag (as [`stamp`] made it) with the host key `key` (which starts with `__`) set to
+/// `value`, first.
+pub fn with_key(stamped: &str, key: &str, value: &str) -> String {
+    debug_assert!(key.starts_with(HOST_KEY_PREFIX));
+    let value = serde_json::Value::from(value).to_string();
+    let mut out = String::with_capacity(stamped.len() + key.len() + value.len() + 4);
+    out.push_str("{\"");
+    out.push_str(key);
+    out.push_str("\":");
+    out.push_str(&value);
     out.push(',');
     // A stamped bag always starts with `{"__from":`: the rest follows the new key.
     out.push_str(stamped.strip_prefix('{').unwrap_or(stamped));

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bindings::bagpipe::block::{controller, types};
 use crate::bindings::{BlockInfo, EnqueueError, Level};
 use crate::defaults::{BUILTIN_RESPONSIBILITIES, LOG_MESSAGE_BYTES, Limits, Settings};
+use crate::manifest::TopicGrants;
 use crate::routing::bag::BagLimits;
 use crate::routing::calls::Calls;
 use crate::routing::deadletter::DeadLetters;
@@ -82,6 +83,7 @@ pub trait Cluster: Send + Sync {
 
 mod call;
 mod send;
+mod topics;
 
 /// What every block's controller links to: the rest of the host.
 #[derive(Clone)]
@@ -103,6 +105,8 @@ pub struct Links {
     pub stdout: GuestStdout,
     /// The calls between blocks that wait for their outcome.
     pub calls: Arc<Calls>,
+    /// Who is subscribed to which topics.
+    pub topics: Arc<crate::routing::topics::Topics>,
 }
 
 impl Links {
@@ -119,6 +123,7 @@ impl Links {
             cluster: None,
             stdout: GuestStdout::discard(),
             calls: Calls::new("detached"),
+            topics: Arc::default(),
         }
     }
 }
@@ -142,6 +147,10 @@ pub struct ControllerCtx {
     limits: BagLimits,
     /// The other blocks it may finish (`control`; `"*"`: any).
     control: Vec<String>,
+    /// What it may emit and subscribe to at run time.
+    topic_grants: TopicGrants,
+    /// How many subscriptions (to server subjects, and to topics) it may hold.
+    max_subscriptions: usize,
     /// How many log lines it may write (set by `logging_within`; `None` only before it is).
     log_rate: Option<Arc<LogRate>>,
     clock: Arc<CallClock>,
@@ -159,6 +168,8 @@ impl ControllerCtx {
             timers: Timers::new(limits.max_timers),
             limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },
             control: Vec::new(),
+            topic_grants: TopicGrants::default(),
+            max_subscriptions: limits.max_subscriptions,
             log_rate: None,
             clock,
         }
@@ -176,9 +187,11 @@ impl ControllerCtx {
         self
     }
 
-    /// This controller, allowed to finish the blocks `control` names (`"*"`: any).
-    pub fn granting(mut self, control: &[String]) -> Self {
+    /// This controller, allowed to finish the blocks `control` names (`"*"`: any), and to emit
+    /// and subscribe to the topics `topics` grants.
+    pub fn granting(mut self, control: &[String], topics: &TopicGrants) -> Self {
         self.control = control.to_vec();
+        self.topic_grants = topics.clone();
         self
     }
 

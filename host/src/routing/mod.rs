@@ -9,3 +9,4 @@ pub(crate) mod controller;
 pub(crate) mod deadletter;
 pub(crate) mod queue;
 pub(crate) mod router;
+pub(crate) mod topics;

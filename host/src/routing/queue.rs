@@ -295,6 +295,24 @@ impl ReplySlot {
     }
 }
 
+/// A place and the bytes for one envelope, reserved in a queue: sending into it cannot be
+/// refused. Dropped unused, both are free again.
+pub struct Reservation {
+    permit: mpsc::OwnedPermit<Queued>,
+    bytes: Option<OwnedSemaphorePermit>,
+    reserved: usize,
+    queue: BlockQueue,
+}
+
+impl Reservation {
+    /// Puts `envelope` (of the size reserved) into the place.
+    pub fn send(self, envelope: Envelope) {
+        debug_assert_eq!(envelope.bytes(), self.reserved, "an envelope of the size reserved");
+        self.permit.send(Queued { envelope, _bytes: self.bytes });
+        self.queue.accepted();
+    }
+}
+
 /// The sending side of one block's queue, the only way into it. Cheap to clone.
 #[derive(Clone)]
 pub struct BlockQueue {
@@ -446,6 +464,44 @@ impl BlockQueue {
             Ok(permit) => Ok(ReplySlot { permit, queue: self.clone() }),
             Err(TrySendError::Full(_)) => Err(Refusal::Full),
             Err(TrySendError::Closed(_)) => Err(Refusal::Closed),
+        }
+    }
+
+    /// Reserves room for one envelope of `bytes` bytes, waiting up to `timeout` for it (with
+    /// zero, only if there is room now). A refusal is counted.
+    pub async fn reserve_within(&self, bytes: usize, timeout: Duration) -> Result<Reservation, Refusal> {
+        if bytes > self.max_bytes {
+            return Err(self.refused(Refusal::TooLarge { limit: self.max_bytes }, false));
+        }
+        let n = u32::try_from(bytes).map_err(|_| self.refused(Refusal::TooLarge { limit: self.max_bytes }, false))?;
+        let wait = async {
+            let bytes = match n {
+                0 => None,
+                n => Some(self.bytes.clone().acquire_many_owned(n).await.map_err(|_| Refusal::Closed)?),
+            };
+            let permit = self.tx.clone().reserve_owned().await.map_err(|_| Refusal::Closed)?;
+            Ok((permit, bytes))
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok((permit, held))) => Ok(Reservation { permit, bytes: held, reserved: bytes, queue: self.clone() }),
+            Ok(Err(refusal)) => Err(self.refused(refusal, false)),
+            Err(_) => Err(self.refused(Refusal::Full, false)),
+        }
+    }
+
+    /// Queues a copy of a topic's bag for a lossy subscription if there is room now; a full
+    /// queue drops it, counted as `topic_dropped`. Returns whether it was queued.
+    pub fn offer_lossy(&self, envelope: Envelope) -> bool {
+        match self.offer(envelope) {
+            Ok(()) => true,
+            Err((Refusal::Full, _)) => {
+                Counters::bump(&self.status.counters.topic_dropped);
+                false
+            }
+            Err((refusal, _)) => {
+                self.refused(refusal, false);
+                false
+            }
         }
     }
 

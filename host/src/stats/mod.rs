@@ -56,6 +56,10 @@ pub struct Counters {
     pub batches: AtomicU64,
     /// Calls this block made (`controller.call`) that were sent.
     pub calls: AtomicU64,
+    /// Bags this block emitted on topics (`topics.emit`).
+    pub emitted: AtomicU64,
+    /// Copies of topics' bags a lossy subscription of this block missed: its queue was full.
+    pub topic_dropped: AtomicU64,
     /// Calls of this block that ended without an answer (timeout, the target faulted, refused,
     /// did not answer, or stopped).
     pub calls_failed: AtomicU64,
@@ -223,6 +227,8 @@ impl BlockStatus {
             output_paced: get(&c.output_paced),
             batches: get(&c.batches),
             calls: get(&c.calls),
+            emitted: get(&c.emitted),
+            topic_dropped: get(&c.topic_dropped),
             calls_failed: get(&c.calls_failed),
             lost: get(&c.lost),
             sent: get(&c.sent),
@@ -298,6 +304,12 @@ pub struct StatsSnapshot {
     /// See [`Counters::calls`].
     #[serde(default)]
     pub calls: u64,
+    /// See [`Counters::emitted`].
+    #[serde(default)]
+    pub emitted: u64,
+    /// See [`Counters::topic_dropped`].
+    #[serde(default)]
+    pub topic_dropped: u64,
     /// See [`Counters::calls_failed`].
     #[serde(default)]
     pub calls_failed: u64,

@@ -133,6 +133,7 @@ impl Supervisor {
             cluster: server.clone().filter(|link| link.cluster.is_some()).map(|link| link as Arc<dyn Cluster>),
             stdout,
             calls: Calls::for_this_run(),
+            topics: Arc::default(),
         };
         // In a cluster, the outcomes of calls travel between hosts through the server.
         if let Some(link) = server.as_ref().filter(|link| link.cluster.is_some()) {
@@ -218,6 +219,18 @@ impl Supervisor {
             }
             server
         });
+        // Its subscriptions from the start: a block that takes no bags could never be given one.
+        if !spec.topics.topics.is_empty() {
+            let Some(queue) = &bag_queue else {
+                anyhow::bail!(
+                    "`{}` subscribes to topics but does not export enqueue-hook (list `on_enqueue`): their bags could never reach it",
+                    spec.responsibility
+                );
+            };
+            for sub in &spec.topics.topics {
+                self.links.topics.subscribe(&spec.responsibility, queue, sub);
+            }
+        }
         self.router.insert(Route { status: status.clone(), queue: bag_queue, via_server: spec.durable || spec.shared });
         let (control_tx, control) = mpsc::channel(4);
         let mailbox = Mailbox {

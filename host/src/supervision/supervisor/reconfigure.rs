@@ -201,6 +201,7 @@ impl Supervisor {
             self.finish_one(i).await;
             self.slots[i].removed = true;
             self.router.remove(&responsibility);
+            self.links.topics.remove_block(&responsibility);
         }
         // Blocks whose entry changed swap to the new config or component.
         let mut added = Vec::new();
@@ -233,7 +234,9 @@ impl Supervisor {
                 if !self.slots[i].inited {
                     self.slots[i].control = None;
                     self.slots[i].removed = true;
-                    self.router.remove(&self.slots[i].spec.responsibility.clone());
+                    let responsibility = self.slots[i].spec.responsibility.clone();
+                    self.router.remove(&responsibility);
+                    self.links.topics.remove_block(&responsibility);
                 } else {
                     outcome.swapped.push(self.slots[i].spec.responsibility.clone());
                 }

@@ -403,7 +403,7 @@ impl BlockTask {
         spec: &BlockSpec,
         state: Option<&[u8]>,
     ) -> Result<BlockInstance, CallError> {
-        let ctx = BlockCtx::new(&self.parts, component.hooks, &spec.limits, &spec.control);
+        let ctx = BlockCtx::new(&self.parts, component.hooks, &spec.limits, &spec.control, &spec.topics);
         let mut instance = BlockInstance::new(&self.engine, component, ctx).await?;
         let config = serde_json::Value::Object(spec.config.clone()).to_string();
         instance.init(&config).await?;

@@ -1,0 +1,162 @@
+//! Topics between blocks through the real binary: fan-out to every subscriber whose pattern
+//! covers the topic, in emit order, with deny-by-default grants for emitting and for
+//! subscribing at run time; and slow subscribers, lossy ones dropping (counted) and blocking
+//! ones making the emitter `busy`, all or none.
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+async fn run_until(dir: &BlockDir, done: impl Fn(&[Value]) -> bool) -> Finished {
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, dir, &["--report", &report]);
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        seen.push(host.next_event().await.expect("bagpipe ended before the awaited events"));
+    }
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    out
+}
+
+fn count(events: &[Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["event"] == kind).count()
+}
+
+/// `(topic, i)` of each bag `block` got from topics, in order.
+fn got(out: &Finished, block: &str) -> Vec<(String, u64)> {
+    out.bags_of(block)
+        .into_iter()
+        .map(|b| (b["__topic"].as_str().unwrap_or_default().to_owned(), b["i"].as_u64().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_topic_reaches_every_subscriber_in_emit_order_within_the_grants() {
+    let manifest = r#"
+[[block]]
+name = "caller"
+responsibility = "late"
+subscribe_topics = ["orders.>"]
+[block.config]
+phase = "init"
+steps = [{ subscribe_topic = "orders.>" }, { subscribe_topic = "secret.>" }]
+
+[[block]]
+name = "caller"
+responsibility = "all"
+topics = ["orders.*"]
+
+[[block]]
+name = "caller"
+responsibility = "paid"
+topics = [{ topic = "orders.paid", lossy = false }]
+
+[[block]]
+name = "caller"
+responsibility = "shop"
+emit = ["orders.>"]
+[block.config]
+steps = [
+  { emit = "orders.new", count = 3 },
+  { emit = "orders.paid", count = 2 },
+  { emit = "secret.x" },
+  { emit = "orders.*" },
+]
+"#;
+    let dir = BlockDir::from_manifest(manifest);
+    let out = run_until(&dir, |seen| count(seen, "emitted") == 7 && count(seen, "bag") == 12).await;
+
+    let new = |i| ("orders.new".to_owned(), i);
+    let paid = |i| ("orders.paid".to_owned(), i);
+    assert_eq!(got(&out, "all"), [new(0), new(1), new(2), paid(0), paid(1)], "every order, in emit order");
+    assert_eq!(got(&out, "paid"), [paid(0), paid(1)]);
+    assert_eq!(got(&out, "late"), got(&out, "all"), "subscribed at run time to a wider pattern");
+    for bag in out.bags_of("all") {
+        assert_eq!(bag["__from"], "shop", "{bag}");
+    }
+    let seqs: Vec<u64> = out.bags_of("late").iter().map(|b| b["__seq"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "the emitter's sequence counts its emits");
+
+    let results: Vec<(String, Value)> = out
+        .events("emitted")
+        .iter()
+        .map(|e| (e["topic"].as_str().unwrap_or_default().to_owned(), e["result"].clone()))
+        .collect();
+    let to =
+        |topic: &str| -> Vec<Value> { results.iter().filter(|(t, _)| t == topic).map(|(_, r)| r.clone()).collect() };
+    assert_eq!(to("orders.new"), vec![json!({"ok": 2}); 3], "`all` and `late`");
+    assert_eq!(to("orders.paid"), vec![json!({"ok": 3}); 2], "`all`, `paid` and `late`");
+    assert!(to("secret.x")[0]["error"].as_str().is_some_and(|e| e.contains("::NotGranted")), "{results:?}");
+    assert!(to("orders.*")[0]["error"].as_str().is_some_and(|e| e.contains("::InvalidTopic")), "{results:?}");
+    let subscribed: Vec<(Value, Value)> =
+        out.events("subscribed").iter().map(|e| (e["pattern"].clone(), e["result"].clone())).collect();
+    assert_eq!(subscribed[0], (json!("orders.>"), json!("Ok(())")));
+    assert!(subscribed[1].1.as_str().is_some_and(|r| r.contains("NotGranted")), "{subscribed:?}");
+
+    let report = dir.report();
+    assert_eq!(report.count("shop", "emitted"), 5);
+    assert_eq!(report.count("all", "received"), 5);
+}
+
+/// A subscriber that is not lossy and cannot keep up makes the emitter `busy` once its queue
+/// stayed full for the enqueue timeout, and then nobody gets that bag; a lossy one never holds
+/// the emitter up and counts what it missed.
+#[tokio::test]
+async fn a_slow_subscriber_makes_the_emitter_busy_or_misses_bags_as_its_subscription_says() {
+    let manifest = r#"
+[host]
+enqueue_timeout_ms = 50
+
+[[block]]
+name = "caller"
+responsibility = "lossy"
+queue = 1
+topics = [{ topic = "ticks", lossy = true }]
+[block.config]
+slow_ms = 20
+
+[[block]]
+name = "caller"
+responsibility = "blocking"
+queue = 1
+call_timeout_ms = 5000
+topics = ["ticks"]
+[block.config]
+slow_ms = 2000
+
+[[block]]
+name = "caller"
+responsibility = "emitter"
+emit = ["ticks"]
+[block.config]
+steps = [{ emit = "ticks", count = 5 }]
+"#;
+    let dir = BlockDir::from_manifest(manifest);
+    let out = run_until(&dir, |seen| {
+        let ok = seen.iter().filter(|e| e["event"] == "emitted" && e["result"]["ok"].is_u64()).count();
+        count(seen, "emitted") == 5
+            && seen.iter().filter(|e| e["event"] == "bag" && e["block"] == "blocking").count() == ok
+    })
+    .await;
+    let emitted = out.events("emitted");
+    let ok: Vec<u64> =
+        emitted.iter().filter(|e| e["result"]["ok"].is_u64()).map(|e| e["i"].as_u64().unwrap_or(0)).collect();
+    let busy = emitted.iter().filter(|e| e["result"]["error"].as_str().is_some_and(|r| r.contains("::Busy"))).count();
+    // The blocking subscriber holds one bag for 2 s and its queue one more: by the third emit
+    // at the latest, its queue stayed full for the 50 ms the emitter may wait.
+    assert!(busy >= 1 && ok.len() + busy == 5, "{emitted:?}");
+    let blocking: Vec<u64> = got(&out, "blocking").into_iter().map(|(_, i)| i).collect();
+    assert_eq!(blocking, ok, "the blocking subscriber got every bag that was emitted, and no other");
+    let lossy: Vec<u64> = got(&out, "lossy").into_iter().map(|(_, i)| i).collect();
+    assert!(lossy.iter().all(|i| ok.contains(i)), "a busy emit reached nobody: {lossy:?} {ok:?}");
+    let report = dir.report();
+    assert_eq!(report.count("emitter", "emitted"), ok.len() as u64);
+    assert_eq!(
+        report.count("lossy", "received") + report.count("lossy", "topic_dropped"),
+        ok.len() as u64,
+        "each emitted bag was queued for the lossy subscriber or counted as missed"
+    );
+}
