@@ -3,7 +3,7 @@
 //! subscribing at run time; and slow subscribers, lossy ones dropping (counted) and blocking
 //! ones making the emitter `busy`, all or none.
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Nats, Want};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -159,4 +159,53 @@ steps = [{ emit = "ticks", count = 5 }]
         ok.len() as u64,
         "each emitted bag was queued for the lossy subscriber or counted as missed"
     );
+}
+
+/// A bridged topic reaches the subscribers of another host through the NATS subject of its name,
+/// and this host's subscribers once: the host does not take its own bags back from the server.
+#[tokio::test]
+async fn a_bridged_topic_reaches_subscribers_on_another_host_once() {
+    let nats = Nats::start(false).await;
+    let bridge = "[host]\nbridge_topics = [\"orders.>\"]\n";
+    let far = BlockDir::from_manifest(&format!(
+        "{bridge}\n[[block]]\nname = \"caller\"\nresponsibility = \"far\"\ntopics = [\"orders.*\"]\n"
+    ));
+    let near = BlockDir::from_manifest(&format!(
+        "{bridge}\n[[block]]\nname = \"caller\"\nresponsibility = \"near\"\ntopics = [\"orders.*\"]\n\n\
+         [[block]]\nname = \"caller\"\nresponsibility = \"shop\"\nemit = [\"orders.>\"]\n\
+         [block.config]\nsteps = [{{ emit = \"orders.new\", count = 3 }}, {{ emit = \"orders.last\" }}]\n"
+    ));
+    let start = |dir: &BlockDir| {
+        let report = dir.report_path().display().to_string();
+        Bagpipe::run_with(BIN, dir, &["--server", &nats.url(), "--report", &report])
+    };
+    let mut far_host = start(&far);
+    far_host.log_records(&[Want::event("bridging_topic"), Want::event("running")]).await;
+    let mut near_host = start(&near);
+    far_host.wait_for(4, |e| e["event"] == "bag" && e["block"] == "far").await;
+    // The near host bridged before its blocks ran, so the server sends its own bags back to it.
+    // A message published now, after `far` got them all, reaches the near host's subscription
+    // after those echoes: once `near` has it, any echo taken back would have shown.
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    client.publish("orders.done", r#"{"i":9}"#.into()).await.expect("publish");
+    client.flush().await.expect("flush");
+    near_host.wait_for(5, |e| e["event"] == "bag" && e["block"] == "near").await;
+    far_host.signal(libc::SIGTERM);
+    near_host.signal(libc::SIGTERM);
+    let (far_out, near_out) = (far_host.finish().await, near_host.finish().await);
+    far_out.assert_success();
+    near_out.assert_success();
+    let order =
+        [("orders.new", 0), ("orders.new", 1), ("orders.new", 2), ("orders.last", 0)].map(|(t, i)| (t.to_owned(), i));
+    let mut then_done = order.to_vec();
+    then_done.push(("orders.done".to_owned(), 9));
+    assert_eq!(got(&far_out, "far"), then_done, "every bag, in emit order");
+    assert_eq!(got(&near_out, "near"), then_done, "once each: the host did not take its own bags back");
+    for bag in &far_out.bags_of("far")[..4] {
+        assert_eq!(bag["__from"], "shop", "{bag}");
+        assert!(bag["__host"].is_string(), "{bag}");
+    }
+    let done = far_out.bags_of("far")[4];
+    assert_eq!((done["__from"].clone(), done["__subject"].clone()), (json!("server"), json!("orders.done")), "{done}");
+    assert!(near_out.events("emitted").iter().all(|e| e["result"] == json!({"ok": 1})), "one subscriber here");
 }

@@ -339,6 +339,10 @@ pub struct Settings {
     pub durable_ack_wait: Duration,
     /// JetStream streams the host makes sure exist (`[[stream]]`), each time it connects.
     pub streams: Vec<StreamSpec>,
+    /// The topics bridged to the NATS subjects of the same names (`[host] bridge_topics`): what
+    /// blocks emit on them is also published there, and what arrives there from other hosts is
+    /// given to this host's subscribers.
+    pub bridge_topics: Vec<String>,
     /// Where the host keeps what outlives it (`[host] state_dir`, relative to the manifest's
     /// directory); `None`: see [`Settings::state_dir`].
     pub state_dir: Option<PathBuf>,
@@ -388,6 +392,7 @@ impl Default for Settings {
             cluster: None,
             durable_ack_wait: Duration::from_secs(6),
             streams: Vec::new(),
+            bridge_topics: Vec::new(),
             state_dir: None,
         }
     }

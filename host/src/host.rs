@@ -103,6 +103,12 @@ impl Host {
                 manifest.path.display()
             )));
         }
+        if server_url.is_none() && !manifest.settings.bridge_topics.is_empty() {
+            return Err(RunError::Host(anyhow::anyhow!(
+                "{}: [host] bridge_topics needs a server: set [host] server or --server",
+                manifest.path.display()
+            )));
+        }
         // What can fail without anything to undo goes first: the admin address is bound before a
         // single block or connection exists.
         let admin = match self.config.admin {

@@ -71,7 +71,8 @@ impl BlockCtx {
         let timeout = parts.links.settings.enqueue_timeout;
         let controller = ControllerCtx::new(parts.status.clone(), parts.links.clone(), hooks, limits, clock.clone())
             .logging_within(parts.log_rate.clone())
-            .answered_into(parts.inbox.clone());
+            .answered_into(parts.inbox.clone())
+            .bridging_into(parts.server.clone().map(|s| s as Arc<dyn crate::routing::topics::TopicOutbox>));
         Self {
             controller: controller.granting(control, topics),
             net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),

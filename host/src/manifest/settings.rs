@@ -21,6 +21,7 @@ pub(super) struct RawHost {
     cluster: Option<Spanned<String>>,
     durable_ack_wait_ms: Option<Spanned<u64>>,
     state_dir: Option<Spanned<String>>,
+    bridge_topics: Option<Spanned<Vec<String>>>,
 }
 
 pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
@@ -51,6 +52,18 @@ pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, Manif
             ));
         }
         settings.cluster = Some(text.clone());
+    }
+    if let Some(list) = raw.bridge_topics {
+        for pattern in list.get_ref() {
+            if !subject::valid_subscribe(pattern) {
+                return Err(at.error(
+                    list.span(),
+                    "bridge_topics",
+                    format!("`{pattern}` is not a topic (tokens separated by dots; * and > as wildcards)"),
+                ));
+            }
+        }
+        settings.bridge_topics = list.into_inner();
     }
     if let Some(dir) = raw.state_dir {
         let text = dir.get_ref();

@@ -256,3 +256,10 @@ fn bad_topics_name_their_line_and_key() {
         "is not a topic",
     );
 }
+
+#[test]
+fn bridged_topics_are_patterns() {
+    let m = parse("[host]\nbridge_topics = [\"orders.>\"]\n\n[[block]]\nname = \"a\"\n").unwrap();
+    assert_eq!(m.settings.bridge_topics, ["orders.>"]);
+    check_err("[host]\nbridge_topics = [\"a b\"]\n", Some(2), Some("bridge_topics"), "is not a topic");
+}

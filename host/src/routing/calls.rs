@@ -37,6 +37,8 @@ pub type RemoteOutcome = (String, Result<String, CallFailure>);
 /// The calls of this host that wait for their outcome, and the requests of other hosts' calls
 /// this host's blocks hold.
 pub struct Calls {
+    /// This host's name for this run.
+    host: String,
     /// `_CALL.<this host>.`
     prefix: String,
     next: AtomicU64,
@@ -68,12 +70,18 @@ impl Calls {
     /// An empty table whose handles name this host by `host` (letters, digits, `-`).
     pub fn new(host: &str) -> Arc<Self> {
         Arc::new(Self {
+            host: host.to_owned(),
             prefix: format!("{HANDLE_PREFIX}{host}."),
             next: AtomicU64::new(1),
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
             remote: Mutex::new(None),
         })
+    }
+
+    /// This host's name for this run (letters, digits, `-`).
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// Where the outcomes of this host's calls come back from other hosts: `prefix` + `>`.

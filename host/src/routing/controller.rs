@@ -107,6 +107,8 @@ pub struct Links {
     pub calls: Arc<Calls>,
     /// Who is subscribed to which topics.
     pub topics: Arc<crate::routing::topics::Topics>,
+    /// The topics bridged to the server.
+    pub bridge: Arc<crate::routing::topics::Bridge>,
 }
 
 impl Links {
@@ -124,6 +126,7 @@ impl Links {
             stdout: GuestStdout::discard(),
             calls: Calls::new("detached"),
             topics: Arc::default(),
+            bridge: Arc::default(),
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct ControllerCtx {
     topic_grants: TopicGrants,
     /// How many subscriptions (to server subjects, and to topics) it may hold.
     max_subscriptions: usize,
+    /// Its outbox to the server, for what it emits on bridged topics.
+    topic_outbox: Option<Arc<dyn crate::routing::topics::TopicOutbox>>,
     /// How many log lines it may write (set by `logging_within`; `None` only before it is).
     log_rate: Option<Arc<LogRate>>,
     clock: Arc<CallClock>,
@@ -170,6 +175,7 @@ impl ControllerCtx {
             control: Vec::new(),
             topic_grants: TopicGrants::default(),
             max_subscriptions: limits.max_subscriptions,
+            topic_outbox: None,
             log_rate: None,
             clock,
         }
@@ -178,6 +184,12 @@ impl ControllerCtx {
     /// This controller, writing log lines within `rate`.
     pub fn logging_within(mut self, rate: Arc<LogRate>) -> Self {
         self.log_rate = Some(rate);
+        self
+    }
+
+    /// This controller, emitting on bridged topics into `outbox` too.
+    pub fn bridging_into(mut self, outbox: Option<Arc<dyn crate::routing::topics::TopicOutbox>>) -> Self {
+        self.topic_outbox = outbox;
         self
     }
 

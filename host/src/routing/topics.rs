@@ -12,6 +12,39 @@ use crate::manifest::TopicSub;
 use crate::manifest::subject::covers;
 use crate::routing::queue::BlockQueue;
 
+/// The key a bag bridged to the server carries first: the host that emitted it, so that the
+/// host does not take its own bags back from the server.
+pub const HOST_KEY: &str = "__host";
+
+/// Where a block's emits on bridged topics go besides its subscribers: the block's outbox to
+/// the server (the server side implements it; `routing` names no network type).
+pub trait TopicOutbox: Send + Sync {
+    /// Queues `payload` for the server subject `subject`, in order after what the block
+    /// published before; errs (saying how full it is) when the outbox has no room.
+    fn push(&self, subject: &str, payload: Vec<u8>) -> Result<(), String>;
+}
+
+/// The topics this host bridges to the server, and how its bags are told from other hosts'.
+#[derive(Debug, Clone, Default)]
+pub struct Bridge {
+    /// The bridged topic patterns (`[host] bridge_topics`).
+    pub patterns: Vec<String>,
+    /// This host's name in [`HOST_KEY`].
+    pub host: String,
+}
+
+impl Bridge {
+    /// Whether `topic` is bridged.
+    pub fn covers(&self, topic: &str) -> bool {
+        self.patterns.iter().any(|p| covers(p, topic))
+    }
+
+    /// What a bag of this host looks like from its first bytes.
+    pub fn own_prefix(&self) -> String {
+        format!("{{\"{HOST_KEY}\":{}", serde_json::Value::from(self.host.as_str()))
+    }
+}
+
 /// One block's subscription to one pattern.
 #[derive(Debug)]
 pub struct Subscription {

@@ -16,6 +16,7 @@
 //! Invariants: no broker wait runs without a timeout; every task (subscription readers, the
 //! outbox's flusher, cluster servers, durable consumers) is tracked and joined on shutdown.
 
+mod bridge;
 mod calls;
 pub mod cluster;
 pub mod outbox;

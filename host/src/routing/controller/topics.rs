@@ -6,7 +6,9 @@
 //! `__topic`) and every subscriber gets the same text. Subscribers that are not lossy get the
 //! bag all or none: room is reserved in each (each wait bounded by the enqueue timeout, none
 //! for the emitter's own queue, none again in a call whose earlier wait ran out) before any is
-//! sent; a lossy subscriber gets it only if its queue has room now.
+//! sent; a lossy subscriber gets it only if its queue has room now. A bag on a bridged topic
+//! also goes into the block's outbox to the server (with `__host`), before any subscriber here
+//! is sent it.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use crate::manifest::TopicSub;
 use crate::manifest::subject::{covers, valid_publish, valid_subscribe};
 use crate::routing::bag::{self, BagError};
 use crate::routing::queue::{Envelope, Refusal};
+use crate::routing::topics::HOST_KEY;
 use crate::stats::Counters;
 
 impl topics::Host for ControllerCtx {
@@ -65,6 +68,19 @@ impl topics::Host for ControllerCtx {
                         target.block
                     )));
                 }
+            }
+        }
+        // A bridged topic goes to the server too, through the block's outbox, before any
+        // subscriber here is sent it: a full outbox is `busy` for all.
+        let bridge = &self.links.bridge;
+        if bridge.covers(&topic)
+            && let Some(outbox) = &self.topic_outbox
+        {
+            let payload = bag::with_key(&stamped, HOST_KEY, &bridge.host);
+            if let Err(full) = outbox.push(&topic, payload.into_bytes()) {
+                return Err(TopicError::Busy(format!(
+                    "the outbox to the server, where `{topic}` is bridged, is full ({full}); no subscriber was sent it"
+                )));
             }
         }
         let mut delivered = 0u32;

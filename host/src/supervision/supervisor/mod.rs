@@ -35,6 +35,7 @@ use crate::routing::controller::{Cluster, Links, Request};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::BlockQueue;
 use crate::routing::router::{Route, Router};
+use crate::routing::topics::Bridge;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::stats::{BlockStatus, StatsSnapshot};
 use crate::supervision::task::{BlockTask, Command, Event, Mailbox, Outcome};
@@ -124,6 +125,9 @@ impl Supervisor {
         let (event_tx, events) = mpsc::channel(2 * manifest.blocks.len().max(1) + 16);
         let dead_letters = Arc::new(DeadLetters::new(manifest.settings.dead_letters.clone()));
         let shutdown = CancellationToken::new();
+        let calls = Calls::for_this_run();
+        let bridge =
+            Arc::new(Bridge { patterns: manifest.settings.bridge_topics.clone(), host: calls.host().to_owned() });
         let links = Links {
             shutdown: shutdown.clone(),
             router: router.clone(),
@@ -132,12 +136,17 @@ impl Supervisor {
             dead_letters: dead_letters.clone(),
             cluster: server.clone().filter(|link| link.cluster.is_some()).map(|link| link as Arc<dyn Cluster>),
             stdout,
-            calls: Calls::for_this_run(),
+            calls: calls.clone(),
             topics: Arc::default(),
+            bridge: bridge.clone(),
         };
         // In a cluster, the outcomes of calls travel between hosts through the server.
         if let Some(link) = server.as_ref().filter(|link| link.cluster.is_some()) {
             link.serve_calls(links.calls.clone());
+        }
+        // Bridged topics: what other hosts emit on them reaches this host's subscribers.
+        if let Some(link) = server.as_ref().filter(|_| !bridge.patterns.is_empty()) {
+            link.serve_topics(links.topics.clone(), bridge, manifest.settings.enqueue_timeout).await;
         }
         let mut sup = Supervisor {
             engine: engine.clone(),
