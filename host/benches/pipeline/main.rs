@@ -8,7 +8,9 @@
 //! as a ratio to the pipeline alone, and beside blocks that keep trying to break their budgets
 //! ([`hostile`]); and syslog over TCP through a block to a NATS subject against the same natively,
 //! with what five server crashes lose ([`broker`]); and 10,000 idle blocks in one host, their
-//! start, shutdown and memory ([`many`]; `BAGPIPE_BENCH_MANY=N` runs only that, with N blocks).
+//! start, shutdown and memory ([`many`]; `BAGPIPE_BENCH_MANY=N` runs only that, with N blocks);
+//! and request/response between two blocks next to NATS request/reply ([`calls`];
+//! `BAGPIPE_BENCH_CALLS=1` runs only that).
 //!
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 mod broker;
+mod calls;
 mod cross;
 mod hostile;
 mod many;
@@ -68,6 +71,10 @@ fn main() {
                 "across {:.0} bags/s, local {:.0} bags/s; at {:.0} bags/s offered, latency (p50, p99 µs) across {:?}, in one host {:?}",
                 c.remote_rate, c.local_rate, c.offered, c.remote_latency, c.local_latency
             );
+            return;
+        }
+        if std::env::var_os("BAGPIPE_BENCH_CALLS").is_some() {
+            calls::print(&calls::measure(host, 20_000).await);
             return;
         }
         if std::env::var_os("BAGPIPE_BENCH_SWAPS").is_some() {
@@ -147,6 +154,7 @@ fn main() {
         let to_broker = broker::measure(50_000).await;
         let cross = cross::measure(20_000).await;
         let idle = many::measure(host, 10_000).await;
+        let round_trips = calls::measure(host, 20_000).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
@@ -203,6 +211,8 @@ fn main() {
         println!("| latency in one host at that load, p50 / p99                         | {:>4.0} / {:>4.0} µs |", cross.local_latency.0, cross.local_latency.1);
         println!();
         many::print(&idle);
+        println!();
+        calls::print(&round_trips);
     });
 }
 
