@@ -56,6 +56,19 @@ pub mod reply {
     });
 }
 
+/// The optional `stream-hook` export.
+pub mod stream {
+    wit_bindgen::generate!({
+        world: "stream-hooked",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_bagpipe_stream_hook",
+        default_bindings_module: "bagpipe_guest::__private::bindings::stream",
+        runtime_path: "bagpipe_guest::__private::rt",
+        with: { "bagpipe:block/types@0.1.0": crate::bindings::block::bagpipe::block::types },
+    });
+}
+
 /// The optional `timer-hook` export.
 pub mod timer {
     wit_bindgen::generate!({

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::bag::Bag;
-use crate::controller::{CallError, CallId, Connection, Controller, ServerInfo};
+use crate::controller::{CallError, CallId, Connection, Controller, ServerInfo, StreamEnd, StreamId};
 
 /// A block's `config` table from the manifest, as JSON.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -86,6 +86,25 @@ pub trait Block: Sized + 'static {
     /// answer, or with why there is none. Each call the host accepted ends here exactly once.
     fn on_reply(&mut self, ctl: &Controller, call: CallId, outcome: Result<Bag, CallError>) {
         let _ = (ctl, call, outcome);
+    }
+
+    /// Another block opened a stream to this one (list `streams`): `from` is its
+    /// responsibility, `bag` what it sent with it. An error refuses the stream (the opener
+    /// hears [`StreamEnd::Refused`]).
+    fn on_stream_open(&mut self, ctl: &Controller, stream: StreamId, from: String, bag: Bag) -> Result<(), String> {
+        let _ = (ctl, stream, from, bag);
+        Ok(())
+    }
+
+    /// The next bag of a stream opened to this block (list `streams`).
+    fn on_stream_data(&mut self, ctl: &Controller, stream: StreamId, bag: Bag) {
+        let _ = (ctl, stream, bag);
+    }
+
+    /// A stream of this block ended (list `streams`): the other side ended it, refused it,
+    /// faulted or finished. After its last bag; its id is gone.
+    fn on_stream_end(&mut self, ctl: &Controller, stream: StreamId, end: StreamEnd) {
+        let _ = (ctl, stream, end);
     }
 
     /// A timer set with [`Controller::set_timer`] is due (list `on_timer`).

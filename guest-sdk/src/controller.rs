@@ -6,7 +6,20 @@ use crate::bag::Bag;
 use crate::bindings::block::bagpipe::block::controller as host;
 use crate::bindings::block::bagpipe::block::net;
 use crate::bindings::block::bagpipe::block::server;
+use crate::bindings::block::bagpipe::block::streams;
 use crate::bindings::block::bagpipe::block::topics;
+
+/// Why a stream call failed: `NotOpen(id)`, `NotSender(id)` (only the opener sends),
+/// `InvalidBag`, `TooLarge(limit)`, `Busy` (the receiver's window stayed full: send again later).
+pub use crate::bindings::block::bagpipe::block::streams::StreamError;
+
+/// Why a stream ended, as its other side is told: `Ended(reason)`, `Refused(why)`,
+/// `Faulted(why)`, `Finished`.
+pub use crate::bindings::block::bagpipe::block::types::StreamEnd;
+
+/// A stream's id, as [`Controller::open_stream`] returns it and the stream hooks are given it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
 
 /// Why a topic call failed: `NotGranted`, `InvalidTopic`, `InvalidBag`, `TooLarge(limit)`,
 /// `Busy` (a subscriber that is not lossy had no room: nobody was sent the bag) or
@@ -295,6 +308,27 @@ impl Controller {
     pub fn call(&self, to: &str, bag: &Bag, timeout: Duration) -> Result<CallId, EnqueueError> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         host::call(to, &bag.to_json(), ms).map(CallId)
+    }
+
+    /// Opens a stream to the block with responsibility `to` (which lists `streams`): an ordered,
+    /// flow-controlled sequence of bags this block sends with [`send_stream`](Self::send_stream)
+    /// and `to` receives through `on_stream_data`. Never waits (a full target is `QueueFull`).
+    /// How it ends (ended by `to`, refused, `to` faulted or finished) comes through
+    /// `on_stream_end` (list `streams`). It survives swaps of either side.
+    pub fn open_stream(&self, to: &str, bag: &Bag) -> Result<StreamId, EnqueueError> {
+        streams::open(to, &bag.to_json()).map(StreamId)
+    }
+
+    /// Sends `bag` on a stream this block opened, in order. At most 64 bags may be on their way
+    /// and not yet handled: past that this waits up to the host's enqueue timeout, then `Busy`.
+    pub fn send_stream(&self, stream: StreamId, bag: &Bag) -> Result<(), StreamError> {
+        streams::send(stream.0, &bag.to_json())
+    }
+
+    /// Ends a stream of this block (either side may); the other side hears
+    /// `StreamEnd::Ended(reason)` after every bag sent before. Returns whether it was open.
+    pub fn end_stream(&self, stream: StreamId, reason: &str) -> bool {
+        streams::end(stream.0, reason)
     }
 
     /// Emits `bag` on `topic` (granted by the manifest's `emit`): every block subscribed to a

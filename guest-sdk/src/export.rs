@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use crate::bag::Bag;
 use crate::block::{Block, Config};
-use crate::controller::{CallError, CallId, Controller, ServerInfo};
+use crate::controller::{CallError, CallId, Controller, ServerInfo, StreamEnd, StreamId};
 
 thread_local! {
     static SLOT: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
@@ -83,6 +83,15 @@ pub fn on_batch<B: Block>() {
                 on_reply::<B>(a.call, a.outcome);
                 Ok(())
             }
+            Item::StreamOpen(o) => on_stream_open::<B>(o.id, o.from, o.bag),
+            Item::StreamData(d) => {
+                on_stream_data::<B>(d.id, d.bag);
+                Ok(())
+            }
+            Item::StreamEnd(e) => {
+                on_stream_end::<B>(e.id, e.end);
+                Ok(())
+            }
         });
     }
 }
@@ -95,6 +104,25 @@ pub fn on_reply<B: Block>(call: u64, outcome: Result<String, CallError>) {
         Bag::from_json(&bag).map_err(|e| CallError::Unavailable(format!("the answer is not a bag: {e}")))
     });
     with_block::<B, _>("on-reply", |b| b.on_reply(&CTL, CallId(call), outcome))
+}
+
+#[doc(hidden)]
+pub fn on_stream_open<B: Block>(id: u64, from: String, bag: String) -> Result<(), String> {
+    let bag = Bag::from_json(&bag).map_err(|e| e.to_string())?;
+    with_block::<B, _>("on-stream-open", |b| b.on_stream_open(&CTL, StreamId(id), from, bag))
+}
+
+#[doc(hidden)]
+pub fn on_stream_data<B: Block>(id: u64, bag: String) {
+    // The host delivers stamped bags, which parse; one that did not would be skipped.
+    if let Ok(bag) = Bag::from_json(&bag) {
+        with_block::<B, _>("on-stream-data", |b| b.on_stream_data(&CTL, StreamId(id), bag))
+    }
+}
+
+#[doc(hidden)]
+pub fn on_stream_end<B: Block>(id: u64, end: StreamEnd) {
+    with_block::<B, _>("on-stream-end", |b| b.on_stream_end(&CTL, StreamId(id), end))
 }
 
 #[doc(hidden)]
@@ -168,6 +196,7 @@ pub fn on_server_disconnect<B: Block>() {
 /// ```
 ///
 /// Hooks: `on_enqueue` (receive bags), `on_reply` (the outcomes of [`Controller::call`]s),
+/// `streams` (`on_stream_open`, `on_stream_data`, `on_stream_end`),
 /// `on_timer` (timers), `on_server` (server connect and
 /// disconnect), `net` (`on_accept`, `on_data`, `on_close`, `on_datagram`: the block's sockets),
 /// `state` (`snapshot` and `restore`, to carry state across a hot swap). Use the macro once per crate, in a `cdylib` built for `wasm32-wasip2`.
@@ -228,6 +257,25 @@ macro_rules! __export_bagpipe_hook {
         }
         $crate::__private::bindings::reply::__export_bagpipe_reply_hook!(BagpipeReplyHook);
     };
+    (streams, $block:ty) => {
+        struct BagpipeStreamHook;
+        impl $crate::__private::bindings::stream::exports::bagpipe::block::stream_hook::Guest for BagpipeStreamHook {
+            fn on_stream_open(
+                id: u64,
+                from: ::std::string::String,
+                bag: ::std::string::String,
+            ) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__private::on_stream_open::<$block>(id, from, bag)
+            }
+            fn on_stream_data(id: u64, bag: ::std::string::String) {
+                $crate::__private::on_stream_data::<$block>(id, bag)
+            }
+            fn on_stream_end(id: u64, end: $crate::StreamEnd) {
+                $crate::__private::on_stream_end::<$block>(id, end)
+            }
+        }
+        $crate::__private::bindings::stream::__export_bagpipe_stream_hook!(BagpipeStreamHook);
+    };
     (on_timer, $block:ty) => {
         struct BagpipeTimerHook;
         impl $crate::__private::bindings::timer::exports::bagpipe::block::timer_hook::Guest for BagpipeTimerHook {
@@ -283,7 +331,7 @@ macro_rules! __export_bagpipe_hook {
         compile_error!(concat!(
             "unknown bagpipe hook `",
             stringify!($other),
-            "`; the hooks are on_enqueue, on_reply, on_timer, on_server, net and state"
+            "`; the hooks are on_enqueue, on_reply, streams, on_timer, on_server, net and state"
         ));
     };
 }

@@ -55,7 +55,7 @@
 //! # Hooks
 //!
 //! `init`, `run` and `finish` are always exported. The optional hooks (`on_enqueue`, `on_reply`,
-//! `on_timer`, `on_server`, `net`, `state`) have no-op defaults in [`Block`]; list the ones the block implements in
+//! `streams`, `on_timer`, `on_server`, `net`, `state`) have no-op defaults in [`Block`]; list the ones the block implements in
 //! [`export_block!`] and only those are exported. The host reads a component's exports when it
 //! loads it, so it knows which hooks a block has without calling them.
 #![deny(missing_docs)]
@@ -73,7 +73,7 @@ pub use bag::{Bag, BagError};
 pub use block::{Block, Config};
 pub use controller::{
     BlockInfo, BlockState, CallError, CallId, Connection, ConnectionInfo, Controller, EnqueueError, INITIATOR, Level,
-    NetError, ReplyError, Sent, ServerError, ServerInfo, TimerId, TopicError,
+    NetError, ReplyError, Sent, ServerError, ServerInfo, StreamEnd, StreamError, StreamId, TimerId, TopicError,
 };
 pub use serde_json::{self, Value, json};
 

@@ -26,6 +26,8 @@ wasmtime::component::bindgen!({
         "bagpipe:block/server.unsubscribe": exact,
         "bagpipe:block/server.connected": exact,
         "bagpipe:block/topics.subscribe": exact,
+        "bagpipe:block/streams.open": exact,
+        "bagpipe:block/streams.end": exact,
         "bagpipe:block/topics.unsubscribe": exact,
         default: async,
     },
@@ -38,7 +40,8 @@ wasmtime::component::bindgen!({
 /// How a call between blocks ended without an answer (the WIT's `call-error`; not to be mixed up
 /// with [`crate::error::CallError`], how a call into a guest went).
 pub use self::bagpipe::block::types::CallError as CallFailure;
+pub use self::bagpipe::block::types::StreamEnd;
 pub use self::bagpipe::block::types::{BlockInfo, BlockState, EnqueueError, Level, ServerInfo};
 pub use self::exports::bagpipe::block::{
-    batch_hook, enqueue_hook, lifecycle, net_hook, reply_hook, server_hook, state_hook, timer_hook,
+    batch_hook, enqueue_hook, lifecycle, net_hook, reply_hook, server_hook, state_hook, stream_hook, timer_hook,
 };

@@ -1,5 +1,5 @@
 //! A block's store: its sandbox and one context per capability, each linked to its own WIT
-//! interface (the way wasmtime-wasi hands out `WasiCtxView`): `controller` and `topics` →
+//! interface (the way wasmtime-wasi hands out `WasiCtxView`): `controller`, `topics` and `streams` →
 //! [`ControllerCtx`],
 //! `net` → [`NetCtx`], `server` → [`ServerCtx`], `delivery` → [`DeliveryCtx`]. This is the one place that puts them together.
 //!
@@ -13,7 +13,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::bindings::bagpipe::block::{controller, delivery, net, server, topics, types};
+use crate::bindings::bagpipe::block::{controller, delivery, net, server, streams, topics, types};
 use crate::block::delivery::DeliveryCtx;
 use crate::defaults::Limits;
 use crate::io::net::{NetCtx, NetHub};
@@ -115,6 +115,7 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<BlockCtx>> {
     types::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
     controller::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
     topics::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
+    streams::add_to_linker::<_, HasSelf<ControllerCtx>>(&mut linker, |ctx| &mut ctx.controller)?;
     net::add_to_linker::<_, HasSelf<NetCtx>>(&mut linker, |ctx| &mut ctx.net)?;
     server::add_to_linker::<_, HasSelf<ServerCtx>>(&mut linker, |ctx| &mut ctx.server)?;
     delivery::add_to_linker::<_, HasSelf<DeliveryCtx>>(&mut linker, |ctx| &mut ctx.delivery)?;

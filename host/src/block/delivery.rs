@@ -20,7 +20,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bindings::bagpipe::block::delivery::{self, Accepted, Answer, Datagram, Item, Received};
+use crate::bindings::bagpipe::block::delivery::{
+    self, Accepted, Answer, Datagram, Item, Received, StreamBag, StreamEnded, StreamOpened,
+};
 use crate::defaults::{BATCH_BYTES, BATCH_ITEMS};
 use crate::io::net::NetHub;
 use crate::io::server::BlockServer;
@@ -165,17 +167,23 @@ impl delivery::Host for DeliveryCtx {
         if !more(self.server.as_deref(), batch) {
             return None;
         }
-        let env = match batch.first.take() {
-            Some(first) => first,
-            None => {
-                let env = batch.queue.try_recv().ok()?;
-                if batch.bytes + env.bytes() > BATCH_BYTES {
-                    // Past the bound with what the batch holds: it goes alone, first in line
-                    // after this batch (`BatchEnd::untaken`).
-                    batch.first = Some(env);
-                    return None;
+        let env = loop {
+            let env = match batch.first.take() {
+                Some(first) => first,
+                None => {
+                    let env = batch.queue.try_recv().ok()?;
+                    if batch.bytes + env.bytes() > BATCH_BYTES {
+                        // Past the bound with what the batch holds: it goes alone, first in line
+                        // after this batch (`BatchEnd::untaken`).
+                        batch.first = Some(env);
+                        return None;
+                    }
+                    env
                 }
-                env
+            };
+            // A bag of a stream that has ended since is not handed out.
+            if !env.stale() {
+                break env;
             }
         };
         #[cfg(debug_assertions)]
@@ -200,6 +208,11 @@ fn item_of(env: &Envelope) -> Item {
     match env {
         Envelope::Bag(bag) | Envelope::Durable { bag, .. } | Envelope::Call { bag, .. } => Item::Bag(bag.clone()),
         Envelope::Reply { call, outcome } => Item::Reply(Answer { call: *call, outcome: outcome.clone() }),
+        Envelope::StreamOpen { stream, from, bag, .. } => {
+            Item::StreamOpen(StreamOpened { id: *stream, from: from.clone(), bag: bag.clone() })
+        }
+        Envelope::StreamData { stream, bag, .. } => Item::StreamData(StreamBag { id: *stream, bag: bag.clone() }),
+        Envelope::StreamEnd { stream, end } => Item::StreamEnd(StreamEnded { id: *stream, end: end.clone() }),
         Envelope::Accept { conn, listener, peer } => {
             Item::Accept(Accepted { conn: *conn, listener: listener.clone(), peer: peer.clone() })
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wasmtime::{Engine, Store, Trap};
 
-use crate::bindings::{CallFailure, ServerInfo};
+use crate::bindings::{CallFailure, ServerInfo, StreamEnd};
 use crate::block::component::BlockComponent;
 use crate::block::ctx::BlockCtx;
 use crate::defaults::DEADLINE_GRACE;
@@ -83,6 +83,24 @@ impl BlockInstance {
     pub async fn on_reply(&mut self, call: u64, outcome: &Result<String, CallFailure>) -> Result<(), CallError> {
         let Some(f) = self.exports.reply.clone() else { return Ok(()) };
         self.call(async |s| f.call_on_reply(s, call, outcome.as_ref()).await).await
+    }
+
+    /// `on-stream-open(stream, from, bag)`: an error refuses the stream.
+    pub async fn on_stream_open(&mut self, stream: u64, from: &str, bag: &String) -> Result<(), CallError> {
+        let Some(f) = self.exports.stream.clone() else { return Ok(()) };
+        self.call(async |s| f.call_on_stream_open(s, stream, from, bag).await).await?.map_err(CallError::Guest)
+    }
+
+    /// `on-stream-data(stream, bag)`.
+    pub async fn on_stream_data(&mut self, stream: u64, bag: &String) -> Result<(), CallError> {
+        let Some(f) = self.exports.stream.clone() else { return Ok(()) };
+        self.call(async |s| f.call_on_stream_data(s, stream, bag).await).await
+    }
+
+    /// `on-stream-end(stream, end)`.
+    pub async fn on_stream_end(&mut self, stream: u64, end: &StreamEnd) -> Result<(), CallError> {
+        let Some(f) = self.exports.stream.clone() else { return Ok(()) };
+        self.call(async |s| f.call_on_stream_end(s, stream, end).await).await
     }
 
     /// `on-timer(tag)`.

@@ -83,6 +83,7 @@ pub trait Cluster: Send + Sync {
 
 mod call;
 mod send;
+mod streams;
 mod topics;
 
 /// What every block's controller links to: the rest of the host.
@@ -109,6 +110,8 @@ pub struct Links {
     pub topics: Arc<crate::routing::topics::Topics>,
     /// The topics bridged to the server.
     pub bridge: Arc<crate::routing::topics::Bridge>,
+    /// The open streams between blocks.
+    pub streams: Arc<crate::routing::streams::Streams>,
 }
 
 impl Links {
@@ -127,6 +130,7 @@ impl Links {
             calls: Calls::new("detached"),
             topics: Arc::default(),
             bridge: Arc::default(),
+            streams: Arc::default(),
         }
     }
 }
@@ -141,7 +145,10 @@ pub struct ControllerCtx {
     /// Whether it exports `reply-hook` (the outcome of a call of a block without it could
     /// never be told).
     takes_replies: bool,
-    /// Its own queue, where the outcomes of its calls go; `None` for a block without one.
+    /// Whether it exports `stream-hook` (a stream's opener hears its end through it).
+    takes_streams: bool,
+    /// Its own queue, where the outcomes of its calls and the ends of its streams go; `None`
+    /// for a block without one.
     inbox: Option<BlockQueue>,
     /// Its pending timers (polled by its task).
     pub timers: Timers,
@@ -169,6 +176,7 @@ impl ControllerCtx {
             links,
             takes_timers: hooks.timer,
             takes_replies: hooks.reply,
+            takes_streams: hooks.stream,
             inbox: None,
             timers: Timers::new(limits.max_timers),
             limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },

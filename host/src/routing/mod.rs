@@ -9,4 +9,5 @@ pub(crate) mod controller;
 pub(crate) mod deadletter;
 pub(crate) mod queue;
 pub(crate) mod router;
+pub(crate) mod streams;
 pub(crate) mod topics;

@@ -22,9 +22,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
-use crate::bindings::CallFailure;
+use crate::bindings::{CallFailure, StreamEnd};
 use crate::routing::bag::{self, BagError, BagLimits};
 use crate::routing::calls::CallToken;
+use crate::routing::streams::{StreamsRef, Wanted, WindowPermit};
 use crate::stats::{BlockStatus, Counters};
 
 /// What travels through a block's queue: bags, and the events of the sockets the host holds
@@ -54,6 +55,35 @@ pub enum Envelope {
         call: u64,
         /// The answer (a stamped bag), or why there is none.
         outcome: Result<String, CallFailure>,
+    },
+    /// Another block opened a stream to this one.
+    StreamOpen {
+        /// The stream's id.
+        stream: u64,
+        /// The opener's responsibility.
+        from: String,
+        /// What it sent with it (a stamped bag).
+        bag: String,
+        /// The stream table, to refuse the stream.
+        streams: StreamsRef,
+    },
+    /// The next bag of a stream to this block.
+    StreamData {
+        /// The stream's id.
+        stream: u64,
+        /// The bag (stamped).
+        bag: String,
+        /// Whether its target still wants it.
+        wanted: Wanted,
+        /// Its place in the stream's window, given back once it is handled.
+        window: WindowPermit,
+    },
+    /// A stream of this block ended.
+    StreamEnd {
+        /// The stream's id.
+        stream: u64,
+        /// Why.
+        end: StreamEnd,
     },
     /// A client connected to one of the block's listeners.
     Accept {
@@ -101,6 +131,11 @@ impl Envelope {
                 }
                 Err(failure) => serde_json::json!({"reply": call, "error": format!("{failure:?}")}),
             },
+            Envelope::StreamOpen { stream, from, .. } => serde_json::json!({"stream": stream, "open_from": from}),
+            Envelope::StreamData { stream, bag, .. } => {
+                serde_json::json!({"stream": stream, "bag": serde_json::from_str::<serde_json::Value>(bag).ok()})
+            }
+            Envelope::StreamEnd { stream, end } => serde_json::json!({"stream": stream, "end": format!("{end:?}")}),
             Envelope::Accept { conn, listener, peer } => {
                 serde_json::json!({"net": "accept", "conn": conn, "listener": listener, "peer": peer})
             }
@@ -122,6 +157,10 @@ impl Envelope {
             // A failure says little (a timeout, or a line of text): it goes into the place its
             // call reserved without bytes.
             Envelope::Reply { outcome: Err(_), .. } => 0,
+            Envelope::StreamOpen { from, bag, .. } => from.len() + bag.len(),
+            Envelope::StreamData { bag, .. } => bag.len(),
+            // An end goes into the place reserved for it when the stream opened.
+            Envelope::StreamEnd { .. } => 0,
             Envelope::Accept { listener, peer, .. } => listener.len() + peer.len(),
             Envelope::Data { data, .. } => data.len(),
             Envelope::Closed { .. } => 0,
@@ -147,8 +186,20 @@ impl Envelope {
         match self {
             Envelope::Durable { receipt, .. } => receipt.settle(Settled::Done),
             Envelope::Call { call, .. } => call.end(CallFailure::Refused(why.to_owned())),
+            Envelope::StreamOpen { stream, streams, .. } => streams.0.refuse(*stream, why),
             _ => {}
         }
+    }
+
+    /// A bag of a stream its target's side has ended since it was sent: not delivered.
+    pub fn stale(&self) -> bool {
+        matches!(self, Envelope::StreamData { wanted, .. } if !wanted.get())
+    }
+
+    /// Whether it belongs to a stream: never delivered again after a fault, nor a dead letter
+    /// (a fault ends the stream, and its other side is told).
+    pub fn of_stream(&self) -> bool {
+        matches!(self, Envelope::StreamOpen { .. } | Envelope::StreamData { .. } | Envelope::StreamEnd { .. })
     }
 
     /// Whether it is a bag (plain, durable or a request), as opposed to a socket event or an

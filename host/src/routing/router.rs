@@ -21,6 +21,8 @@ pub struct Route {
     pub queue: Option<BlockQueue>,
     /// Bags to it go through the server even from this host (`durable` or `shared` blocks).
     pub via_server: bool,
+    /// Its queue when it takes streams (exports `stream-hook`).
+    pub streams: Option<BlockQueue>,
 }
 
 impl Route {
@@ -47,7 +49,12 @@ impl Router {
     pub fn new() -> Self {
         let router = Self { table: RwLock::new(Table::default()) };
         for name in BUILTIN_RESPONSIBILITIES {
-            router.insert(Route { status: Arc::new(BlockStatus::builtin(name)), queue: None, via_server: false });
+            router.insert(Route {
+                status: Arc::new(BlockStatus::builtin(name)),
+                queue: None,
+                via_server: false,
+                streams: None,
+            });
         }
         router
     }
@@ -112,7 +119,7 @@ mod tests {
     fn route(name: &str, capacity: usize) -> (Route, QueueReceiver) {
         let status = Arc::new(BlockStatus::new(name, name, true));
         let (queue, rx) = BlockQueue::new(capacity, 1 << 20, status.clone(), BagLimits { max_bytes: 10, max_depth: 2 });
-        (Route { status, queue: Some(queue), via_server: false }, rx)
+        (Route { status, queue: Some(queue), via_server: false, streams: None }, rx)
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{AsContextMut, Error};
 
-use crate::bindings::{batch_hook, enqueue_hook, lifecycle, net_hook, reply_hook, server_hook, state_hook, timer_hook};
+use crate::bindings::{
+    batch_hook, enqueue_hook, lifecycle, net_hook, reply_hook, server_hook, state_hook, stream_hook, timer_hook,
+};
 
 /// The mandatory lifecycle export, as the component model spells it.
 pub const LIFECYCLE: &str = "bagpipe:block/lifecycle@0.1.0";
@@ -92,6 +94,8 @@ hooks! {
     batch: batch_hook = "bagpipe:block/batch-hook@0.1.0", "batch";
     /// `reply-hook`: it receives the outcomes of its calls.
     reply: reply_hook = "bagpipe:block/reply-hook@0.1.0", "on-reply";
+    /// `stream-hook`: it takes part in streams.
+    stream: stream_hook = "bagpipe:block/stream-hook@0.1.0", "streams";
     /// `timer-hook`: it receives timers.
     timer: timer_hook = "bagpipe:block/timer-hook@0.1.0", "on-timer";
     /// `server-hook`: it follows the server connection.

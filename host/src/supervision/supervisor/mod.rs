@@ -139,6 +139,7 @@ impl Supervisor {
             calls: calls.clone(),
             topics: Arc::default(),
             bridge: bridge.clone(),
+            streams: Arc::default(),
         };
         // In a cluster, the outcomes of calls travel between hosts through the server.
         if let Some(link) = server.as_ref().filter(|link| link.cluster.is_some()) {
@@ -181,9 +182,10 @@ impl Supervisor {
         let index = self.slots.len();
         let status = Arc::new(BlockStatus::new(&spec.name, &spec.responsibility, component.hooks.enqueue));
         status.set_version(component.hash.short());
-        // One queue for bags, socket events and the outcomes of its calls; only a block with
-        // `on-enqueue` is routed bags.
-        let (queue_tx, queue_rx) = if component.hooks.enqueue || component.hooks.net || component.hooks.reply {
+        // One queue for bags, socket events, the outcomes of its calls and its streams; only a
+        // block with `on-enqueue` is routed bags.
+        let hooks = component.hooks;
+        let (queue_tx, queue_rx) = if hooks.enqueue || hooks.net || hooks.reply || hooks.stream {
             let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
             let (tx, rx) = BlockQueue::new(spec.limits.queue, spec.limits.queue_bytes, status.clone(), limits);
             (Some(tx), Some(rx))
@@ -195,7 +197,8 @@ impl Supervisor {
             Some(tx) if component.hooks.net => Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?),
             _ => None,
         };
-        let inbox = queue_tx.clone().filter(|_| component.hooks.reply);
+        let inbox = queue_tx.clone().filter(|_| hooks.reply || hooks.stream);
+        let streams = queue_tx.clone().filter(|_| hooks.stream);
         let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
         let spilled = match (&self.server, spec.outbox) {
             (Some(link), OutboxMode::Disk) => {
@@ -240,7 +243,12 @@ impl Supervisor {
                 self.links.topics.subscribe(&spec.responsibility, queue, sub);
             }
         }
-        self.router.insert(Route { status: status.clone(), queue: bag_queue, via_server: spec.durable || spec.shared });
+        self.router.insert(Route {
+            status: status.clone(),
+            queue: bag_queue,
+            via_server: spec.durable || spec.shared,
+            streams,
+        });
         let (control_tx, control) = mpsc::channel(4);
         let mailbox = Mailbox {
             control,

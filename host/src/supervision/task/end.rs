@@ -103,6 +103,12 @@ impl BlockTask {
         };
         let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
         self.parts.status.set_state(state);
+        // Its streams end with it: their other sides are told.
+        let stream_end = match &failed {
+            Some(why) => crate::bindings::StreamEnd::Faulted(why.clone()),
+            None => crate::bindings::StreamEnd::Finished,
+        };
+        self.parts.links.streams.end_block(&self.parts.status.responsibility, &stream_end);
         self.life = Life::Down;
         // The queue closes first: socket readers and server feeds waiting to queue an event are
         // refused at once, so shutting them down below cannot hang.

@@ -530,11 +530,17 @@ impl BlockTask {
     async fn deliver(&mut self, env: Envelope) -> Result<(), Fault> {
         #[cfg(debug_assertions)]
         crate::block::delivery::test_panic(&self.spec.responsibility, &env);
+        if env.stale() {
+            return Ok(());
+        }
         let Some(instance) = self.life.instance() else {
             return Err(Fault { error: CallError::Gone, bag: Some(Box::new(env)) });
         };
         let started = Instant::now();
         let result = match &env {
+            Envelope::StreamOpen { stream, from, bag, .. } => instance.on_stream_open(*stream, from, bag).await,
+            Envelope::StreamData { stream, bag, .. } => instance.on_stream_data(*stream, bag).await,
+            Envelope::StreamEnd { stream, end } => instance.on_stream_end(*stream, end).await,
             Envelope::Bag(bag) | Envelope::Durable { bag, .. } | Envelope::Call { bag, .. } => {
                 instance.on_enqueue(bag).await
             }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{BlockTask, Command, Event, Fault, Life, Outcome, Retry};
-use crate::bindings::{BlockState, CallFailure};
+use crate::bindings::{BlockState, CallFailure, StreamEnd};
 use crate::error::CallError;
 use crate::restart::{Restart, jitter};
 use crate::routing::deadletter::{DeadLetter, now_ms};
@@ -30,6 +30,8 @@ impl BlockTask {
         if let Some(bag) = bag {
             self.account(*bag, &error, false);
         }
+        // Its streams end with the fault: their other sides are told.
+        self.parts.links.streams.end_block(&status.responsibility, &StreamEnd::Faulted(error.to_string()));
         match self.spec.policy.restart {
             Restart::None | Restart::Escalate => return Err(Outcome::Failed { error, gave_up: false }),
             Restart::All => {
@@ -104,10 +106,14 @@ impl BlockTask {
     /// Counts a delivery of `bag` that faulted; past `max_attempts`, or on the `last` chance,
     /// it becomes a dead letter.
     /// A request (from a call) is never delivered again: its caller is told at once that the
-    /// block faulted, and decides.
+    /// block faulted, and decides. Nor is anything of a stream (the fault ended it).
     pub(super) fn account(&mut self, bag: Envelope, error: &CallError, last: bool) {
         if let Envelope::Call { call, .. } = &bag {
             call.end(CallFailure::Faulted(error.to_string()));
+            return;
+        }
+        // The fault ended the stream: nothing of it is delivered again.
+        if bag.of_stream() {
             return;
         }
         let before = match self.retry.take() {
@@ -128,6 +134,10 @@ impl BlockTask {
         // side counts and records it then, once, as it does a bag on its last delivery.
         if matches!(bag, Envelope::Durable { .. }) {
             bag.dead(&error, attempts);
+            return;
+        }
+        // What is left of a stream goes with it: its other side is told the stream ended.
+        if bag.of_stream() {
             return;
         }
         // A request's caller is told instead: it is not a dead letter, its call ends.
