@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Nats, Want};
+use bagpipe_test_support::{Bagpipe, BlockDir, Finished, Nats, Want, Write, artifacts, variant};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
@@ -308,4 +308,47 @@ steps = [
                 && r["bag"]["__reply"].as_str().is_some_and(|h| h.starts_with("_CALL."))),
         "{requests:?}"
     );
+}
+
+/// Both sides are swapped to a new version (one component serves both) while a call is being
+/// handled and others wait: every call made before the swap ends once, and the outcomes of the
+/// old caller's calls reach its new instance.
+#[tokio::test]
+async fn calls_end_once_across_a_swap_of_both_sides() {
+    let manifest = r#"
+[[block]]
+name = "caller"
+responsibility = "responder"
+call_timeout_ms = 5000
+
+[[block]]
+name = "caller"
+responsibility = "asker"
+[block.config]
+steps = [
+  { call = "responder", bag = { do = "sleep", ms = 1500 }, label = "in-hand" },
+  { call = "responder", bag = { do = "answer", n = 2 }, label = "queued" },
+]
+"#;
+    let dir = BlockDir::from_manifest(manifest);
+    let mut host = run(&dir);
+    let before = host.wait_for(1, |e| e["event"] == "request" && e["block"] == "responder").await;
+    dir.write_as("caller.wasm", &variant(artifacts::CALLER, "v2"), Write::Rename);
+    host.log_records(&[Want::event("swapped").block("responder"), Want::event("swapped").block("asker")]).await;
+    // The new asker's `run` makes its two calls again: four calls, four outcomes (counting what
+    // was read before the swap too).
+    let out = until(host, |seen| {
+        let all = || before.iter().chain(seen);
+        let of = |kind: &str| all().filter(|e| e["event"] == kind && e["block"] == "asker").count();
+        of("called") == 4 && of("reply") == 4
+    })
+    .await;
+    let replies = out.events("reply");
+    assert!(replies.iter().all(|r| r["outcome"] == "answer"), "{replies:?}");
+    outcomes(&out, "asker");
+    let report = dir.report();
+    assert_eq!(report.count("asker", "calls"), 4);
+    assert_eq!(report.count("asker", "calls_failed"), 0);
+    assert_eq!(report.count("asker", "swaps"), 1);
+    assert_eq!(report.count("responder", "swaps"), 1);
 }
