@@ -326,7 +326,7 @@ name = "caller"
 responsibility = "asker"
 [block.config]
 steps = [
-  { call = "responder", bag = { do = "sleep", ms = 1500 }, label = "in-hand" },
+  { call = "responder", bag = { do = "sleep", ms = 3000 }, label = "in-hand" },
   { call = "responder", bag = { do = "answer", n = 2 }, label = "queued" },
 ]
 "#;

@@ -124,7 +124,16 @@ steps = [{ open_stream = "watcher", send = 2 }, { enqueue = "doomed", bag = { cr
 "#;
     let dir = BlockDir::from_manifest(manifest);
     let mut host = start(&dir);
-    host.wait_for(4, |e| e["event"] == "stream_end").await;
+    // `doomed` restarts after its fault and opens another stream to `watcher` (and faults
+    // again): wait for the opener's three ends and the watcher's first.
+    let (mut opener_ends, mut watcher_ends) = (0, 0);
+    while opener_ends < 3 || watcher_ends < 1 {
+        let e = host.next_event().await.expect("bagpipe ended before the awaited events");
+        if e["event"] == "stream_end" {
+            opener_ends += usize::from(e["block"] == "opener");
+            watcher_ends += usize::from(e["block"] == "watcher");
+        }
+    }
     let out = stop(host).await;
 
     let opened: Vec<u64> = of(&out, "opened", "opener").iter().map(|e| e["stream"].as_u64().unwrap_or(0)).collect();

@@ -109,6 +109,14 @@ pub const CALL_WAIT_BUDGET: Duration = Duration::from_secs(30);
 /// timeout the caller asked for.
 pub const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 
+/// The most text a call's failure or a stream's end carries (what a guest says there is cut):
+/// such outcomes go into places reserved in a queue without counting against its bytes.
+pub const OUTCOME_DETAIL_BYTES: usize = 1024;
+
+/// The most streams one block may have open as their opener (each holds a place in its
+/// target's queue for its end).
+pub const MAX_OPEN_STREAMS: usize = 64;
+
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
 
@@ -404,3 +412,15 @@ pub const INIT_RETRY_BACKOFF: Backoff = Backoff { base: Duration::from_millis(50
 /// Largest wasm stack a guest may use; a guest recursing past it traps with a stack overflow.
 /// Engine-wide: wasmtime sets it per engine, not per store.
 pub const WASM_STACK_BYTES: usize = 1 << 20;
+
+/// `text` cut to [`OUTCOME_DETAIL_BYTES`] (at a character boundary), for a failure's detail.
+pub fn detail(text: &str) -> String {
+    if text.len() <= OUTCOME_DETAIL_BYTES {
+        return text.to_owned();
+    }
+    let mut cut = OUTCOME_DETAIL_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} [cut]", &text[..cut])
+}

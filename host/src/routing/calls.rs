@@ -1,12 +1,15 @@
 //! Calls between blocks (`controller.call` and `reply`): the table of calls waiting for their
 //! outcome, and the [`CallToken`] a request carries through the target's queue.
 //!
-//! A call is made in one step that never waits: the caller reserves a place in its own queue
-//! for the outcome ([`ReplySlot`]), the table opens the call with that place and a deadline, and
-//! the request goes into the target's queue carrying a token. From then on exactly one of these
-//! ends the call: the target's answer (`reply`), the target being done with the request without
-//! answering it (no reply, refused, faulted: the token says so), the token being dropped unused
-//! (the target stopped first), or the deadline ([`Calls::expire`]).
+//! A call is made in one step: the caller reserves a place in its own queue for the outcome
+//! ([`ReplySlot`]), the table opens the call with that place, the request goes into the target's
+//! queue carrying a token, and only then is the deadline armed (so a `call` that errs is never
+//! followed by an outcome). From then on exactly one of these ends the call: the target's answer
+//! (`reply`, by the target only), the target being done with the request without answering it
+//! (no reply, refused, faulted: the token says so), the token being dropped unused (the target
+//! stopped first), the deadline ([`Calls::expire`]), or the caller's task ending
+//! ([`Calls::end_caller`]). A place taken to be filled and dropped unfilled still tells the
+//! caller (`unavailable`).
 //!
 //! Invariants: every call the table opened ends exactly once, and its outcome goes into the
 //! caller's queue through the place reserved for it, so an outcome is never refused for room
@@ -15,8 +18,8 @@
 //! lock is never held across a wait. A call's handle names the host that made it (the
 //! `prefix`), so a handle from another run or host is never taken for one of this host's calls.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,15 +58,19 @@ struct Table {
     pending: HashMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// The handles of other hosts' calls whose requests this host took and that have not ended
-    /// here yet: each sends exactly one outcome back.
-    serving: HashSet<String>,
+    /// here yet, with the block that may answer each: each sends exactly one outcome back.
+    serving: HashMap<String, String>,
     /// Once closed (the host is done), no call is opened any more.
     closed: bool,
 }
 
 struct Pending {
     slot: ReplySlot,
-    deadline: Instant,
+    /// `None` until the request was taken by its target ([`Calls::arm`]).
+    deadline: Option<Instant>,
+    /// Who made the call, and who may answer it.
+    caller: String,
+    target: String,
 }
 
 impl Calls {
@@ -98,24 +105,38 @@ impl Calls {
         rx
     }
 
-    /// The token of a request from another host's call, whose handle is `handle`: exactly one
-    /// outcome goes back for it (the answer through [`Calls::answer_remote`], or what the token
-    /// says).
-    pub fn serve_remote(self: &Arc<Self>, handle: String) -> CallToken {
-        self.lock().serving.insert(handle.clone());
-        CallToken(Arc::new(Token { calls: self.clone(), key: Key::Remote(handle) }))
+    /// The token of a request from another host's call, whose handle is `handle`, for the block
+    /// `target`: exactly one outcome goes back for it (the answer through
+    /// [`Calls::answer_remote`], or what the token says) once it is armed, i.e. once the request
+    /// was queued ([`CallToken::arm`]); a token dropped before that sends nothing (the other
+    /// host was told the request was not taken).
+    pub fn serve_remote(self: &Arc<Self>, handle: String, target: &str) -> CallToken {
+        self.lock().serving.insert(handle.clone(), target.to_owned());
+        CallToken(Arc::new(Token { calls: self.clone(), key: Key::Remote(handle), armed: AtomicBool::new(false) }))
     }
 
     /// Sends `outcome` to the call of another host `handle` names, if this host holds its
-    /// request and it has not ended; returns whether it did.
-    pub fn answer_remote(&self, handle: &str, outcome: Result<String, CallFailure>) -> bool {
-        if !self.lock().serving.remove(handle) {
-            return false;
+    /// request, it has not ended and (when `by` names a block) `by` is its target; returns
+    /// whether it did.
+    pub fn answer_remote(&self, handle: &str, by: Option<&str>, outcome: Result<String, CallFailure>) -> bool {
+        {
+            let mut table = self.lock();
+            match table.serving.get(handle) {
+                Some(target) if by.is_none_or(|b| b == target) => {
+                    table.serving.remove(handle);
+                }
+                _ => return false,
+            }
         }
         match &*self.remote.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(tx) => tx.send((handle.to_owned(), outcome)).is_ok(),
+            Some(tx) => tx.send((handle.to_owned(), outcome.map_err(cut))).is_ok(),
             None => false,
         }
+    }
+
+    /// Forgets the request of another host's call without an outcome (it was never queued).
+    fn forget_remote(&self, handle: &str) {
+        self.lock().serving.remove(handle);
     }
 
     /// An outcome another host sent for call `id` of this host: delivered if the call still
@@ -130,7 +151,8 @@ impl Calls {
             }
             Ok(answer) => answer,
         };
-        let Some(caller) = self.caller_queue(id) else { return };
+        // The far host checked that its target answered.
+        let Some(caller) = self.lock().pending.get(&id).map(|p| p.slot.queue().clone()) else { return };
         if let Err(r) = caller.check(&answer) {
             self.fail(id, CallFailure::Unavailable(format!("the caller does not take the answer: {r}")));
             return;
@@ -155,23 +177,39 @@ impl Calls {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a call whose outcome goes into `slot`, ending with `timeout` unless something
-    /// else ends it first; returns its id. `None` once the table is closed.
-    pub fn open(&self, slot: ReplySlot, timeout: Duration) -> Option<u64> {
+    /// Opens a call of `caller` to `target` whose outcome goes into `slot`; it has no deadline
+    /// until [`Calls::arm`]. Returns its id; `None` once the table is closed.
+    pub fn open(&self, slot: ReplySlot, caller: &str, target: &str) -> Option<u64> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + timeout.min(crate::defaults::CALL_TIMEOUT_MAX);
+        // Should whoever fills it be stopped halfway, the caller is still told.
+        let lost = CallFailure::Unavailable("the call's outcome was lost on its way".to_owned());
+        let slot = slot.leaving(Envelope::Reply { call: id, outcome: Err(lost) });
         let mut table = self.lock();
         if table.closed {
+            drop(table);
+            slot.free();
             return None;
         }
+        table
+            .pending
+            .insert(id, Pending { slot, deadline: None, caller: caller.to_owned(), target: target.to_owned() });
+        Some(id)
+    }
+
+    /// Starts the deadline of call `id`, once its request was taken: `timeout` from now. Before,
+    /// a call that may still be refused cannot time out (a `call` that errs is never followed by
+    /// an outcome).
+    pub fn arm(&self, id: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout.min(crate::defaults::CALL_TIMEOUT_MAX);
+        let mut table = self.lock();
         let earliest = table.deadlines.first().is_none_or(|(first, _)| deadline < *first);
-        table.pending.insert(id, Pending { slot, deadline });
+        let Some(pending) = table.pending.get_mut(&id) else { return };
+        pending.deadline = Some(deadline);
         table.deadlines.insert((deadline, id));
         drop(table);
         if earliest {
             self.wake.notify_one();
         }
-        Some(id)
     }
 
     /// The handle of call `id`: what the request carries as `__reply`.
@@ -187,23 +225,35 @@ impl Calls {
     /// Forgets call `id` without an outcome: its request was never sent (the caller was told
     /// why by `call` itself).
     pub fn cancel(&self, id: u64) {
-        drop(self.remove(id));
+        if let Some(slot) = self.remove(id) {
+            slot.free();
+        }
     }
 
     /// Ends call `id` with `failure`, if it is still waiting; returns whether it was.
     pub fn fail(&self, id: u64, failure: CallFailure) -> bool {
         match self.remove(id) {
             Some(slot) => {
-                slot.fill(Envelope::Reply { call: id, outcome: Err(failure) });
+                slot.fill(Envelope::Reply { call: id, outcome: Err(cut(failure)) });
                 true
             }
             None => false,
         }
     }
 
-    /// The queue of the caller of `id`, while the call waits (to check an answer against).
-    pub fn caller_queue(&self, id: u64) -> Option<BlockQueue> {
-        self.lock().pending.get(&id).map(|p| p.slot.queue().clone())
+    /// Ends every call `caller` made with `unavailable`: the caller's task is ending, and its
+    /// queue must not wait for their outcomes.
+    pub fn end_caller(&self, caller: &str, why: &str) {
+        let ids: Vec<u64> = self.lock().pending.iter().filter(|(_, p)| p.caller == caller).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.fail(id, CallFailure::Unavailable(why.to_owned()));
+        }
+    }
+
+    /// The queue of the caller of `id`, while the call waits and if `answerer` is its target
+    /// (to check an answer against).
+    pub fn caller_queue(&self, id: u64, answerer: &str) -> Option<BlockQueue> {
+        self.lock().pending.get(&id).filter(|p| p.target == answerer).map(|p| p.slot.queue().clone())
     }
 
     /// Takes call `id` out of the table to answer it: the one who takes it delivers its outcome.
@@ -214,7 +264,9 @@ impl Calls {
     fn remove(&self, id: u64) -> Option<ReplySlot> {
         let mut table = self.lock();
         let pending = table.pending.remove(&id)?;
-        table.deadlines.remove(&(pending.deadline, id));
+        if let Some(deadline) = pending.deadline {
+            table.deadlines.remove(&(deadline, id));
+        }
         Some(pending.slot)
     }
 
@@ -270,7 +322,7 @@ impl Calls {
             table.pending.drain().collect()
         };
         for (id, p) in drained {
-            p.slot.fill(Envelope::Reply { call: id, outcome: Err(CallFailure::Unavailable(why.to_owned())) });
+            p.slot.fill(Envelope::Reply { call: id, outcome: Err(cut(CallFailure::Unavailable(why.to_owned()))) });
         }
     }
 }
@@ -284,6 +336,8 @@ pub struct CallToken(Arc<Token>);
 struct Token {
     calls: Arc<Calls>,
     key: Key,
+    /// Whether its request was queued: only then does it end its call.
+    armed: AtomicBool,
 }
 
 /// Whose call a request is.
@@ -297,7 +351,12 @@ enum Key {
 impl CallToken {
     /// The token of call `id` of `calls`.
     pub fn new(calls: Arc<Calls>, id: u64) -> Self {
-        Self(Arc::new(Token { calls, key: Key::Local(id) }))
+        Self(Arc::new(Token { calls, key: Key::Local(id), armed: AtomicBool::new(true) }))
+    }
+
+    /// The request was queued: from now on the token ends its call.
+    pub fn arm(&self) {
+        self.0.armed.store(true, Ordering::Relaxed);
     }
 
     /// Ends the call with `failure`, if it still waits (an answer may have ended it already).
@@ -308,13 +367,16 @@ impl CallToken {
 
 impl Token {
     fn end(&self, failure: CallFailure) {
+        let armed = self.armed.load(Ordering::Relaxed);
         match &self.key {
-            Key::Local(id) => {
+            Key::Local(id) if armed => {
                 self.calls.fail(*id, failure);
             }
-            Key::Remote(handle) => {
-                self.calls.answer_remote(handle, Err(failure));
+            Key::Remote(handle) if armed => {
+                self.calls.answer_remote(handle, None, Err(failure));
             }
+            Key::Remote(handle) => self.calls.forget_remote(handle),
+            Key::Local(_) => {}
         }
     }
 }
@@ -341,6 +403,17 @@ impl PartialEq for CallToken {
 }
 
 impl Eq for CallToken {}
+
+/// A failure with its detail cut to what an outcome may carry.
+fn cut(failure: CallFailure) -> CallFailure {
+    use crate::defaults::detail;
+    match failure {
+        CallFailure::Faulted(d) => CallFailure::Faulted(detail(&d)),
+        CallFailure::Refused(d) => CallFailure::Refused(detail(&d)),
+        CallFailure::Unavailable(d) => CallFailure::Unavailable(detail(&d)),
+        other => other,
+    }
+}
 
 #[cfg(test)]
 #[path = "calls_tests.rs"]

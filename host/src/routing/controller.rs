@@ -159,7 +159,8 @@ pub struct ControllerCtx {
     control: Vec<String>,
     /// What it may emit and subscribe to at run time.
     topic_grants: TopicGrants,
-    /// How many subscriptions (to server subjects, and to topics) it may hold.
+    /// How many topic subscriptions it may hold at run time (`max_subscriptions`; its server
+    /// subscriptions count separately, against the same number).
     max_subscriptions: usize,
     /// Its outbox to the server, for what it emits on bridged topics.
     topic_outbox: Option<Arc<dyn crate::routing::topics::TopicOutbox>>,

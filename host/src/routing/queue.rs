@@ -191,9 +191,15 @@ impl Envelope {
         }
     }
 
-    /// A bag of a stream its target's side has ended since it was sent: not delivered.
+    /// A bag of a stream its target's side has ended since it was sent, or the open of a stream
+    /// that ended before it was delivered: not delivered.
     pub fn stale(&self) -> bool {
-        matches!(self, Envelope::StreamData { wanted, .. } if !wanted.get())
+        match self {
+            Envelope::StreamData { wanted, .. } => !wanted.get(),
+            // A stream that ended before its target heard it open (the target faulted first).
+            Envelope::StreamOpen { stream, streams, .. } => !streams.0.is_open(*stream),
+            _ => false,
+        }
     }
 
     /// Whether it belongs to a stream: never delivered again after a fault, nor a dead letter
@@ -303,11 +309,16 @@ struct Queued {
     _bytes: Option<OwnedSemaphorePermit>,
 }
 
-/// A place reserved in a block's queue for the outcome of a call the block made: the outcome is
-/// never refused for want of room. Dropped unfilled, the place is free again.
+/// A place reserved in a block's queue for the outcome of a call the block made, or for the
+/// end of one of its streams: what goes there is never refused for want of room. Dropped
+/// unfilled, the place is free again, unless it was given an envelope to leave there then
+/// ([`ReplySlot::leaving`]: a call's outcome is never lost, even when the one filling it is
+/// stopped halfway).
 pub struct ReplySlot {
-    permit: mpsc::OwnedPermit<Queued>,
+    permit: Option<mpsc::OwnedPermit<Queued>>,
     queue: BlockQueue,
+    /// Left in the place if it is dropped unfilled.
+    orphan: Option<Envelope>,
 }
 
 impl ReplySlot {
@@ -316,20 +327,37 @@ impl ReplySlot {
         &self.queue
     }
 
-    /// Puts `envelope` into the place without taking bytes for it: for a failed call's outcome,
-    /// which holds none ([`Envelope::bytes`]).
-    pub fn fill(self, envelope: Envelope) {
-        debug_assert_eq!(envelope.bytes(), 0, "only an envelope without bytes goes in unbudgeted");
+    /// This place, leaving `envelope` (which holds no bytes) in it if dropped unfilled.
+    pub fn leaving(mut self, envelope: Envelope) -> Self {
+        self.orphan = Some(envelope);
+        self
+    }
+
+    /// Frees the place without filling it.
+    pub fn free(mut self) {
+        self.orphan = None;
+    }
+
+    /// Puts `envelope` into the place without taking bytes for it: for a failed call's outcome
+    /// or a stream's end, which hold none ([`Envelope::bytes`]).
+    pub fn fill(mut self, envelope: Envelope) {
+        self.orphan = None;
+        self.send(envelope, None);
+    }
+
+    fn send(&mut self, envelope: Envelope, bytes: Option<OwnedSemaphorePermit>) {
+        debug_assert!(bytes.is_some() || envelope.bytes() == 0, "only an envelope without bytes goes in unbudgeted");
+        let Some(permit) = self.permit.take() else { return };
         if matches!(envelope, Envelope::Reply { outcome: Err(_), .. }) {
             Counters::bump(&self.queue.status.counters.calls_failed);
         }
-        self.permit.send(Queued { envelope, _bytes: None });
+        permit.send(Queued { envelope, _bytes: bytes });
         self.queue.accepted();
     }
 
     /// Puts `envelope` into the place once the queue has room for its bytes, waiting up to
     /// `timeout`; hands the place back when the bytes did not come (or can never fit).
-    pub async fn fill_within(self, envelope: Envelope, timeout: Duration) -> Result<(), (Refusal, ReplySlot)> {
+    pub async fn fill_within(mut self, envelope: Envelope, timeout: Duration) -> Result<(), (Refusal, ReplySlot)> {
         let n = match self.queue.permits(&envelope) {
             Ok(n) => n,
             Err(refusal) => return Err((refusal, self)),
@@ -340,9 +368,17 @@ impl ReplySlot {
             Ok(Err(_)) => return Err((Refusal::Closed, self)),
             Err(_) => return Err((Refusal::Full, self)),
         };
-        self.permit.send(Queued { envelope, _bytes: Some(permit) });
-        self.queue.accepted();
+        self.orphan = None;
+        self.send(envelope, Some(permit));
         Ok(())
+    }
+}
+
+impl Drop for ReplySlot {
+    fn drop(&mut self) {
+        if let Some(envelope) = self.orphan.take() {
+            self.send(envelope, None);
+        }
     }
 }
 
@@ -475,6 +511,11 @@ impl BlockQueue {
         self.limits.max_depth.store(limits.max_depth, Ordering::Relaxed);
     }
 
+    /// Whose queue it is.
+    pub fn status_arc(&self) -> Arc<BlockStatus> {
+        self.status.clone()
+    }
+
     /// The most bytes the queue holds; nothing larger can ever be queued.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
@@ -512,7 +553,7 @@ impl BlockQueue {
     /// full (or closed). Not counted as a refusal: nothing was sent.
     pub fn reserve(&self) -> Result<ReplySlot, Refusal> {
         match self.tx.clone().try_reserve_owned() {
-            Ok(permit) => Ok(ReplySlot { permit, queue: self.clone() }),
+            Ok(permit) => Ok(ReplySlot { permit: Some(permit), queue: self.clone(), orphan: None }),
             Err(TrySendError::Full(_)) => Err(Refusal::Full),
             Err(TrySendError::Closed(_)) => Err(Refusal::Closed),
         }

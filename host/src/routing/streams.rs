@@ -54,6 +54,17 @@ pub struct Sending {
     pub wanted: Wanted,
 }
 
+/// Why a stream was not opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotOpened {
+    /// The opener has this many streams open, as many as it may.
+    TooMany(usize),
+    /// The opener's own queue has no room for the place the end needs (or is closed).
+    OwnQueue,
+    /// The target's queue has no room for it (or is closed).
+    TargetQueue,
+}
+
 /// Why a block may not send on a stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotSending {
@@ -76,9 +87,13 @@ impl Streams {
         opener_queue: &BlockQueue,
         target: &str,
         target_queue: &BlockQueue,
-    ) -> Option<u64> {
-        let opener_end = opener_queue.reserve().ok()?;
-        let target_end = target_queue.reserve().ok()?;
+    ) -> Result<u64, NotOpened> {
+        let open = self.lock().values().filter(|s| s.opener == opener).count();
+        if open >= crate::defaults::MAX_OPEN_STREAMS {
+            return Err(NotOpened::TooMany(open));
+        }
+        let opener_end = opener_queue.reserve().map_err(|_| NotOpened::OwnQueue)?;
+        let target_end = target_queue.reserve().map_err(|_| NotOpened::TargetQueue)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let stream = Stream {
             opener: opener.to_owned(),
@@ -90,7 +105,7 @@ impl Streams {
             target_end,
         };
         self.lock().insert(id, stream);
-        Some(id)
+        Ok(id)
     }
 
     /// Forgets stream `id` without telling anyone: its open was never queued.
@@ -99,7 +114,6 @@ impl Streams {
     }
 
     /// Whether stream `id` is open.
-    #[cfg(test)]
     pub fn is_open(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
     }
@@ -130,7 +144,18 @@ impl Streams {
         if stream.target == by {
             stream.wanted.0.store(false, Ordering::Relaxed);
         }
-        let other = if stream.opener == by { stream.target_end } else { stream.opener_end };
+        let end = match end {
+            StreamEnd::Ended(why) => StreamEnd::Ended(crate::defaults::detail(&why)),
+            StreamEnd::Refused(why) => StreamEnd::Refused(crate::defaults::detail(&why)),
+            StreamEnd::Faulted(why) => StreamEnd::Faulted(crate::defaults::detail(&why)),
+            StreamEnd::Finished => StreamEnd::Finished,
+        };
+        let (other, own) = if stream.opener == by {
+            (stream.target_end, stream.opener_end)
+        } else {
+            (stream.opener_end, stream.target_end)
+        };
+        own.free();
         other.fill(Envelope::StreamEnd { stream: id, end });
         true
     }
@@ -271,8 +296,8 @@ mod tests {
         let streams = Streams::default();
         let ((a, _a_rx), (b, _b_rx)) = (queue("a", 1), queue("b", 1));
         let id = streams.open("a", &a, "b", &b).unwrap();
-        assert!(streams.open("a", &a, "b", &b).is_none(), "each queue holds one place, taken");
+        assert_eq!(streams.open("a", &a, "b", &b), Err(NotOpened::OwnQueue), "each queue holds one place, taken");
         streams.cancel(id);
-        assert!(streams.open("a", &a, "b", &b).is_some(), "the places are free again");
+        assert!(streams.open("a", &a, "b", &b).is_ok(), "the places are free again");
     }
 }

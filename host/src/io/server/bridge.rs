@@ -17,6 +17,7 @@ use futures_util::StreamExt as _;
 
 use super::{BlockServer, ServerLink, bounded, message_bag};
 use crate::defaults::SERVE_RETRY;
+use crate::manifest::subject::covers;
 use crate::routing::bag;
 use crate::routing::queue::{Envelope, Refusal};
 use crate::routing::topics::{Bridge, HOST_KEY, TopicOutbox, Topics};
@@ -42,6 +43,7 @@ impl ServerLink {
             let me = self.clone();
             let cancel = self.cancel.clone();
             let (topics, own) = (topics.clone(), bridge.own_prefix());
+            let patterns = bridge.patterns.clone();
             let from_a_host = format!("{{\"{HOST_KEY}\":");
             let mut seq = 0u64;
             self.tasks.spawn(async move {
@@ -75,6 +77,11 @@ impl ServerLink {
                         },
                     };
                     let topic = message.subject.as_str();
+                    // A subject several bridged patterns cover comes to each of their
+                    // subscriptions: the first pattern's task gives it, the others skip it.
+                    if patterns.iter().find(|p| covers(p, topic)) != Some(&pattern) {
+                        continue;
+                    }
                     let text = String::from_utf8_lossy(&message.payload);
                     if text.starts_with(&own) {
                         continue;

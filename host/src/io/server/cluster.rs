@@ -283,14 +283,17 @@ impl BlockServer {
             return Err(EnqueueError::Unavailable(format!("`{to}` takes no bags now")));
         }
         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
-        let envelope = match call {
-            // Not taken (refused, or the wait ran out): the token goes with the envelope, and
-            // its call ends here and there with `unavailable`; the sender's host, told that the
-            // request was not taken, has forgotten the call already.
-            Some((calls, handle)) => Envelope::Call { bag: text.to_owned(), call: calls.serve_remote(handle) },
+        // A request's token ends its call only once the request is queued: one not taken
+        // (refused, or the wait ran out) sends nothing back, the sender's host hears why here.
+        let token = call.map(|(calls, handle)| calls.serve_remote(handle, to));
+        let envelope = match &token {
+            Some(token) => Envelope::Call { bag: text.to_owned(), call: token.clone() },
             None => Envelope::Bag(text.to_owned()),
         };
         queue.push_within(envelope, timeout).await.map_err(|r| refusal(to, r))?;
+        if let Some(token) = token {
+            token.arm();
+        }
         Counters::bump(&self.status.counters.from_server);
         Ok(true)
     }

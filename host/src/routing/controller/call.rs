@@ -63,7 +63,7 @@ impl ControllerCtx {
             return unavailable(format!("`{target}` is {state} and takes no bags"));
         }
         let calls = self.links.calls.clone();
-        let id = open(&calls, inbox, timeout)?;
+        let id = open(&calls, inbox, &self.me.responsibility, target)?;
         let seq = self.next_seq();
         let stamped = match queue.stamp(&bag, &self.me.responsibility, seq) {
             Ok(stamped) => stamped,
@@ -82,6 +82,7 @@ impl ControllerCtx {
             drop(request);
             return Err(refusal(target, queue.refuse(r)));
         }
+        calls.arm(id, timeout);
         self.called(seq);
         Ok(id)
     }
@@ -101,7 +102,7 @@ impl ControllerCtx {
             return Err(EnqueueError::QueueFull);
         }
         let calls = self.links.calls.clone();
-        let id = open(&calls, inbox, timeout)?;
+        let id = open(&calls, inbox, &self.me.responsibility, target)?;
         let seq = self.next_seq();
         let stamped = match bag::stamp(&bag, &self.me.responsibility, seq, self.limits) {
             Ok(stamped) => stamped,
@@ -116,6 +117,7 @@ impl ControllerCtx {
         let taken = self.clock.waiting(cluster.call(target, request, &handle, wait)).await;
         match taken {
             Ok(true) => {
+                calls.arm(id, timeout);
                 self.called(seq);
                 Ok(id)
             }
@@ -157,19 +159,23 @@ impl ControllerCtx {
             let seq = self.next_seq();
             let stamped = bag::stamp(&bag, &self.me.responsibility, seq, self.limits)
                 .map_err(|e| refusal("the caller", e.into()))?;
-            if !calls.answer_remote(handle, Ok(stamped)) {
+            if !calls.answer_remote(handle, Some(&self.me.responsibility), Ok(stamped)) {
                 return Err(ended());
             }
             self.answered(seq);
             return Ok(());
         };
-        let Some(caller) = calls.caller_queue(id) else { return Err(ended()) };
+        // Only the call's target answers it (a handle seen elsewhere answers nothing).
+        let Some(caller) = calls.caller_queue(id, &self.me.responsibility) else { return Err(ended()) };
         // Checked against what the caller takes before the call is taken: a bad answer leaves
         // the call waiting, to be answered again.
         let seq = self.next_seq();
         let stamped = caller.stamp(&bag, &self.me.responsibility, seq).map_err(|r| refusal("the caller", r))?;
         let Some(slot) = calls.take(id) else { return Err(ended()) };
-        let timeout = if self.clock.waited_in_vain() { Duration::ZERO } else { self.links.settings.enqueue_timeout };
+        // Its own queue cannot drain while it is in a call: a block answering itself never waits.
+        let own = Arc::ptr_eq(&caller.status_arc(), &self.me);
+        let timeout =
+            if own || self.clock.waited_in_vain() { Duration::ZERO } else { self.links.settings.enqueue_timeout };
         let answer = Envelope::Reply { call: id, outcome: Ok(stamped) };
         match self.clock.waiting(slot.fill_within(answer, timeout)).await {
             Ok(()) => {
@@ -192,12 +198,18 @@ impl ControllerCtx {
     }
 }
 
-/// Opens a call whose outcome goes into a place reserved in `inbox`, the caller's queue.
-fn open(calls: &Arc<crate::routing::calls::Calls>, inbox: &BlockQueue, timeout: Duration) -> Result<u64, EnqueueError> {
+/// Opens a call of `caller` to `target` whose outcome goes into a place reserved in `inbox`,
+/// the caller's queue (its deadline is armed once the request was taken).
+fn open(
+    calls: &Arc<crate::routing::calls::Calls>,
+    inbox: &BlockQueue,
+    caller: &str,
+    target: &str,
+) -> Result<u64, EnqueueError> {
     let Ok(slot) = inbox.reserve() else {
         return unavailable("this block's own queue has no room left for another outcome: let some calls end first");
     };
-    match calls.open(slot, timeout) {
+    match calls.open(slot, caller, target) {
         Some(id) => Ok(id),
         None => unavailable("the host is shutting down"),
     }

@@ -14,7 +14,7 @@ use super::{ControllerCtx, refusal, unknown};
 use crate::bindings::bagpipe::block::streams::{self, StreamError};
 use crate::bindings::{EnqueueError, StreamEnd};
 use crate::routing::queue::{Envelope, Refusal};
-use crate::routing::streams::{NotSending, StreamsRef, WindowPermit};
+use crate::routing::streams::{NotOpened, NotSending, StreamsRef, WindowPermit};
 use crate::stats::Counters;
 
 impl streams::Host for ControllerCtx {
@@ -46,9 +46,16 @@ impl streams::Host for ControllerCtx {
         let seq = self.next_seq();
         let stamped = queue.stamp(&bag, &self.me.responsibility, seq).map_err(|r| refusal(&target, r))?;
         let table = self.links.streams.clone();
-        let Some(id) = table.open(&self.me.responsibility, &inbox, &target, queue) else {
-            // One queue or the other has no room for the place the stream's end needs.
-            return Err(EnqueueError::QueueFull);
+        let id = match table.open(&self.me.responsibility, &inbox, &target, queue) {
+            Ok(id) => id,
+            Err(NotOpened::TargetQueue) => return Err(EnqueueError::QueueFull),
+            Err(NotOpened::OwnQueue) => {
+                return unavailable("this block's own queue has no room for the place a stream's end needs".to_owned());
+            }
+            Err(NotOpened::TooMany(n)) => {
+                Counters::bump(&self.me.counters.budget_refusals);
+                return unavailable(format!("this block has {n} streams open, as many as it may"));
+            }
         };
         let open = Envelope::StreamOpen {
             stream: id,
@@ -76,11 +83,13 @@ impl streams::Host for ControllerCtx {
             Refusal::TooLarge { limit } => StreamError::TooLarge(limit as u64),
             other => StreamError::InvalidBag(other.to_string()),
         })?;
+        // One wait for the window and the queue together, up to the enqueue timeout.
         let timeout = if self.clock.waited_in_vain() { Duration::ZERO } else { self.links.settings.enqueue_timeout };
+        let deadline = tokio::time::Instant::now() + timeout;
         let permit = match sending.window.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let wait = tokio::time::timeout(timeout, sending.window.clone().acquire_owned());
+                let wait = tokio::time::timeout_at(deadline, sending.window.clone().acquire_owned());
                 match self.clock.waiting(wait).await {
                     Ok(Ok(permit)) => permit,
                     _ => {
@@ -96,7 +105,8 @@ impl streams::Host for ControllerCtx {
             wanted: sending.wanted.clone(),
             window: WindowPermit(Arc::new(permit)),
         };
-        match self.clock.waiting(sending.queue.push_within(data, timeout)).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.clock.waiting(sending.queue.push_within(data, left)).await {
             Ok(()) => {}
             Err(Refusal::Closed) => return Err(StreamError::NotOpen(stream)),
             Err(_) => {

@@ -49,12 +49,17 @@ impl topics::Host for ControllerCtx {
                 queue.check(&stamped).is_ok()
             }
         };
-        let targets: Vec<_> = targets.into_iter().filter(|t| takes(&t.queue)).collect();
+        let mut targets: Vec<_> = targets.into_iter().filter(|t| takes(&t.queue)).collect();
+        // Reserved in one order whatever the topic, so two emitters never each hold what the
+        // other waits for; all the waits of one emit together last at most the enqueue timeout.
+        targets.sort_by(|a, b| a.block.cmp(&b.block));
+        let timeout = if self.clock.waited_in_vain() { Duration::ZERO } else { self.links.settings.enqueue_timeout };
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut reserved = Vec::new();
         for target in targets.iter().filter(|t| !t.lossy) {
             let own = target.block == self.me.responsibility;
             let wait =
-                if own || self.clock.waited_in_vain() { Duration::ZERO } else { self.links.settings.enqueue_timeout };
+                if own { Duration::ZERO } else { deadline.saturating_duration_since(tokio::time::Instant::now()) };
             match self.clock.waiting(target.queue.reserve_within(bytes, wait)).await {
                 Ok(r) => reserved.push(r),
                 // A subscriber that has stopped takes nothing: it is not waited for.

@@ -143,7 +143,7 @@ impl Supervisor {
         };
         // In a cluster, the outcomes of calls travel between hosts through the server.
         if let Some(link) = server.as_ref().filter(|link| link.cluster.is_some()) {
-            link.serve_calls(links.calls.clone());
+            link.serve_calls(links.calls.clone()).await;
         }
         // Bridged topics: what other hosts emit on them reaches this host's subscribers.
         if let Some(link) = server.as_ref().filter(|_| !bridge.patterns.is_empty()) {

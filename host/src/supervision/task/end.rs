@@ -47,7 +47,10 @@ impl BlockTask {
                 {
                     break;
                 }
-                let Ok(Some(env)) = tokio::time::timeout_at(deadline, queue.recv()).await else { break };
+                // Closed, the queue only takes what goes into places held in it (the outcomes of
+                // the block's calls, the ends of its streams), which are not waited for: what is
+                // in it now is all the drain owes.
+                let Ok(env) = queue.try_recv() else { break };
                 if let Err(fault) = self.deliver(env).await {
                     return self.end_finish_with_fault(reply, fault).await;
                 }
@@ -103,23 +106,34 @@ impl BlockTask {
         };
         let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
         self.parts.status.set_state(state);
-        // Its streams end with it: their other sides are told.
-        let stream_end = match &failed {
-            Some(why) => crate::bindings::StreamEnd::Faulted(why.clone()),
-            None => crate::bindings::StreamEnd::Finished,
-        };
-        self.parts.links.streams.end_block(&self.parts.status.responsibility, &stream_end);
         self.life = Life::Down;
         // The queue closes first: socket readers and server feeds waiting to queue an event are
-        // refused at once, so shutting them down below cannot hang.
+        // refused at once, so shutting them down below cannot hang; and no stream or call can
+        // reserve a place in it any more.
         // (bag, deliveries so far)
         let mut left: Vec<(Envelope, u32)> = self.retry.take().map(|r| (r.bag, r.attempts)).into_iter().collect();
-        if let Some(mut queue) = self.queue.take() {
-            // After `close`, `recv` ends once the queue is empty and no sender is midway through
-            // a send, so a bag a sender was told was delivered is never missed.
+        let mut queue = self.queue.take();
+        if let Some(queue) = queue.as_mut() {
             queue.close();
+        }
+        // Its streams end with it (their other sides are told), and its calls with `unavailable`:
+        // the places they hold in its queue are given back, so the drain below ends.
+        let me = &self.parts.status.responsibility;
+        let stream_end = match &failed {
+            Some(why) => crate::bindings::StreamEnd::Faulted(crate::defaults::detail(why)),
+            None => crate::bindings::StreamEnd::Finished,
+        };
+        self.parts.links.streams.end_block(me, &stream_end);
+        self.parts.links.calls.end_caller(me, "the caller has ended");
+        if let Some(mut queue) = queue {
+            // After `close`, `recv` ends once the queue is empty and no sender is midway through
+            // a send (or holds a place in it), so a bag a sender was told was delivered is never
+            // missed.
             while let Some(env) = queue.recv().await {
-                left.push((env, 0));
+                // The outcomes of its calls and what is left of its streams are nobody's now.
+                if !matches!(env, Envelope::Reply { .. }) && !env.of_stream() {
+                    left.push((env, 0));
+                }
             }
         }
         self.settle(left, failed);

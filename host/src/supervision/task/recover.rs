@@ -108,6 +108,12 @@ impl BlockTask {
     /// A request (from a call) is never delivered again: its caller is told at once that the
     /// block faulted, and decides. Nor is anything of a stream (the fault ended it).
     pub(super) fn account(&mut self, bag: Envelope, error: &CallError, last: bool) {
+        if (matches!(bag, Envelope::Call { .. }) || bag.of_stream())
+            && self.retry.as_ref().is_some_and(|r| r.bag == bag)
+        {
+            // It was waiting to be delivered again: it is not, any more.
+            self.retry = None;
+        }
         if let Envelope::Call { call, .. } = &bag {
             call.end(CallFailure::Faulted(error.to_string()));
             return;

@@ -112,13 +112,21 @@ impl BlockTask {
 }
 
 /// Why a version with hooks `new` cannot replace one with `old` while the block runs: whether a
-/// block takes bags and socket events decides its queue and sockets, which outlive instances.
+/// block takes bags, socket events, the outcomes of its calls and streams decides its queue, its
+/// sockets and its routes, which outlive instances.
 fn incompatible(old: Hooks, new: Hooks) -> Option<&'static str> {
     match (old.net, new.net, old.enqueue, new.enqueue) {
-        (false, true, ..) => Some("the new version exports net-hook and the running one does not"),
-        (true, false, ..) => Some("the new version does not export net-hook like the running one"),
-        (.., false, true) => Some("the new version exports enqueue-hook and the running one does not"),
-        (.., true, false) => Some("the new version does not export enqueue-hook like the running one"),
+        (false, true, ..) => return Some("the new version exports net-hook and the running one does not"),
+        (true, false, ..) => return Some("the new version does not export net-hook like the running one"),
+        (.., false, true) => return Some("the new version exports enqueue-hook and the running one does not"),
+        (.., true, false) => return Some("the new version does not export enqueue-hook like the running one"),
+        _ => {}
+    }
+    match (old.reply, new.reply, old.stream, new.stream) {
+        (false, true, ..) => Some("the new version exports reply-hook and the running one does not"),
+        (true, false, ..) => Some("the new version does not export reply-hook like the running one"),
+        (.., false, true) => Some("the new version exports stream-hook and the running one does not"),
+        (.., true, false) => Some("the new version does not export stream-hook like the running one"),
         _ => None,
     }
 }

@@ -47,8 +47,15 @@ impl ServerLink {
 
     /// Carries the outcomes of calls across hosts for `calls`, this host's call table: it
     /// publishes the outcomes of other hosts' calls, and delivers the ones other hosts send for
-    /// this host's calls. Both tasks are the link's and end with it.
-    pub fn serve_calls(self: &Arc<Self>, calls: Arc<Calls>) {
+    /// this host's calls. Both tasks are the link's and end with it. Returns once the
+    /// subscription for this host's outcomes is in place (confirmed by the server), or is being
+    /// retried: a host connected at start hears every outcome of the calls its blocks make.
+    pub async fn serve_calls(self: &Arc<Self>, calls: Arc<Calls>) {
+        let subject = calls.subject();
+        let mut first = Some(bounded(self.client().subscribe(subject.clone())).await);
+        if matches!(first, Some(Ok(_))) {
+            self.barrier().await;
+        }
         let mut outgoing = calls.connect_remote();
         let me = self.clone();
         let cancel = self.cancel.clone();
@@ -81,9 +88,12 @@ impl ServerLink {
         let me = self.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
-            let subject = calls.subject();
             let mut subscriber = loop {
-                match bounded(me.client().subscribe(subject.clone())).await {
+                let attempt = match first.take() {
+                    Some(attempt) => attempt,
+                    None => bounded(me.client().subscribe(subject.clone())).await,
+                };
+                match attempt {
                     Ok(s) => break s,
                     Err(e) => {
                         tracing::warn!("cannot hear the outcomes of calls on `{subject}`: {e}; trying again");
