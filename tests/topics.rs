@@ -209,3 +209,43 @@ async fn a_bridged_topic_reaches_subscribers_on_another_host_once() {
     assert_eq!((done["__from"].clone(), done["__subject"].clone()), (json!("server"), json!("orders.done")), "{done}");
     assert!(near_out.events("emitted").iter().all(|e| e["result"] == json!({"ok": 1})), "one subscriber here");
 }
+
+/// Editing a block's topics in the manifest of a running host: its subscriptions follow (the
+/// dropped topic reaches it no more, the new one does), and so do the emitter's grants.
+#[tokio::test]
+async fn topics_follow_an_edited_manifest() {
+    let manifest = |sub: &str, emit: &str, generation: u32| {
+        format!(
+            "[[block]]\nname = \"caller\"\nresponsibility = \"sub\"\ntopics = [\"{sub}\"]\n\n\
+             [[block]]\nname = \"caller\"\nresponsibility = \"shop\"\nemit = [\"{emit}\"]\n[block.config]\n\
+             steps = [{{ emit = \"a.x\", bag = {{ g = {generation} }} }}, {{ emit = \"b.x\", bag = {{ g = {generation} }} }}]\n"
+        )
+    };
+    let dir = BlockDir::from_manifest(&manifest("a.x", "a.>", 1));
+    let report = dir.report_path().display().to_string();
+    let mut host = Bagpipe::run_with(BIN, &dir, &["--report", &report]);
+    host.wait_for(2, |e| e["event"] == "emitted").await;
+    host.log_event("watching").await;
+    dir.write_as("bagpipe.toml", manifest("b.x", "b.>", 2).as_bytes(), bagpipe_test_support::Write::Rename);
+    host.log_records(&[Want::event("swapped").block("sub"), Want::event("swapped").block("shop")]).await;
+    // The swapped emitter's `run` emits both again.
+    host.wait_for(2, |e| e["event"] == "emitted").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    let got: Vec<(String, u64)> = out
+        .bags_of("sub")
+        .iter()
+        .map(|b| (b["__topic"].as_str().unwrap_or_default().to_owned(), b["g"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(got, [("a.x".to_owned(), 1), ("b.x".to_owned(), 2)], "before the edit a.x, after it b.x");
+    let results: Vec<Value> = out.events("emitted").iter().map(|e| e["result"].clone()).collect();
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert_eq!(results[0], json!({"ok": 1}));
+    assert!(
+        results[1]["error"].as_str().is_some_and(|e| e.contains("NotGranted")),
+        "b.> was not granted yet: {results:?}"
+    );
+    assert!(results[2]["error"].as_str().is_some_and(|e| e.contains("NotGranted")), "a.> is not granted any more");
+    assert_eq!(results[3], json!({"ok": 1}));
+}

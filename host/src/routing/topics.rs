@@ -113,6 +113,11 @@ impl Topics {
         subs.len() != before
     }
 
+    /// Keeps only the subscriptions of `block` whose pattern `keep` accepts.
+    pub fn retain_block(&self, block: &str, keep: impl Fn(&str) -> bool) {
+        self.write().retain(|s| s.block != block || keep(&s.pattern));
+    }
+
     /// Ends every subscription of `block` (taken out of the manifest).
     pub fn remove_block(&self, block: &str) {
         self.write().retain(|s| s.block != block);

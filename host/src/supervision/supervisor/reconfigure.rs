@@ -123,6 +123,8 @@ impl Supervisor {
             || old.policy != spec.policy
             || old.limits != spec.limits
             || old.control != spec.control
+            // Topic grants live in the instance: a new one takes them.
+            || old.topics != spec.topics
             || self.slots[i].status.version() != component.hash.short();
         if !(net_changed || server_changed || needs_swap) {
             self.slots[i].spec = spec;
@@ -169,6 +171,9 @@ impl Supervisor {
             // Whichever way bags come (other blocks, the server, the cluster), the new limits hold.
             queue.set_limits(BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth });
         }
+        if took && old.topics != spec.topics {
+            self.regrant_topics(&old, &spec);
+        }
         if !took {
             if let Some(hub) = &net {
                 hub.grant(&old.listen, &old.connect);
@@ -183,6 +188,26 @@ impl Supervisor {
         if let Some(server) = &server {
             server.end_ungranted();
         }
+    }
+
+    /// Brings a block's topic subscriptions to its edited entry: the ones its old entry listed
+    /// and the new one does not end, the new ones begin, and the ones made at run time that the
+    /// new `subscribe_topics` no longer covers end.
+    fn regrant_topics(&self, old: &BlockSpec, spec: &BlockSpec) {
+        let topics = &self.links.topics;
+        let me = &spec.responsibility;
+        let listed = |s: &BlockSpec, pattern: &str| s.topics.topics.iter().any(|t| t.pattern == pattern);
+        topics.retain_block(me, |pattern| {
+            listed(spec, pattern)
+                || (!listed(old, pattern)
+                    && spec.topics.subscribe.iter().any(|grant| crate::manifest::subject::covers(grant, pattern)))
+        });
+        if let Some(queue) = self.router.resolve(me).and_then(|r| r.queue.clone()) {
+            for sub in &spec.topics.topics {
+                topics.subscribe(me, &queue, sub);
+            }
+        }
+        tracing::info!(block = %me, "its topics changed");
     }
 
     async fn apply_manifest<F: Future<Output = ()>>(
