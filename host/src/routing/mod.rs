@@ -7,6 +7,7 @@ mod bag_props;
 pub(crate) mod calls;
 pub(crate) mod controller;
 pub(crate) mod deadletter;
+pub(crate) mod envelope;
 pub(crate) mod queue;
 pub(crate) mod router;
 pub(crate) mod streams;
