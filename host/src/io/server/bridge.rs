@@ -13,10 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-
+use super::subscribing::next_message;
 use super::{BlockServer, ServerLink, bounded, message_bag};
-use crate::defaults::SERVE_RETRY;
 use crate::manifest::subject::covers;
 use crate::routing::bag;
 use crate::routing::queue::{Envelope, Refusal};
@@ -35,10 +33,13 @@ impl ServerLink {
     /// bridges before any block runs.
     pub async fn serve_topics(self: &Arc<Self>, topics: Arc<Topics>, bridge: Arc<Bridge>, enqueue_timeout: Duration) {
         for pattern in bridge.patterns.clone() {
-            let mut first = Some(bounded(self.client().subscribe(pattern.clone())).await);
-            if matches!(first, Some(Ok(_))) {
-                self.barrier().await;
+            let first = self.subscribe_confirmed(&pattern).await;
+            let bridging = |pattern: &str| {
                 tracing::info!(event = "bridging_topic", topic = %pattern, "bridging topic `{pattern}` to the server");
+            };
+            let retried = first.is_err();
+            if !retried {
+                bridging(&pattern);
             }
             let me = self.clone();
             let cancel = self.cancel.clone();
@@ -47,35 +48,15 @@ impl ServerLink {
             let from_a_host = format!("{{\"{HOST_KEY}\":");
             let mut seq = 0u64;
             self.tasks.spawn(async move {
-                let mut subscriber = loop {
-                    let (attempt, retried) = match first.take() {
-                        Some(attempt) => (attempt, false),
-                        None => (bounded(me.client().subscribe(pattern.clone())).await, true),
-                    };
-                    match attempt {
-                        Ok(s) => {
-                            if retried {
-                                tracing::info!(event = "bridging_topic", topic = %pattern, "bridging topic `{pattern}` to the server");
-                            }
-                            break s;
-                        }
-                        Err(e) => {
-                            tracing::warn!("cannot bridge topic `{pattern}`: {e}; trying again");
-                            tokio::select! {
-                                () = cancel.cancelled() => return,
-                                () = tokio::time::sleep(SERVE_RETRY) => {}
-                            }
-                        }
-                    }
+                let Some(mut subscriber) =
+                    me.subscribe_retrying(&pattern, Some(first), "bridge a topic", &cancel).await
+                else {
+                    return;
                 };
-                loop {
-                    let message = tokio::select! {
-                        () = cancel.cancelled() => break,
-                        m = subscriber.next() => match m {
-                            Some(m) => m,
-                            None => break,
-                        },
-                    };
+                if retried {
+                    bridging(&pattern);
+                }
+                while let Some(message) = next_message(&mut subscriber, &cancel).await {
                     let topic = message.subject.as_str();
                     // A subject several bridged patterns cover comes to each of their
                     // subscriptions: the first pattern's task gives it, the others skip it.

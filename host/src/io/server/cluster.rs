@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde_json::json;
 
 use super::{BlockServer, ServerLink, bounded};
@@ -237,14 +236,7 @@ impl BlockServer {
                     }
                 }
             };
-            loop {
-                let message = tokio::select! {
-                    () = cancel.cancelled() => break,
-                    m = subscriber.next() => match m {
-                        Some(m) => m,
-                        None => break,
-                    },
-                };
+            while let Some(message) = super::subscribing::next_message(&mut subscriber, &cancel).await {
                 let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
                 let answer = if header(batch::BATCH_HEADER).is_some() {
                     me.take_batch(&queue, &message.payload, enqueue_timeout).await.to_string()

@@ -20,6 +20,7 @@ mod bridge;
 mod calls;
 pub mod cluster;
 pub mod outbox;
+mod subscribing;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

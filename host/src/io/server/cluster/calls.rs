@@ -14,11 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-
+use super::super::subscribing::next_message;
 use super::super::{ServerLink, bounded};
 use crate::bindings::{CallFailure, EnqueueError};
-use crate::defaults::SERVE_RETRY;
 use crate::routing::calls::Calls;
 
 /// The header that makes a bag for another host a request of a call: the call's handle.
@@ -52,10 +50,7 @@ impl ServerLink {
     /// retried: a host connected at start hears every outcome of the calls its blocks make.
     pub async fn serve_calls(self: &Arc<Self>, calls: Arc<Calls>) {
         let subject = calls.subject();
-        let mut first = Some(bounded(self.client().subscribe(subject.clone())).await);
-        if matches!(first, Some(Ok(_))) {
-            self.barrier().await;
-        }
+        let first = self.subscribe_confirmed(&subject).await;
         let mut outgoing = calls.connect_remote();
         let me = self.clone();
         let cancel = self.cancel.clone();
@@ -88,30 +83,12 @@ impl ServerLink {
         let me = self.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
-            let mut subscriber = loop {
-                let attempt = match first.take() {
-                    Some(attempt) => attempt,
-                    None => bounded(me.client().subscribe(subject.clone())).await,
-                };
-                match attempt {
-                    Ok(s) => break s,
-                    Err(e) => {
-                        tracing::warn!("cannot hear the outcomes of calls on `{subject}`: {e}; trying again");
-                        tokio::select! {
-                            () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(SERVE_RETRY) => {}
-                        }
-                    }
-                }
+            let Some(mut subscriber) =
+                me.subscribe_retrying(&subject, Some(first), "hear the outcomes of calls", &cancel).await
+            else {
+                return;
             };
-            loop {
-                let message = tokio::select! {
-                    () = cancel.cancelled() => break,
-                    m = subscriber.next() => match m {
-                        Some(m) => m,
-                        None => break,
-                    },
-                };
+            while let Some(message) = next_message(&mut subscriber, &cancel).await {
                 let Some(id) = calls.id_of(message.subject.as_str()) else { continue };
                 let detail = String::from_utf8_lossy(&message.payload).into_owned();
                 let failure = message
