@@ -113,6 +113,9 @@ pub const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 /// such outcomes go into places reserved in a queue without counting against its bytes.
 pub const OUTCOME_DETAIL_BYTES: usize = 1024;
 
+/// Bags of one stream sent and not yet handled by its target, at most (`send` waits past it).
+pub const STREAM_WINDOW: usize = 64;
+
 /// The most streams one block may have open as their opener (each holds a place in its
 /// target's queue for its end).
 pub const MAX_OPEN_STREAMS: usize = 64;

@@ -20,10 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Semaphore;
 
 use crate::bindings::StreamEnd;
+use crate::defaults::{MAX_OPEN_STREAMS, STREAM_WINDOW};
 use crate::routing::queue::{BlockQueue, Envelope, ReplySlot};
-
-/// Bags of one stream sent and not yet handled by its target, at most.
-pub const STREAM_WINDOW: usize = 64;
 
 /// Every open stream of this host.
 #[derive(Default)]
@@ -89,7 +87,7 @@ impl Streams {
         target_queue: &BlockQueue,
     ) -> Result<u64, NotOpened> {
         let open = self.lock().values().filter(|s| s.opener == opener).count();
-        if open >= crate::defaults::MAX_OPEN_STREAMS {
+        if open >= MAX_OPEN_STREAMS {
             return Err(NotOpened::TooMany(open));
         }
         let opener_end = opener_queue.reserve().map_err(|_| NotOpened::OwnQueue)?;
@@ -289,6 +287,17 @@ mod tests {
         assert_eq!(told, [out, into]);
         assert_eq!(ended(&mut b_rx), None);
         assert!(streams.is_open(other));
+    }
+
+    #[test]
+    fn an_opener_has_at_most_so_many_streams_open() {
+        let streams = Streams::default();
+        let ((a, _a_rx), (b, _b_rx)) = (queue("a", 1024), queue("b", 1024));
+        let ids: Vec<u64> = (0..MAX_OPEN_STREAMS).map(|_| streams.open("a", &a, "b", &b).unwrap()).collect();
+        assert_eq!(streams.open("a", &a, "b", &b), Err(NotOpened::TooMany(MAX_OPEN_STREAMS)));
+        assert!(streams.open("b", &b, "a", &a).is_ok(), "the limit is the opener's");
+        assert!(streams.end(ids[0], "a", StreamEnd::Finished));
+        assert!(streams.open("a", &a, "b", &b).is_ok(), "one ended, one more may open");
     }
 
     #[test]
