@@ -120,6 +120,45 @@ pub const STREAM_WINDOW: usize = 64;
 /// target's queue for its end).
 pub const MAX_OPEN_STREAMS: usize = 64;
 
+/// Most workers one block may run (`workers.max`).
+pub const MAX_WORKERS: usize = 64;
+
+/// Envelopes handed to one worker of a group and not yet done with, at most (the one being
+/// delivered and the next ones, ready in the worker's own queue). The rest wait in the block's
+/// queue, where whichever worker is free next takes them: a slow bag holds up at most this many
+/// behind it, and bags that wait there for `scale_ms` add a worker.
+pub const WORKER_QUEUE: usize = 4;
+
+/// After a worker added to a pool failed to start, how long before another is tried.
+pub const SCALE_RETRY: Duration = Duration::from_secs(1);
+
+/// A block's worker pool (`workers = { min, max, idle_ms, scale_ms }`): one worker unless the
+/// manifest says more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workers {
+    /// Workers started with the block, and kept however idle.
+    pub min: usize,
+    /// The most workers the block runs at once.
+    pub max: usize,
+    /// A worker above `min` with nothing to do for this long is retired.
+    pub idle: Duration,
+    /// A worker is added (up to `max`) once a bag has waited this long for one.
+    pub scale_after: Duration,
+}
+
+impl Workers {
+    /// Whether the block runs as a group of workers (more than one may run).
+    pub fn pooled(&self) -> bool {
+        self.max > 1
+    }
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self { min: 1, max: 1, idle: Duration::from_secs(60), scale_after: Duration::from_millis(100) }
+    }
+}
+
 /// Pending `finish` requests from blocks the supervisor buffers.
 pub const FINISH_REQUESTS: usize = 64;
 

@@ -54,6 +54,8 @@ pub(super) struct RawBlock {
     emit: Option<Spanned<Vec<String>>>,
     topics: Option<Spanned<Vec<toml::Value>>>,
     subscribe_topics: Option<Spanned<Vec<String>>>,
+    workers: Option<Spanned<super::workers::RawWorkers>>,
+    partition: Option<Spanned<String>>,
 }
 
 /// Reads and checks one `[[block]]` entry, found on `line`, whose component is in `dir`.
@@ -71,6 +73,8 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         at,
         super::topics::RawTopics { emit: &raw.emit, topics: &raw.topics, subscribe: &raw.subscribe_topics },
     )?;
+    let workers = super::workers::workers(at, raw.workers.as_ref())?;
+    let partition = super::workers::partition(at, raw.partition.as_ref(), &workers)?;
     Ok(BlockSpec {
         name,
         responsibility,
@@ -91,6 +95,8 @@ pub(super) fn block_spec(at: &Locator<'_>, dir: &Path, raw: RawBlock, line: usiz
         publish_to_stream,
         outbox: raw.outbox.unwrap_or_default(),
         topics,
+        workers,
+        partition,
         line,
     })
 }

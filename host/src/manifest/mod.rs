@@ -38,6 +38,7 @@ mod listen;
 mod settings;
 pub(crate) mod subject;
 mod topics;
+mod workers;
 
 pub use listen::{Listen, Protocol};
 pub use topics::{TopicGrants, TopicSub};
@@ -101,6 +102,10 @@ pub struct BlockSpec {
     pub outbox: OutboxMode,
     /// What it may emit, what it is subscribed to from the start, and what it may subscribe to.
     pub topics: TopicGrants,
+    /// How many instances serve it at once (one, unless `workers` says more).
+    pub workers: crate::defaults::Workers,
+    /// The bag field whose value keeps bags to one worker at a time (order per key).
+    pub partition: Option<String>,
     /// The line of the block's `[[block]]` entry, for messages.
     pub line: usize,
 }
@@ -135,15 +140,19 @@ impl ToStream {
 }
 
 impl BlockSpec {
-    /// This entry with the routing (`durable`, `shared`, `publish_to_stream`, `outbox`) of
-    /// `running`, and whether it differed: how bags reach a block and where its outbox keeps and
-    /// publishes messages are set up when it is added and change only when the host restarts.
+    /// This entry with the routing (`durable`, `shared`, `publish_to_stream`, `outbox`,
+    /// `workers`, `partition`) of `running`, and whether it differed: how bags reach a block (and
+    /// which of its workers), and where its outbox keeps and publishes messages are set up when
+    /// it is added and change only when the host restarts.
     /// (Its grants change live: see the supervisor's `reconfigure`.)
     pub fn keeping_routing_of(&self, running: &BlockSpec) -> (BlockSpec, bool) {
-        let routing = |s: &BlockSpec| (s.durable, s.shared, s.publish_to_stream.clone(), s.outbox);
+        let routing = |s: &BlockSpec| {
+            (s.durable, s.shared, s.publish_to_stream.clone(), s.outbox, s.workers.clone(), s.partition.clone())
+        };
         let changed = routing(self) != routing(running);
         let mut kept = self.clone();
-        (kept.durable, kept.shared, kept.publish_to_stream, kept.outbox) = routing(running);
+        (kept.durable, kept.shared, kept.publish_to_stream, kept.outbox, kept.workers, kept.partition) =
+            routing(running);
         (kept, changed)
     }
 }

@@ -263,3 +263,38 @@ fn bridged_topics_are_patterns() {
     assert_eq!(m.settings.bridge_topics, ["orders.>"]);
     check_err("[host]\nbridge_topics = [\"a b\"]\n", Some(2), Some("bridge_topics"), "is not a topic");
 }
+
+#[test]
+fn reads_a_worker_pool_and_its_partition() {
+    let m = parse(
+        "[[block]]\nname = \"a\"\nworkers = { min = 2, max = 4, idle_ms = 500, scale_ms = 20 }\npartition = \"__from\"\n\n\
+         [[block]]\nname = \"b\"\nworkers = { max = 3 }\n\n[[block]]\nname = \"a\"\nresponsibility = \"a2\"\nworkers = { min = 2 }\n",
+    )
+    .unwrap();
+    let w = &m.blocks[0].workers;
+    assert_eq!((w.min, w.max, w.idle, w.scale_after), (2, 4, Duration::from_millis(500), Duration::from_millis(20)));
+    assert_eq!(m.blocks[0].partition.as_deref(), Some("__from"));
+    assert_eq!((m.blocks[1].workers.min, m.blocks[1].workers.max), (1, 3), "max alone: start one, grow to max");
+    assert_eq!((m.blocks[2].workers.min, m.blocks[2].workers.max), (2, 2), "min alone: that many");
+    assert!(!parse("[[block]]\nname = \"a\"\n").unwrap().blocks[0].workers.pooled(), "one worker by default");
+}
+
+#[test]
+fn bad_worker_pools_name_their_line_and_key() {
+    check_err(
+        "[[block]]\nname = \"a\"\nworkers = { min = 3, max = 2 }\n",
+        Some(3),
+        Some("workers.max"),
+        "smaller than",
+    );
+    check_err("[[block]]\nname = \"a\"\nworkers = { max = 65 }\n", Some(3), Some("workers.max"), "out of range");
+    check_err("[[block]]\nname = \"a\"\nworkers = { min = 0 }\n", Some(3), Some("workers.min"), "out of range");
+    check_err("[[block]]\nname = \"a\"\nworkers = { most = 2 }\n", Some(3), Some("workers"), "unknown field");
+    check_err("[[block]]\nname = \"a\"\npartition = \"k\"\n", Some(3), Some("partition"), "needs `workers`");
+    check_err(
+        "[[block]]\nname = \"a\"\nworkers = { max = 2 }\npartition = \"\"\n",
+        Some(4),
+        Some("partition"),
+        "1 to 128",
+    );
+}
