@@ -8,6 +8,8 @@ use bagpipe::ComponentCache;
 use bagpipe::StatsSnapshot;
 use bagpipe::{Host, HostConfig, Manifest, RunReport};
 use clap::{Parser, Subcommand};
+
+mod table;
 use tracing_subscriber::EnvFilter;
 
 /// The admin address `bagpipe status` asks when none is given.
@@ -84,6 +86,9 @@ enum Command {
         /// List the dead letters instead.
         #[arg(long)]
         dead_letters: bool,
+        /// Under each block served by several workers, a line per worker.
+        #[arg(long)]
+        workers: bool,
     },
 }
 
@@ -162,7 +167,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             run(&dir, options).await
         }
         Command::Check { dir } => check(&dir).await,
-        Command::Status { admin, dead_letters } => status(&admin, dead_letters).await,
+        Command::Status { admin, dead_letters, workers } => status(&admin, dead_letters, workers).await,
     };
     match result {
         Ok(code) => code,
@@ -329,74 +334,15 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(admin: &str, dead_letters: bool) -> anyhow::Result<ExitCode> {
+async fn status(admin: &str, dead_letters: bool, workers: bool) -> anyhow::Result<ExitCode> {
     if dead_letters {
         println!("{}", bagpipe::admin_get(admin, "/dead-letters").await?);
         return Ok(ExitCode::SUCCESS);
     }
     let body = bagpipe::admin_get(admin, "/blocks").await?;
     let blocks: Vec<StatsSnapshot> = serde_json::from_str(&body)?;
-    print!("{}", table(&blocks));
+    print!("{}", table::table(&blocks, workers));
     Ok(ExitCode::SUCCESS)
-}
-
-/// The stats as an aligned text table.
-fn table(blocks: &[StatsSnapshot]) -> String {
-    let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}µs"));
-    let header = [
-        "BLOCK",
-        "COMPONENT",
-        "STATE",
-        "VERSION",
-        "RECV",
-        "DONE",
-        "FAILED",
-        "FAULTS",
-        "RESTARTS",
-        "DEAD",
-        "LOST",
-        "QUEUE",
-        "HIGH",
-        "P50",
-        "P99",
-    ];
-    let rows: Vec<Vec<String>> = blocks
-        .iter()
-        .map(|s| {
-            vec![
-                s.responsibility.clone(),
-                s.name.clone(),
-                s.state.clone(),
-                s.version.clone(),
-                s.received.to_string(),
-                s.processed.to_string(),
-                s.failed.to_string(),
-                s.faults.to_string(),
-                s.restarts.to_string(),
-                s.dead_letters.to_string(),
-                s.lost.to_string(),
-                s.queue_depth.to_string(),
-                s.queue_high_water.to_string(),
-                us(s.processing_p50_us),
-                us(s.processing_p99_us),
-                format!("{}/{}", s.swaps, s.swaps_failed),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0))
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let mut l: String =
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect::<Vec<_>>().join("  ");
-        l.truncate(l.trim_end().len());
-        l + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in &rows {
-        out += &line(r.iter().map(String::as_str).collect());
-    }
-    out
 }
 
 /// SIGINT and SIGTERM, as they arrive.

@@ -30,6 +30,10 @@ fn modules(dir: &Path, prefix: &[String], out: &mut Vec<(Vec<String>, PathBuf)>)
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
+            // The binary's own modules (`cli/`) are not the library's.
+            if prefix.is_empty() && name == "cli" {
+                continue;
+            }
             let mut sub = prefix.to_vec();
             sub.push(name);
             modules(&path, &sub, out);

@@ -52,7 +52,7 @@ pub use ops::admin::get as admin_get;
 pub use ops::guest_build::{build_into, rebuild_on_change};
 pub use routing::deadletter::DeadLetter;
 pub use runtime::cache::ComponentCache;
-pub use stats::StatsSnapshot;
+pub use stats::{PoolSnapshot, StatsSnapshot, WorkerSnapshot};
 pub use supervision::supervisor::RunReport;
 
 /// The pure functions that read what the outside hands the host, for the fuzz targets (`fuzz/`):

@@ -61,6 +61,28 @@ pub struct BlockParts {
     pub output_pace: Paces,
 }
 
+impl BlockParts {
+    /// The parts of the block `spec` describes: its own log rate and output pace.
+    pub fn new(
+        spec: &crate::manifest::BlockSpec,
+        status: Arc<BlockStatus>,
+        links: Links,
+        net: Option<Arc<NetHub>>,
+        server: Option<Arc<BlockServer>>,
+        inbox: Option<BlockQueue>,
+    ) -> Self {
+        Self {
+            log_rate: Arc::new(LogRate::new(spec.limits.log_lines_per_sec, status.clone())),
+            output_pace: Paces::new(&spec.limits, &status),
+            status,
+            links,
+            net,
+            server,
+            inbox,
+        }
+    }
+}
+
 impl BlockCtx {
     /// The store data of a new instance of the block `parts` describe, within `limits`, which
     /// may finish the blocks `control` grants and use the topics `topics` grants.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::defaults::{ACCEPT_BACKOFF, ADMIN_MAX_CONNECTIONS, ADMIN_MAX_REQUEST, ADMIN_READ_TIMEOUT};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::router::Router;
-use crate::stats::StatsSnapshot;
+use crate::stats::{PoolSnapshot, StatsSnapshot};
 
 /// What the admin endpoint shows.
 #[derive(Clone)]
@@ -254,6 +254,9 @@ where
 /// A metric: its name, its help text, and how to read it from a block's stats.
 type Metric = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
+/// A pool's metric: name, Prometheus type, help, value.
+type PoolMetric = (&'static str, &'static str, &'static str, fn(&PoolSnapshot) -> u64);
+
 /// The stats in Prometheus' text format.
 pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> String {
     let mut out = String::new();
@@ -307,6 +310,21 @@ pub fn prometheus(blocks: &[StatsSnapshot], dead_letters: &DeadLetters) -> Strin
         let _ = writeln!(out, "# HELP bagpipe_block_{name} {help}\n# TYPE bagpipe_block_{name} gauge");
         for s in blocks {
             let _ = writeln!(out, "bagpipe_block_{name}{} {}", labels(s), get(s));
+        }
+    }
+    // Blocks served by several workers: their pools.
+    let pools: [PoolMetric; 4] = [
+        ("workers", "gauge", "Workers serving the block now.", |p| p.now),
+        ("workers_high_water", "gauge", "Most workers that served the block at once.", |p| p.high_water),
+        ("worker_scale_ups_total", "counter", "Workers added because bags waited.", |p| p.scale_ups),
+        ("worker_retirements_total", "counter", "Idle workers retired.", |p| p.retirements),
+    ];
+    for (name, kind, help, get) in pools {
+        let _ = writeln!(out, "# HELP bagpipe_block_{name} {help}\n# TYPE bagpipe_block_{name} {kind}");
+        for s in blocks {
+            if let Some(pool) = &s.workers {
+                let _ = writeln!(out, "bagpipe_block_{name}{} {}", labels(s), get(pool));
+            }
         }
     }
     let _ = writeln!(out, "# HELP bagpipe_block_up 1 when the block is running.\n# TYPE bagpipe_block_up gauge");

@@ -135,6 +135,13 @@ impl Envelope {
         }
     }
 
+    /// Whether it counts in a worker's progress (what its group handed it, took, settled): not
+    /// a call's outcome nor a stream's end, which may reach a worker's queue through a place
+    /// held there rather than from its group.
+    pub fn counts_for_worker(&self) -> bool {
+        !matches!(self, Envelope::Reply { .. } | Envelope::StreamEnd { .. })
+    }
+
     /// The bytes it holds the host to (what counts against `queue_bytes`).
     pub fn bytes(&self) -> usize {
         match self {

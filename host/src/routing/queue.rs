@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
 use crate::routing::bag::{self, BagError, BagLimits};
 pub use crate::routing::envelope::{Envelope, Receipt, Settled};
-use crate::stats::{BlockStatus, Counters};
+use crate::stats::{BlockStatus, Counters, WorkerStatus};
 
 /// Why something was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +166,8 @@ pub struct BlockQueue {
     /// What bags must keep to, shared by every clone: a manifest edit changes it for all paths
     /// in (other blocks, the server, the cluster) at once.
     limits: Arc<SharedLimits>,
+    /// A worker's queue, fed by its group from the block's queue, which counted what it took.
+    relay: bool,
 }
 
 /// Bag limits every clone of a queue sees, changed in place.
@@ -189,6 +191,8 @@ pub struct QueueReceiver {
     bytes: Arc<Semaphore>,
     /// Whose queue it is, to count what is left in it if it is dropped unsettled.
     status: Arc<BlockStatus>,
+    /// A worker's queue counts what its worker took out.
+    worker: Option<Arc<WorkerStatus>>,
 }
 
 /// A block task settles its queue when it ends (dead letters or lost, logged); a receiver dropped
@@ -213,12 +217,27 @@ impl Drop for QueueReceiver {
 impl QueueReceiver {
     /// The next envelope; `None` once the queue is closed and empty.
     pub async fn recv(&mut self) -> Option<Envelope> {
-        self.rx.recv().await.map(|q| q.envelope)
+        let envelope = self.rx.recv().await.map(|q| q.envelope);
+        self.took(envelope.as_ref());
+        envelope
     }
 
     /// The next envelope if one is waiting.
     pub fn try_recv(&mut self) -> Result<Envelope, TryRecvError> {
-        self.rx.try_recv().map(|q| q.envelope)
+        let envelope = self.rx.try_recv().map(|q| q.envelope);
+        self.took(envelope.as_ref().ok());
+        envelope
+    }
+
+    /// A worker's progress counts what its group handed it ([`Envelope::counts_for_worker`]).
+    fn took(&self, took: Option<&Envelope>) {
+        if let (Some(worker), Some(env)) = (&self.worker, took) {
+            if env.counts_for_worker() {
+                worker.taken.fetch_add(1, Ordering::AcqRel);
+            } else {
+                worker.took_uncounted();
+            }
+        }
     }
 
     /// Refuses everything from now on (senders waiting for room included); what is queued can
@@ -245,8 +264,20 @@ impl BlockQueue {
             max_bytes: AtomicUsize::new(limits.max_bytes),
             max_depth: AtomicUsize::new(limits.max_depth),
         });
-        let receiver = QueueReceiver { rx, bytes: bytes.clone(), status: status.clone() };
-        (Self { tx, bytes, max_bytes, status, limits }, receiver)
+        let receiver = QueueReceiver { rx, bytes: bytes.clone(), status: status.clone(), worker: None };
+        (Self { tx, bytes, max_bytes, status, limits, relay: false }, receiver)
+    }
+
+    /// The queue of one worker of the group whose queue is `group`: the same bag limits (shared)
+    /// and budget; what the group hands it was counted on the way into the block's queue, and
+    /// what the worker takes out counts as `worker`'s.
+    pub fn for_worker(group: &BlockQueue, capacity: usize, worker: Arc<WorkerStatus>) -> (Self, QueueReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let bytes = Arc::new(Semaphore::new(group.max_bytes));
+        let status = group.status.clone();
+        let receiver = QueueReceiver { rx, bytes: bytes.clone(), status: status.clone(), worker: Some(worker) };
+        let queue = Self { tx, bytes, max_bytes: group.max_bytes, status, limits: group.limits.clone(), relay: true };
+        (queue, receiver)
     }
 
     /// What bags for this block must keep to.
@@ -274,6 +305,11 @@ impl BlockQueue {
     /// The most bytes the queue holds; nothing larger can ever be queued.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
+    }
+
+    /// Places free now.
+    pub fn free(&self) -> usize {
+        self.tx.capacity()
     }
 
     /// Envelopes waiting now.
@@ -427,6 +463,9 @@ impl BlockQueue {
     }
 
     fn accepted(&self) {
+        if self.relay {
+            return;
+        }
         let counters = &self.status.counters;
         Counters::bump(&counters.received);
         counters.queue_high_water.fetch_max(self.depth(), Ordering::Relaxed);

@@ -64,7 +64,6 @@ impl Timers {
     }
 
     /// Whether no timer is pending.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::bindings::{BlockInfo, BlockState};
 mod histogram;
+mod workers;
 
 pub(crate) use histogram::Histogram;
+pub use workers::{Pool, PoolSnapshot, WorkerSnapshot, WorkerStatus};
 
 fn micros(d: Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e6)
@@ -41,6 +43,8 @@ pub struct BlockStatus {
     pub recovery: Histogram,
     /// How long swaps paused the block.
     pub swap_pause: Histogram,
+    /// Its workers, when several serve it.
+    pub pool: std::sync::OnceLock<Pool>,
 }
 
 /// Counters of one block. "Bags" are bags addressed to this block unless said otherwise.
@@ -155,6 +159,7 @@ impl BlockStatus {
             processing: Histogram::default(),
             recovery: Histogram::default(),
             swap_pause: Histogram::default(),
+            pool: std::sync::OnceLock::new(),
         }
     }
 
@@ -261,6 +266,7 @@ impl BlockStatus {
             outbox_messages: get(&c.outbox_messages),
             outbox_bytes: get(&c.outbox_bytes),
             outbox_recovered: get(&c.outbox_recovered),
+            workers: self.pool.get().map(Pool::snapshot),
         }
     }
 }
@@ -387,6 +393,9 @@ pub struct StatsSnapshot {
     /// See [`Counters::outbox_recovered`].
     #[serde(default)]
     pub outbox_recovered: u64,
+    /// Its pool of workers, when several serve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<PoolSnapshot>,
 }
 
 /// The WIT spelling of a state.

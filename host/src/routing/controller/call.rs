@@ -141,7 +141,7 @@ impl ControllerCtx {
 
     /// A call was sent: its request's sequence number is used.
     fn called(&self, seq: u64) {
-        self.me.seq.store(seq, Ordering::Relaxed);
+        self.me.seq.fetch_max(seq, Ordering::Relaxed);
         Counters::bump(&self.me.counters.sent);
         Counters::bump(&self.me.counters.calls);
     }
@@ -193,7 +193,7 @@ impl ControllerCtx {
 
     /// An answer was sent: its sequence number is used.
     fn answered(&self, seq: u64) {
-        self.me.seq.store(seq, Ordering::Relaxed);
+        self.me.seq.fetch_max(seq, Ordering::Relaxed);
         Counters::bump(&self.me.counters.sent);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Invariant: a bag is checked and stamped (`__from`, `__seq`) here whichever way it goes; the
 //! block's sequence number moves only past bags that were taken, so `__seq` counts what its
-//! receivers got. A list stops at the first bag not taken: none after it is sent. Each wait for
+//! receivers got (a block served by several workers reserves its numbers instead: each is
+//! given once, with gaps where a bag was not taken). A list stops at the first bag not taken: none after it is sent. Each wait for
 //! room is bounded by the enqueue timeout and off the call's deadline, never for the caller's
 //! own queue (which cannot drain while the caller is in a call), and none follows one that ran
 //! out in the same call.
@@ -99,7 +100,7 @@ impl ControllerCtx {
             Err((other, _)) => Err(queue.refuse(other)),
         };
         sent.map_err(|r| refusal(target, r))?;
-        self.me.seq.store(seq, Ordering::Relaxed);
+        self.me.seq.fetch_max(seq, Ordering::Relaxed);
         Counters::bump(&self.me.counters.sent);
         Ok(true)
     }
@@ -113,7 +114,7 @@ impl ControllerCtx {
             sent.error = Some(EnqueueError::QueueFull);
             return sent;
         }
-        let first = self.next_seq();
+        let first = self.next_seqs(bags.len() as u64);
         let mut stamped = Vec::with_capacity(bags.len());
         for (seq, bag) in (first..).zip(&bags) {
             match bag::stamp(bag, &self.me.responsibility, seq, self.limits) {
@@ -146,7 +147,7 @@ impl ControllerCtx {
         }
         sent.taken = taken;
         if taken > 0 {
-            self.me.seq.store(first + u64::from(taken) - 1, Ordering::Relaxed);
+            self.me.seq.fetch_max(first + u64::from(taken) - 1, Ordering::Relaxed);
             self.me.counters.sent.fetch_add(u64::from(taken), Ordering::Relaxed);
         }
         sent
@@ -154,6 +155,16 @@ impl ControllerCtx {
 
     /// The sequence number the next bag this block sends gets.
     pub(super) fn next_seq(&self) -> u64 {
-        self.me.seq.load(Ordering::Relaxed) + 1
+        self.next_seqs(1)
+    }
+
+    /// The first of `n` sequence numbers for the next bags this block sends. A block served by
+    /// several workers reserves them (its workers send at once, each number goes to one bag,
+    /// and one not taken leaves a gap); one instance takes them as it uses them (no gaps).
+    pub(super) fn next_seqs(&self, n: u64) -> u64 {
+        match self.me.pool.get() {
+            Some(_) => self.me.seq.fetch_add(n, Ordering::Relaxed) + 1,
+            None => self.me.seq.load(Ordering::Relaxed) + 1,
+        }
     }
 }

@@ -67,7 +67,7 @@ impl streams::Host for ControllerCtx {
             table.cancel(id);
             return Err(refusal(&target, queue.refuse(r)));
         }
-        self.me.seq.store(seq, Ordering::Relaxed);
+        self.me.seq.fetch_max(seq, Ordering::Relaxed);
         Counters::bump(&self.me.counters.sent);
         Ok(id)
     }
@@ -114,7 +114,7 @@ impl streams::Host for ControllerCtx {
                 return Err(StreamError::Busy);
             }
         }
-        self.me.seq.store(seq, Ordering::Relaxed);
+        self.me.seq.fetch_max(seq, Ordering::Relaxed);
         Counters::bump(&self.me.counters.sent);
         Ok(())
     }

@@ -98,7 +98,7 @@ impl topics::Host for ControllerCtx {
                 delivered += 1;
             }
         }
-        self.me.seq.store(seq, Ordering::Relaxed);
+        self.me.seq.fetch_max(seq, Ordering::Relaxed);
         Counters::bump(&self.me.counters.emitted);
         Ok(delivered)
     }

@@ -20,6 +20,7 @@ use wasmtime::Engine;
 
 use crate::bindings::BlockState;
 use crate::block::component::BlockComponent;
+use crate::block::ctx::BlockParts;
 use crate::defaults::{FINISH_REQUESTS, OutboxMode};
 use crate::deps::Graph;
 use crate::error::{CallError, RunError};
@@ -38,6 +39,7 @@ use crate::routing::router::{Route, Router};
 use crate::routing::topics::Bridge;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::stats::{BlockStatus, StatsSnapshot};
+use crate::supervision::group::Group;
 use crate::supervision::task::{BlockTask, Command, Event, Mailbox, Outcome};
 
 mod reconfigure;
@@ -198,6 +200,7 @@ impl Supervisor {
             _ => None,
         };
         let inbox = queue_tx.clone().filter(|_| hooks.reply || hooks.stream);
+        let group_queue = queue_tx.clone();
         let streams = queue_tx.clone().filter(|_| hooks.stream);
         let bag_queue = queue_tx.filter(|_| component.hooks.enqueue);
         let spilled = match (&self.server, spec.outbox) {
@@ -259,10 +262,23 @@ impl Supervisor {
             server: server.clone(),
             inbox,
         };
-        let task =
-            BlockTask::new(index, &self.engine, component, spec.clone(), status.clone(), self.links.clone(), mailbox);
         let span = tracing::info_span!("block", responsibility = %spec.responsibility);
-        let handle = self.tasks.spawn(async move { (index, task.run().await) }.instrument(span));
+        let handle = if spec.workers.pooled() {
+            let parts = BlockParts::new(&spec, status.clone(), self.links.clone(), net.clone(), server.clone(), None);
+            let group = Group::new(index, &self.engine, component, spec.clone(), parts, mailbox, group_queue);
+            self.tasks.spawn(async move { (index, group.run().await) }.instrument(span))
+        } else {
+            let task = BlockTask::new(
+                index,
+                &self.engine,
+                component,
+                spec.clone(),
+                status.clone(),
+                self.links.clone(),
+                mailbox,
+            );
+            self.tasks.spawn(async move { (index, task.run().await) }.instrument(span))
+        };
         self.task_slots.insert(handle.id(), index);
         self.slots.push(Slot { spec, removed: false, status, control: Some(control_tx), inited: false, net, server });
         Ok(index)

@@ -111,7 +111,7 @@ impl Supervisor {
         if routing_changed {
             tracing::warn!(
                 block = %spec.responsibility,
-                "a changed `durable`, `shared`, `publish_to_stream` or `outbox` applies when the host restarts; it keeps its current routing"
+                "a changed `durable`, `shared`, `publish_to_stream`, `outbox`, `workers` or `partition` applies when the host restarts; it keeps its current routing"
             );
         }
         let spec = Arc::new(spec);

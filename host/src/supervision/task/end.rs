@@ -4,13 +4,14 @@
 
 use super::{BlockTask, Fault, Life, Outcome, Reply};
 use crate::bindings::BlockState;
+use crate::block::ctx::BlockParts;
 use crate::error::CallError;
 use crate::routing::queue::Envelope;
 use crate::stats::Counters;
 
 impl BlockTask {
     pub(super) async fn finish(mut self, reply: Reply) -> Outcome {
-        self.parts.status.set_state(BlockState::Finishing);
+        self.set_state(BlockState::Finishing);
         if let Some(queue) = self.queue.as_mut() {
             queue.close();
         }
@@ -92,20 +93,9 @@ impl BlockTask {
     /// ended the block they become dead letters (no instance will ever take them); otherwise
     /// (shutdown, drain timeout) they are counted as lost. Either way they are logged.
     pub(super) async fn end(mut self, outcome: Outcome) -> Outcome {
-        let failed = match &outcome {
-            Outcome::Failed { error, gave_up } => {
-                tracing::error!(event = "failed", gave_up, "block ended by a fault: {error}");
-                Some(error.to_string())
-            }
-            // The supervisor gave up on this block (an optional block that never initialised, or
-            // one that restarted everything too often) and marked it failed before letting go.
-            Outcome::Abandoned if self.parts.status.state() == BlockState::Failed => {
-                Some("the host gave up on the block".to_owned())
-            }
-            Outcome::Finished | Outcome::Abandoned => None,
-        };
+        let failed = failure(&outcome, &self.parts);
         let state = if failed.is_some() { BlockState::Failed } else { BlockState::Finished };
-        self.parts.status.set_state(state);
+        self.set_state(state);
         self.life = Life::Down;
         // The queue closes first: socket readers and server feeds waiting to queue an event are
         // refused at once, so shutting them down below cannot hang; and no stream or call can
@@ -118,14 +108,19 @@ impl BlockTask {
         }
         // Its streams end with it (their other sides are told), and its calls with `unavailable`:
         // the places they hold in its queue are given back, so the drain below ends.
-        let me = &self.parts.status.responsibility;
-        let stream_end = match &failed {
-            Some(why) => crate::bindings::StreamEnd::Faulted(crate::defaults::detail(why)),
-            None => crate::bindings::StreamEnd::Finished,
-        };
-        self.parts.links.streams.end_block(me, &stream_end);
-        self.parts.links.calls.end_caller(me, "the caller has ended");
-        if let Some(mut queue) = queue {
+        // A worker leaves them to its group, which ends them when the whole group ends; its own
+        // queue then holds no place that is waited for (the group retires only a worker whose
+        // queue is empty), so what is in it now is all there is.
+        if self.worker.is_none() {
+            end_streams_and_calls(&self.parts, failed.as_deref());
+        }
+        if let Some(queue) = queue.as_mut().filter(|_| self.worker.is_some()) {
+            while let Ok(env) = queue.try_recv() {
+                if !matches!(env, Envelope::Reply { .. }) && !env.of_stream() {
+                    left.push((env, 0));
+                }
+            }
+        } else if let Some(mut queue) = queue {
             // After `close`, `recv` ends once the queue is empty and no sender is midway through
             // a send (or holds a place in it), so a bag a sender was told was delivered is never
             // missed.
@@ -136,64 +131,92 @@ impl BlockTask {
                 }
             }
         }
-        self.settle(left, failed);
+        settle(&self.parts, left, failed);
         // What its last lines over the log rate were, said once.
         self.parts.log_rate.flush();
-        if let Some(net) = self.parts.net.take() {
-            net.shutdown().await;
-        }
-        // After the dead letters above: acknowledging a durable one needs the server side.
-        if let Some(server) = self.parts.server.take() {
-            // What is left of the drain timeout (all of it when the block did not finish).
-            let drain = match self.drain_deadline {
-                Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
-                None => self.parts.links.settings.drain_timeout,
-            };
-            server.shutdown(drain).await;
+        // A worker's sockets and server side are its group's.
+        if self.worker.is_none() {
+            shut_down(&mut self.parts, self.drain_deadline).await;
         }
         outcome
     }
+}
 
-    /// Accounts for the bags left when the task ends.
-    fn settle(&self, left: Vec<(Envelope, u32)>, failed: Option<String>) {
-        if left.is_empty() {
-            return;
+/// Why a block that ends with `outcome` failed, if it did (logged once here).
+pub(crate) fn failure(outcome: &Outcome, parts: &BlockParts) -> Option<String> {
+    match outcome {
+        Outcome::Failed { error, gave_up } => {
+            tracing::error!(event = "failed", gave_up, "block ended by a fault: {error}");
+            Some(error.to_string())
         }
-        match failed {
-            Some(error) => {
-                tracing::warn!(
-                    event = "left_dead",
-                    bags = left.len(),
-                    "{} queued bags become dead letters",
-                    left.len()
-                );
-                for (bag, attempts) in left {
-                    self.dead_letter(bag, format!("the block failed: {error}"), attempts);
-                }
+        // The supervisor gave up on this block (an optional block that never initialised, or
+        // one that restarted everything too often) and marked it failed before letting go.
+        Outcome::Abandoned if parts.status.state() == BlockState::Failed => {
+            Some("the host gave up on the block".to_owned())
+        }
+        Outcome::Finished | Outcome::Abandoned => None,
+    }
+}
+
+/// A block's streams end with it (their other sides are told), and its calls with
+/// `unavailable`: the places they hold in its queue are given back.
+pub(crate) fn end_streams_and_calls(parts: &BlockParts, failed: Option<&str>) {
+    let me = &parts.status.responsibility;
+    let stream_end = match failed {
+        Some(why) => crate::bindings::StreamEnd::Faulted(crate::defaults::detail(why)),
+        None => crate::bindings::StreamEnd::Finished,
+    };
+    parts.links.streams.end_block(me, &stream_end);
+    parts.links.calls.end_caller(me, "the caller has ended");
+}
+
+/// Shuts a block's sockets and server side down (after its dead letters: acknowledging a
+/// durable one needs the server side), within what is left of `drain_deadline` (all of the
+/// drain timeout when the block did not finish).
+pub(crate) async fn shut_down(parts: &mut BlockParts, drain_deadline: Option<tokio::time::Instant>) {
+    if let Some(net) = parts.net.take() {
+        net.shutdown().await;
+    }
+    if let Some(server) = parts.server.take() {
+        let drain = match drain_deadline {
+            Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+            None => parts.links.settings.drain_timeout,
+        };
+        server.shutdown(drain).await;
+    }
+}
+
+/// Accounts for the bags left when a block's task ends: after a fault that ended the block
+/// (`failed`) they become dead letters; otherwise they are counted as lost (durable ones go
+/// back to their stream). Either way they are logged.
+pub(crate) fn settle(parts: &BlockParts, left: Vec<(Envelope, u32)>, failed: Option<String>) {
+    if left.is_empty() {
+        return;
+    }
+    match failed {
+        Some(error) => {
+            tracing::warn!(event = "left_dead", bags = left.len(), "{} queued bags become dead letters", left.len());
+            for (bag, attempts) in left {
+                super::recover::dead_letter(parts, bag, format!("the block failed: {error}"), attempts);
             }
-            None => {
-                // Durable ones are not acknowledged: their stream delivers them again.
-                let (durable, lost): (Vec<_>, Vec<_>) =
-                    left.into_iter().partition(|(bag, _)| matches!(bag, Envelope::Durable { .. }));
-                let counters = &self.parts.status.counters;
-                if !durable.is_empty() {
-                    counters.returned.fetch_add(durable.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(
-                        event = "returned",
-                        bags = durable.len(),
-                        "{} queued durable bags go back to their stream",
-                        durable.len()
-                    );
-                }
-                if !lost.is_empty() {
-                    counters.lost.fetch_add(lost.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(
-                        event = "lost",
-                        bags = lost.len(),
-                        "{} queued bags were never delivered",
-                        lost.len()
-                    );
-                }
+        }
+        None => {
+            // Durable ones are not acknowledged: their stream delivers them again.
+            let (durable, lost): (Vec<_>, Vec<_>) =
+                left.into_iter().partition(|(bag, _)| matches!(bag, Envelope::Durable { .. }));
+            let counters = &parts.status.counters;
+            if !durable.is_empty() {
+                counters.returned.fetch_add(durable.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    event = "returned",
+                    bags = durable.len(),
+                    "{} queued durable bags go back to their stream",
+                    durable.len()
+                );
+            }
+            if !lost.is_empty() {
+                counters.lost.fetch_add(lost.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(event = "lost", bags = lost.len(), "{} queued bags were never delivered", lost.len());
             }
         }
     }

@@ -34,13 +34,14 @@ use crate::io::server::{BlockServer, ServerState};
 use crate::manifest::BlockSpec;
 use crate::restart::Intensity;
 use crate::routing::queue::{Envelope, QueueReceiver};
-use crate::runtime::log_rate::LogRate;
-use crate::runtime::output_pace::Paces;
 use crate::stats::Counters;
+use crate::stats::WorkerStatus;
 
 mod end;
 mod recover;
 mod swap;
+
+pub(crate) use end::{end_streams_and_calls, failure, settle, shut_down};
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
 
@@ -108,6 +109,12 @@ pub enum Outcome {
         /// Whether the restart intensity was exceeded.
         gave_up: bool,
     },
+}
+
+/// What makes a task one worker of a group.
+pub struct WorkerLink {
+    /// The worker's own state and counters, and how far it got through its queue.
+    pub status: Arc<WorkerStatus>,
 }
 
 /// A fault and what was being delivered when it hit (a bag, or a socket event).
@@ -183,7 +190,10 @@ pub struct BlockTask {
     life: Life,
     retry: Option<Retry>,
     consecutive: u32,
-    intensity: Intensity,
+    /// Restarts within the policy's window; shared by the workers of a group.
+    intensity: Arc<std::sync::Mutex<Intensity>>,
+    /// Set when this task is one worker of a group (see [`crate::supervision::group`]).
+    worker: Option<WorkerLink>,
     fault_at: Option<Instant>,
     /// The server's connection state, watched for the instance's server hooks.
     server_state: Option<watch::Receiver<ServerState>>,
@@ -234,24 +244,46 @@ impl BlockTask {
         links: crate::routing::controller::Links,
         mailbox: Mailbox,
     ) -> Self {
-        let intensity = Intensity::new(spec.policy.max_restarts, spec.policy.window);
-        let log_lines_per_sec = spec.limits.log_lines_per_sec;
-        let output_pace = Paces::new(&spec.limits, &status);
+        let parts =
+            BlockParts::new(&spec, status, links, mailbox.net.clone(), mailbox.server.clone(), mailbox.inbox.clone());
+        let intensity = Arc::new(std::sync::Mutex::new(Intensity::new(spec.policy.max_restarts, spec.policy.window)));
+        Self::with_parts(index, engine, component, spec, parts, mailbox, intensity, None)
+    }
+
+    /// A task for one worker of the group `index`: it shares the group's parts (status, sockets,
+    /// server side, log rate) and restart intensity, and has a queue of its own.
+    #[allow(clippy::too_many_arguments)]
+    pub fn worker(
+        index: usize,
+        engine: &Engine,
+        component: Arc<BlockComponent>,
+        spec: Arc<BlockSpec>,
+        parts: BlockParts,
+        mailbox: Mailbox,
+        intensity: Arc<std::sync::Mutex<Intensity>>,
+        link: WorkerLink,
+    ) -> Self {
+        Self::with_parts(index, engine, component, spec, parts, mailbox, intensity, Some(link))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with_parts(
+        index: usize,
+        engine: &Engine,
+        component: Arc<BlockComponent>,
+        spec: Arc<BlockSpec>,
+        parts: BlockParts,
+        mailbox: Mailbox,
+        intensity: Arc<std::sync::Mutex<Intensity>>,
+        worker: Option<WorkerLink>,
+    ) -> Self {
         Self {
             index,
             engine: engine.clone(),
             component,
             spec,
-            server_state: mailbox.server.as_ref().map(|s| s.link().state()),
-            parts: BlockParts {
-                log_rate: Arc::new(LogRate::new(log_lines_per_sec, status.clone())),
-                output_pace,
-                status,
-                links,
-                net: mailbox.net,
-                server: mailbox.server,
-                inbox: mailbox.inbox,
-            },
+            server_state: parts.server.as_ref().map(|s| s.link().state()),
+            parts,
             control: mailbox.control,
             command_waiting: {
                 let commands = mailbox.commands;
@@ -263,6 +295,7 @@ impl BlockTask {
             retry: None,
             consecutive: 0,
             intensity,
+            worker,
             fault_at: None,
             drain_deadline: None,
         }
@@ -323,6 +356,15 @@ impl BlockTask {
     }
 
     async fn next(&mut self) -> Next {
+        // Between two steps, everything taken from the queue is done with, unless it waits to be
+        // delivered again: a group's dispatcher learns its worker's progress here.
+        if let Some(worker) = &self.worker {
+            let timers = self.life.instance().is_some_and(|i| !i.ctx().controller.timers.is_empty());
+            worker.status.timers.store(timers, std::sync::atomic::Ordering::Release);
+            if self.retry.is_none() {
+                worker.status.settle();
+            }
+        }
         let running = self.life.is_running();
         if running && self.retry.is_some() {
             return Next::Redeliver;
@@ -382,7 +424,7 @@ impl BlockTask {
                 }
             },
             Command::Reset { reply } => {
-                self.parts.status.set_state(BlockState::Restarting);
+                self.set_state(BlockState::Restarting);
                 let r = match std::mem::replace(&mut self.life, Life::Down).instance() {
                     Some(instance) => instance.finish().await,
                     None => Ok(()),
@@ -405,8 +447,7 @@ impl BlockTask {
     ) -> Result<BlockInstance, CallError> {
         let ctx = BlockCtx::new(&self.parts, component.hooks, &spec.limits, &spec.control, &spec.topics);
         let mut instance = BlockInstance::new(&self.engine, component, ctx).await?;
-        let config = serde_json::Value::Object(spec.config.clone()).to_string();
-        instance.init(&config).await?;
+        instance.init(&self.config(spec)).await?;
         if let Some(state) = state {
             instance.restore(state).await?;
         }
@@ -416,7 +457,7 @@ impl BlockTask {
     /// Brings an initialised instance to running: `run` (its outcome goes to `reply`, when the
     /// supervisor asked), then what it must hear of the server. The one way to a running instance.
     async fn start_running(&mut self, instance: BlockInstance, reply: Option<Reply>) -> Result<(), Fault> {
-        self.parts.status.set_state(BlockState::Running);
+        self.set_state(BlockState::Running);
         self.life = Life::Running(instance, Told::default());
         let Some(instance) = self.life.instance() else { return Err(CallError::Gone.into()) };
         let r = instance.run().await;
@@ -585,6 +626,23 @@ impl BlockTask {
             // The bag goes with the fault: it is delivered again or dead-lettered.
             Err(error) => Err(Fault { error, bag: Some(Box::new(env)) }),
         }
+    }
+
+    /// Moves the block (or, for a worker, this worker) to `state`.
+    fn set_state(&self, state: BlockState) {
+        match &self.worker {
+            Some(worker) => worker.status.set_state(state),
+            None => self.parts.status.set_state(state),
+        }
+    }
+
+    /// The config `init` is handed: the manifest's, and a worker's number under `__worker`.
+    fn config(&self, spec: &BlockSpec) -> String {
+        let mut config = spec.config.clone();
+        if let Some(worker) = &self.worker {
+            config.insert("__worker".to_owned(), serde_json::Value::from(worker.status.id));
+        }
+        serde_json::Value::Object(config).to_string()
     }
 
     /// A call went well: the fault streak is over.

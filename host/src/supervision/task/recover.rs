@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::{BlockTask, Command, Event, Fault, Life, Outcome, Retry};
 use crate::bindings::{BlockState, CallFailure, StreamEnd};
+use crate::block::ctx::BlockParts;
 use crate::error::CallError;
 use crate::restart::{Restart, jitter};
 use crate::routing::deadletter::{DeadLetter, now_ms};
@@ -26,6 +27,9 @@ impl BlockTask {
         self.life = down();
         let status = self.parts.status.clone();
         Counters::bump(&status.counters.faults);
+        if let Some(worker) = &self.worker {
+            Counters::bump(&worker.status.faults);
+        }
         tracing::error!(event = "fault", "block faulted: {error}");
         if let Some(bag) = bag {
             self.account(*bag, &error, false);
@@ -35,7 +39,7 @@ impl BlockTask {
         match self.spec.policy.restart {
             Restart::None | Restart::Escalate => return Err(Outcome::Failed { error, gave_up: false }),
             Restart::All => {
-                status.set_state(BlockState::Restarting);
+                self.set_state(BlockState::Restarting);
                 let event = Event::RestartAll { index: self.index, error: error.clone() };
                 // Never wait here: the supervisor may be busy resetting this very block. A full
                 // channel means a restart of everything is pending already.
@@ -48,7 +52,8 @@ impl BlockTask {
         }
         loop {
             self.consecutive += 1;
-            if !self.intensity.allow(Instant::now()) {
+            let allowed = self.intensity.lock().unwrap_or_else(|p| p.into_inner()).allow(Instant::now());
+            if !allowed {
                 tracing::error!(
                     event = "gave_up",
                     "restarted {} times within {:?}: giving up",
@@ -58,8 +63,11 @@ impl BlockTask {
                 return Err(Outcome::Failed { error, gave_up: true });
             }
             let delay = self.spec.policy.backoff.delay(self.consecutive, jitter());
-            status.set_state(BlockState::Restarting);
+            self.set_state(BlockState::Restarting);
             Counters::bump(&status.counters.restarts);
+            if let Some(worker) = &self.worker {
+                Counters::bump(&worker.status.restarts);
+            }
             tracing::info!(
                 event = "restarting",
                 attempt = self.consecutive,
@@ -82,7 +90,7 @@ impl BlockTask {
             let started = match self.ready_instance(&self.component.clone(), &self.spec.clone(), None).await {
                 Ok(instance) if runs => self.start_running(instance, None).await,
                 Ok(instance) => {
-                    status.set_state(BlockState::Starting);
+                    self.set_state(BlockState::Starting);
                     self.life = Life::Ready(instance);
                     Ok(())
                 }
@@ -135,31 +143,36 @@ impl BlockTask {
     }
 
     pub(super) fn dead_letter(&self, bag: Envelope, error: String, attempts: u32) {
-        // Given up on here: a durable one goes to the cluster's dead-letter stream, and is
-        // acknowledged (not delivered again and again) once that stream stored it. Its server
-        // side counts and records it then, once, as it does a bag on its last delivery.
-        if matches!(bag, Envelope::Durable { .. }) {
-            bag.dead(&error, attempts);
-            return;
-        }
-        // What is left of a stream goes with it: its other side is told the stream ended.
-        if bag.of_stream() {
-            return;
-        }
-        // A request's caller is told instead: it is not a dead letter, its call ends.
-        if let Envelope::Call { call, .. } = &bag {
-            call.end(CallFailure::Unavailable(error));
-            return;
-        }
-        Counters::bump(&self.parts.status.counters.dead_letters);
-        let letter = DeadLetter {
-            at_ms: now_ms(),
-            block: self.parts.status.responsibility.clone(),
-            component: self.parts.status.name.clone(),
-            error,
-            attempts,
-            bag: bag.describe(),
-        };
-        self.parts.links.dead_letters.add(letter, &self.parts.links.router);
+        dead_letter(&self.parts, bag, error, attempts);
     }
+}
+
+/// Gives up on `bag` (delivered `attempts` times): a dead letter, or whatever stands for one.
+pub(crate) fn dead_letter(parts: &BlockParts, bag: Envelope, error: String, attempts: u32) {
+    // Given up on here: a durable one goes to the cluster's dead-letter stream, and is
+    // acknowledged (not delivered again and again) once that stream stored it. Its server
+    // side counts and records it then, once, as it does a bag on its last delivery.
+    if matches!(bag, Envelope::Durable { .. }) {
+        bag.dead(&error, attempts);
+        return;
+    }
+    // What is left of a stream goes with it: its other side is told the stream ended.
+    if bag.of_stream() {
+        return;
+    }
+    // A request's caller is told instead: it is not a dead letter, its call ends.
+    if let Envelope::Call { call, .. } = &bag {
+        call.end(CallFailure::Unavailable(error));
+        return;
+    }
+    Counters::bump(&parts.status.counters.dead_letters);
+    let letter = DeadLetter {
+        at_ms: now_ms(),
+        block: parts.status.responsibility.clone(),
+        component: parts.status.name.clone(),
+        error,
+        attempts,
+        bag: bag.describe(),
+    };
+    parts.links.dead_letters.add(letter, &parts.links.router);
 }

@@ -104,7 +104,8 @@ impl BlockTask {
     fn adopt(&mut self, component: Arc<BlockComponent>, spec: Arc<BlockSpec>) {
         self.parts.status.set_version(component.hash.short());
         if spec.policy.max_restarts != self.spec.policy.max_restarts || spec.policy.window != self.spec.policy.window {
-            self.intensity = Intensity::new(spec.policy.max_restarts, spec.policy.window);
+            *self.intensity.lock().unwrap_or_else(|p| p.into_inner()) =
+                Intensity::new(spec.policy.max_restarts, spec.policy.window);
         }
         self.component = component;
         self.spec = spec;
