@@ -87,12 +87,12 @@ pub fn print(rows: &[Row]) {
 }
 
 /// Points the process's stdout at /dev/null until dropped.
-struct StdoutToNull {
+pub(crate) struct StdoutToNull {
     saved: i32,
 }
 
 impl StdoutToNull {
-    fn new() -> Option<Self> {
+    pub(crate) fn new() -> Option<Self> {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let null = std::fs::OpenOptions::new().write(true).open("/dev/null").ok()?;

@@ -10,7 +10,9 @@
 //! with what five server crashes lose ([`broker`]); and 10,000 idle blocks in one host, their
 //! start, shutdown and memory ([`many`]; `BAGPIPE_BENCH_MANY=N` runs only that, with N blocks);
 //! and request/response between two blocks next to NATS request/reply ([`calls`];
-//! `BAGPIPE_BENCH_CALLS=1` runs only that).
+//! `BAGPIPE_BENCH_CALLS=1` runs only that); and a CPU-bound transform with a pool of 1, 2 and 4
+//! workers against the same work on as many tokio tasks ([`workers`]; `BAGPIPE_BENCH_WORKERS=1`
+//! runs only that).
 //!
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
@@ -31,6 +33,7 @@ mod calls;
 mod cross;
 mod hostile;
 mod many;
+mod workers;
 
 const RUNS: usize = 5;
 const QUEUE: usize = 1024;
@@ -75,6 +78,10 @@ fn main() {
         }
         if std::env::var_os("BAGPIPE_BENCH_CALLS").is_some() {
             calls::print(&calls::measure(host, 20_000).await);
+            return;
+        }
+        if std::env::var_os("BAGPIPE_BENCH_WORKERS").is_some() {
+            workers::print(&workers::measure(host, 20_000).await);
             return;
         }
         if std::env::var_os("BAGPIPE_BENCH_SWAPS").is_some() {
@@ -155,6 +162,7 @@ fn main() {
         let cross = cross::measure(20_000).await;
         let idle = many::measure(host, 10_000).await;
         let round_trips = calls::measure(host, 20_000).await;
+        let pools = workers::measure(host, 20_000).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
@@ -213,6 +221,8 @@ fn main() {
         many::print(&idle);
         println!();
         calls::print(&round_trips);
+        println!();
+        workers::print(&pools);
     });
 }
 
@@ -399,6 +409,7 @@ async fn run_blocks(host: &Host, manifest: String) -> (f64, RunReport) {
             ("faulty", artifacts::FAULTY),
             ("sender", artifacts::SENDER),
             ("hostile", artifacts::HOSTILE),
+            ("worker", artifacts::WORKER),
         ],
     );
     let manifest = Manifest::load(dir.path()).expect("manifest");
@@ -436,16 +447,7 @@ async fn native(n: u64, transform: bool) -> f64 {
     let (tx1, rx1) = mpsc::channel::<String>(QUEUE);
     let source = tokio::spawn(async move {
         for i in 1..=n {
-            let mut bag = Map::new();
-            bag.insert("n".into(), i.into());
-            bag.insert("host".into(), "web-01.example.org".into());
-            bag.insert("app".into(), "nginx".into());
-            bag.insert("level".into(), "info".into());
-            bag.insert("text".into(), "GET /index.html HTTP/1.1 200 1532 0.004 \"curl/8.5.0\"".into());
-            bag.insert("tags".into(), vec!["edge", "eu-west"].into());
-            bag.insert("last".into(), (i == n).into());
-            let text = serde_json::to_string(&bag).expect("serialise");
-            if tx1.send(text).await.is_err() {
+            if tx1.send(source_bag(i, n)).await.is_err() {
                 return;
             }
         }
@@ -492,6 +494,20 @@ async fn native(n: u64, transform: bool) -> f64 {
     let (count, elapsed) = sink.await.expect("sink");
     assert_eq!(count, n);
     (count - 1) as f64 / elapsed.as_secs_f64()
+}
+
+/// The `i`-th of `n` bags the bench source sends, as JSON text: what the native baselines'
+/// sources send.
+fn source_bag(i: u64, n: u64) -> String {
+    let mut bag = Map::new();
+    bag.insert("n".into(), i.into());
+    bag.insert("host".into(), "web-01.example.org".into());
+    bag.insert("app".into(), "nginx".into());
+    bag.insert("level".into(), "info".into());
+    bag.insert("text".into(), "GET /index.html HTTP/1.1 200 1532 0.004 \"curl/8.5.0\"".into());
+    bag.insert("tags".into(), vec!["edge", "eu-west"].into());
+    bag.insert("last".into(), (i == n).into());
+    serde_json::to_string(&bag).expect("serialise")
 }
 
 /// Parses `n` syslog lines the way the syslog block does (its own `parse.rs`, compiled
