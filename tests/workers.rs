@@ -337,3 +337,52 @@ async fn restart_all_restarts_the_whole_group() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["bag"]["n"], 5);
 }
+
+/// Three workers of a block that connects out (`echo` connects from `run` and says hello): what
+/// comes back on each connection goes to the worker that opened it, not to whichever is free.
+#[tokio::test]
+async fn a_connection_a_worker_opened_is_that_workers() {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = server.local_addr().expect("addr").to_string();
+    let dir = BlockDir::from_manifest(&format!(
+        "[[block]]\nname = \"echo\"\nafter = []\nconnect = [\"{addr}\"]\nworkers = {{ min = 3, max = 3 }}\n[block.config]\nconnect = \"{addr}\"\n"
+    ));
+    let mut host = run(&dir, &[]);
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        let (peer, _) = server.accept().await.expect("accept");
+        peers.push(peer);
+    }
+    let connects = host.wait_for(3, |e| e["event"] == "connect").await;
+    // Each peer answers five times; echo echoes each answer back, which it then ignores.
+    for (i, peer) in peers.iter_mut().enumerate() {
+        for k in 0..5 {
+            peer.write_all(format!("answer {i}.{k}\n").as_bytes()).await.expect("write");
+            peer.flush().await.expect("flush");
+        }
+    }
+    let mut texts = 0;
+    while texts < 15 {
+        let seen = host.wait_for(1, |e| e["event"] == "data").await;
+        texts += seen
+            .iter()
+            .filter(|e| e["event"] == "data")
+            .map(|e| e["text"].as_str().unwrap_or("").matches("answer").count())
+            .sum::<usize>();
+    }
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    drop(peers);
+
+    let opener: BTreeMap<u64, u64> = connects
+        .iter()
+        .filter(|e| e["event"] == "connect")
+        .map(|e| (e["conn"].as_u64().expect("conn"), e["worker"].as_u64().expect("worker")))
+        .collect();
+    assert_eq!(opener.values().collect::<BTreeSet<_>>().len(), 3, "each worker opened one: {opener:?}");
+    for data in out.events("data") {
+        let conn = data["conn"].as_u64().expect("conn");
+        assert_eq!(data["worker"].as_u64(), opener.get(&conn).copied(), "connection {conn}: {data}");
+    }
+}

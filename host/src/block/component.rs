@@ -133,6 +133,7 @@ impl BlockComponent {
             net: None,
             server: None,
             inbox: None,
+            worker: None,
         };
         // The block's own `memory_mb` is not known here (one component may serve several blocks):
         // the check allows the most any block may have; counts of instances, tables and memories

@@ -59,6 +59,8 @@ pub struct BlockParts {
     pub log_rate: Arc<LogRate>,
     /// How many bytes a second it may print, on stdout and on stderr.
     pub output_pace: Paces,
+    /// For one worker of a block served by several: its number.
+    pub worker: Option<u32>,
 }
 
 impl BlockParts {
@@ -79,6 +81,7 @@ impl BlockParts {
             net,
             server,
             inbox,
+            worker: None,
         }
     }
 }
@@ -97,7 +100,7 @@ impl BlockCtx {
             .bridging_into(parts.server.clone().map(|s| s as Arc<dyn crate::routing::topics::TopicOutbox>));
         Self {
             controller: controller.granting(control, topics),
-            net: NetCtx::new(parts.net.clone(), clock.clone(), timeout),
+            net: NetCtx::new(parts.net.clone(), clock.clone(), timeout).of_worker(parts.worker),
             server: ServerCtx::new(parts.server.clone(), parts.status.clone(), limits, clock.clone()),
             delivery: DeliveryCtx::new(parts.status.clone(), clock, parts.net.clone(), parts.server.clone()),
             sandbox,

@@ -19,12 +19,21 @@ pub struct NetCtx {
     clock: Arc<CallClock>,
     /// How long a call may wait for a full write queue (the enqueue timeout).
     timeout: Duration,
+    /// The worker whose instance this is, for a block served by several.
+    worker: Option<u32>,
 }
 
 impl NetCtx {
     /// The `net` capability of an instance of the block whose sockets `net` holds.
     pub fn new(net: Option<Arc<NetHub>>, clock: Arc<CallClock>, timeout: Duration) -> Self {
-        Self { net, clock, timeout }
+        Self { net, clock, timeout, worker: None }
+    }
+
+    /// The context of worker `worker` of a block served by several: the connections it opens
+    /// are its own.
+    pub fn of_worker(mut self, worker: Option<u32>) -> Self {
+        self.worker = worker;
+        self
     }
 }
 
@@ -106,7 +115,7 @@ impl net::Host for NetCtx {
                 ));
             }
         };
-        let connected = self.clock.waiting(hub.connect(&address)).await;
+        let connected = self.clock.waiting(hub.connect(&address, self.worker)).await;
         match connected {
             Ok(Some(id)) => Ok(id),
             Ok(None) => Err(NetError::Io("too many connections".to_owned())),

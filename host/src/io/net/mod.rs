@@ -90,6 +90,8 @@ struct Conn {
     peer: String,
     /// The block has been told of it (its `Accept` was delivered, or the block opened it).
     told: bool,
+    /// The worker that opened it, for a block served by several.
+    opener: Option<u32>,
 }
 
 /// Every socket of one block.
@@ -180,7 +182,7 @@ impl NetHub {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let accept = Some((url.clone(), peer.to_string()));
-                        self.adopt(stream, accept);
+                        self.adopt(stream, accept, None);
                     }
                     Err(e) => {
                         // Out of file descriptors, say: back off instead of spinning.
@@ -227,7 +229,12 @@ impl NetHub {
 
     /// Takes over a connected stream: registers it and starts its reader and writer. `accept`
     /// is the listener and peer when it was accepted (an `Accept` event goes first).
-    fn adopt(self: &Arc<Self>, stream: TcpStream, accept: Option<(String, String)>) -> Option<u64> {
+    fn adopt(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        accept: Option<(String, String)>,
+        opener: Option<u32>,
+    ) -> Option<u64> {
         if self.lock().len() >= MAX_CONNECTIONS {
             Counters::bump(&self.status.counters.refused_connections);
             tracing::warn!(block = %self.responsibility, "too many connections ({MAX_CONNECTIONS}); closing a new one");
@@ -242,7 +249,8 @@ impl NetHub {
             None => (None, stream.peer_addr().map(|a| a.to_string()).unwrap_or_default(), true),
         };
         let share = Arc::new(Semaphore::new(self.conn_share()));
-        self.lock().insert(id, Conn { writes, share, cancel: cancel.clone(), listener, peer, told });
+        // Recorded before its reader starts: its first event already finds its opener.
+        self.lock().insert(id, Conn { writes, share, cancel: cancel.clone(), listener, peer, told, opener });
         Counters::bump(&self.status.counters.connections);
         let (read, write) = stream.into_split();
         self.tasks.spawn(self.clone().reader(id, read, accept, cancel.clone()));
@@ -343,11 +351,17 @@ impl NetHub {
         lock(&self.bound).iter().find(|b| b.granted && b.url == listener).and_then(|b| b.udp.clone())
     }
 
-    async fn connect(self: &Arc<Self>, address: &str) -> std::io::Result<Option<u64>> {
+    async fn connect(self: &Arc<Self>, address: &str, opener: Option<u32>) -> std::io::Result<Option<u64>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
-        Ok(self.adopt(stream, None))
+        Ok(self.adopt(stream, None, opener))
+    }
+
+    /// The worker that opened connection `id` (a block served by several workers), while it is
+    /// open.
+    pub fn opener(&self, id: u64) -> Option<u32> {
+        self.lock().get(&id).and_then(|c| c.opener)
     }
 
     fn cancel_conn(&self, id: u64) {

@@ -179,6 +179,14 @@ impl Pins {
         }
     }
 
+    /// `key` (a connection or a stream) is `worker`'s, unless a worker holds it already.
+    pub fn claim(&mut self, key: Key, worker: u32) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.held.entry(key) {
+            entry.insert(Hold { worker, upto: 0, pinned: true });
+            *self.pinned.entry(worker).or_default() += 1;
+        }
+    }
+
     fn unpin(&mut self, hold: Hold) {
         if hold.pinned
             && let Some(n) = self.pinned.get_mut(&hold.worker)

@@ -227,6 +227,12 @@ impl Group {
     /// Hands the pending envelope to a worker if one may take it now.
     fn place(&mut self) {
         while let Some((env, key)) = self.pending.take() {
+            // A connection a worker opened itself is that worker's from its first event.
+            if let (Some((Key::Conn(conn), _)), Some(hub)) = (key, &self.parts.net)
+                && let Some(opener) = hub.opener(conn)
+            {
+                self.pins.claim(Key::Conn(conn), opener);
+            }
             let loads = self.loads();
             let id = match self.pins.choose(key.map(|k| k.0), &loads) {
                 Choice::To(id) => id,
@@ -367,7 +373,7 @@ impl Group {
         };
         let hooks = self.component.hooks;
         let inbox = queue.clone().filter(|_| hooks.reply || hooks.stream);
-        let parts = BlockParts { inbox, ..self.parts.clone() };
+        let parts = BlockParts { inbox, worker: Some(id), ..self.parts.clone() };
         let (control_tx, control) = mpsc::channel(4);
         let mailbox = Mailbox {
             control,
