@@ -384,15 +384,15 @@ impl Group {
             server: None,
             inbox: None,
         };
-        let task = BlockTask::worker(
+        let link = WorkerLink { status: status.clone(), intensity: self.intensity.clone() };
+        let task = BlockTask::from_parts(
             self.index,
             &self.engine,
             self.component.clone(),
             self.spec.clone(),
             parts,
             mailbox,
-            self.intensity.clone(),
-            WorkerLink { status: status.clone() },
+            Some(link),
         );
         let span = tracing::info_span!("worker", worker = id);
         self.tasks.spawn(async move { (id, task.run().await) }.instrument(span));

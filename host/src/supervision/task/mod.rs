@@ -115,6 +115,8 @@ pub enum Outcome {
 pub struct WorkerLink {
     /// The worker's own state and counters, and how far it got through its queue.
     pub status: Arc<WorkerStatus>,
+    /// The group's restart intensity, which every worker's restarts count against.
+    pub intensity: Arc<std::sync::Mutex<Intensity>>,
 }
 
 /// A fault and what was being delivered when it hit (a bag, or a socket event).
@@ -246,37 +248,25 @@ impl BlockTask {
     ) -> Self {
         let parts =
             BlockParts::new(&spec, status, links, mailbox.net.clone(), mailbox.server.clone(), mailbox.inbox.clone());
-        let intensity = Arc::new(std::sync::Mutex::new(Intensity::new(spec.policy.max_restarts, spec.policy.window)));
-        Self::with_parts(index, engine, component, spec, parts, mailbox, intensity, None)
+        Self::from_parts(index, engine, component, spec, parts, mailbox, None)
     }
 
-    /// A task for one worker of the group `index`: it shares the group's parts (status, sockets,
-    /// server side, log rate) and restart intensity, and has a queue of its own.
-    #[allow(clippy::too_many_arguments)]
-    pub fn worker(
+    /// A task made of `parts`; with `worker`, one worker of the group `index`, which shares the
+    /// group's parts (status, sockets, server side, log rate) and restart intensity, and has a
+    /// queue of its own.
+    pub fn from_parts(
         index: usize,
         engine: &Engine,
         component: Arc<BlockComponent>,
         spec: Arc<BlockSpec>,
         parts: BlockParts,
         mailbox: Mailbox,
-        intensity: Arc<std::sync::Mutex<Intensity>>,
-        link: WorkerLink,
-    ) -> Self {
-        Self::with_parts(index, engine, component, spec, parts, mailbox, intensity, Some(link))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn with_parts(
-        index: usize,
-        engine: &Engine,
-        component: Arc<BlockComponent>,
-        spec: Arc<BlockSpec>,
-        parts: BlockParts,
-        mailbox: Mailbox,
-        intensity: Arc<std::sync::Mutex<Intensity>>,
         worker: Option<WorkerLink>,
     ) -> Self {
+        let intensity = worker.as_ref().map_or_else(
+            || Arc::new(std::sync::Mutex::new(Intensity::new(spec.policy.max_restarts, spec.policy.window))),
+            |w| w.intensity.clone(),
+        );
         Self {
             index,
             engine: engine.clone(),
