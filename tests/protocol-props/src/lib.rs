@@ -29,3 +29,5 @@ mod http_props;
 mod syslog_frame_props;
 #[cfg(test)]
 mod syslog_parse_props;
+#[cfg(test)]
+mod syslog_variants;

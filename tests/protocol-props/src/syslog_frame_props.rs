@@ -9,7 +9,7 @@ use crate::syslog_frame::{Frame, Framer};
 
 /// A frame, owned, for comparing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Got {
+pub(crate) enum Got {
     Message(Vec<u8>),
     /// Which bytes of a skipped frame were at hand depends on how the stream was cut: only the
     /// fact is compared.
@@ -26,7 +26,7 @@ fn got(frame: Frame<'_>) -> Got {
 }
 
 /// The frames of a stream that arrives in `chunks` and then ends.
-fn frames<'a>(max_frame: usize, chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Got> {
+pub(crate) fn frames<'a>(max_frame: usize, chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Got> {
     let mut framer = Framer::new(max_frame);
     let mut out = Vec::new();
     for chunk in chunks {

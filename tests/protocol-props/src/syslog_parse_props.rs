@@ -125,8 +125,8 @@ proptest! {
         timestamp in prop::option::of(timestamp_5424()),
         host in field("[a-zA-Z0-9][a-zA-Z0-9.-]{0,20}"),
         app in field("[a-zA-Z][a-zA-Z0-9_.]{0,15}"),
-        // A number is written back as a number (`0042` would come back `42`): no leading zero.
-        procid in field("[1-9][0-9]{0,5}|[a-z][a-z0-9]{0,8}"),
+        // A number comes back as sent, leading zeros and all.
+        procid in field("[0-9]{1,6}|[a-z][a-z0-9]{0,8}"),
         msgid in field("[A-Za-z0-9_]{1,12}"),
         sd in structured_data(),
         bom in any::<bool>(),

@@ -2,8 +2,8 @@
 
 use bagpipe_guest::Value;
 use bagpipe_guest::serde_json::Map;
-use chrono::{Datelike, Utc};
-use syslog_loose::{IncompleteDate, Message, Protocol, StructuredElement, Variant, decompose_pri};
+use chrono::{Datelike, NaiveDateTime, Utc};
+use syslog_loose::{IncompleteDate, Message, ProcId, Protocol, StructuredElement, Variant, decompose_pri};
 
 /// The most characters of a message that an unparsed bag quotes in `raw`.
 const RAW_CHARS: usize = 1024;
@@ -39,6 +39,9 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
     // December message read in January).
     let now = Utc::now();
     let year = move |(month, ..): IncompleteDate| if month > now.month() + 1 { now.year() - 1 } else { now.year() };
+    // An ISO 8601 time with no zone is read as UTC (see `with_utc_zone`).
+    let zoned = with_utc_zone(text, after_pri);
+    let text = zoned.as_deref().unwrap_or(text);
     let message = syslog_loose::parse_message_with_year_exact_tz(text, year, Some(Utc), Variant::Either)
         // A `<PRI>` and then no header it knows: keep the rest as the message.
         .unwrap_or_else(|_| Message {
@@ -54,6 +57,11 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
             msg: after_pri.trim_start(),
         });
     let msg = rfc3164_text(text, &message);
+    let (host, app) = rfc3164_app_without_host(text, &message);
+    let procid = message.procid.as_ref().map(|id| match (id, sent_procid(text, &message)) {
+        (ProcId::PID(pid), Some(sent)) if sent.parse() == Ok(*pid) => sent.to_owned(),
+        _ => id.to_string(),
+    });
 
     let mut out = Map::new();
     out.insert("facility".into(), facility.map(|f| f.as_str()).into());
@@ -61,9 +69,9 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
     if let Some(ts) = message.timestamp {
         out.insert("timestamp".into(), ts.to_rfc3339().into());
     }
-    out.insert("host".into(), message.hostname.into());
-    out.insert("app".into(), message.appname.into());
-    out.insert("procid".into(), message.procid.map(|p| p.to_string()).into());
+    out.insert("host".into(), host.into());
+    out.insert("app".into(), app.into());
+    out.insert("procid".into(), procid.into());
     out.insert("msgid".into(), message.msgid.into());
     let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
     out.insert("msg".into(), msg.into());
@@ -76,6 +84,54 @@ pub fn parse(frame: &[u8]) -> Result<Map<String, Value>, &'static str> {
         out.insert("structured_data".into(), structured_data(&message.structured_data).into());
     }
     Ok(out)
+}
+
+/// `text` with `Z` after its timestamp if that is an ISO 8601 one with no zone
+/// (`2026-11-30T09:15:02`, `2026-11-30T09:15:02.123`), as many RFC 3164 senders (and a few RFC 5424
+/// ones) write it; `None` if it has no such timestamp. `syslog_loose` reads an ISO 8601 timestamp
+/// only with its zone, and without one finds no header at all. A time with no zone is taken as
+/// UTC, as RFC 3164's `Mmm dd hh:mm:ss` is (the block knows no sender's zone).
+fn with_utc_zone(text: &str, after_pri: &str) -> Option<String> {
+    // After `<PRI>`: RFC 5424's version, or (RFC 3164) perhaps spaces.
+    let at = match after_pri.strip_prefix('1') {
+        Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start_matches([' ', '\t']),
+        _ => after_pri.trim_start_matches([' ', '\t']),
+    };
+    let timestamp = at.split([' ', '\t']).next()?;
+    NaiveDateTime::parse_from_str(timestamp, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+    let end = text.len() - at.len() + timestamp.len();
+    Some(format!("{}Z{}", &text[..end], &text[end..]))
+}
+
+/// Where `part`, a slice of `text` (as `syslog_loose` gives), ends in `text`.
+fn end_in(text: &str, part: &str) -> Option<usize> {
+    (part.as_ptr() as usize + part.len()).checked_sub(text.as_ptr() as usize).filter(|end| *end <= text.len())
+}
+
+/// The hostname and app of `message`. `syslog_loose` takes the one word of an RFC 3164 header
+/// with no hostname (`Nov  3 09:15:02 app: hello`, as glibc's `syslog()` writes it) for the
+/// hostname; but a hostname is followed by a space and the tag, never at once by `:`, so that
+/// word is the app (as `app[123]:` already is).
+fn rfc3164_app_without_host<'a>(text: &str, message: &Message<&'a str>) -> (Option<&'a str>, Option<&'a str>) {
+    match (&message.protocol, message.hostname, message.appname) {
+        (Protocol::RFC3164, Some(word), None)
+            if end_in(text, word).is_some_and(|end| text.as_bytes().get(end) == Some(&b':')) =>
+        {
+            (None, Some(word))
+        }
+        _ => (message.hostname, message.appname),
+    }
+}
+
+/// The procid as `text` has it: `syslog_loose` reads one that is a number as a number, which
+/// would give `0042` back as `42`.
+fn sent_procid<'a>(text: &'a str, message: &Message<&str>) -> Option<&'a str> {
+    match message.protocol {
+        // `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID`: none of them has a space.
+        Protocol::RFC5424(_) => text.split_whitespace().nth(4),
+        // `APP[PROCID]`
+        Protocol::RFC3164 => text.get(end_in(text, message.appname?)?..)?.strip_prefix('[')?.split(']').next(),
+    }
 }
 
 /// The text of `message`, read from `text`. `syslog_loose` reads structured data (as RFC 5424
