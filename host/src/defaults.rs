@@ -284,6 +284,16 @@ pub const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once.
 pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 
+// The test kit (`testkit`).
+
+/// Longest the test kit waits for the world outside the block to catch up: bytes a test wrote
+/// to reach the block's queue, what the block sent to be written or published, the server to
+/// connect or go away. Past it the test fails, saying what it waited for.
+pub const TEST_WAIT: Duration = Duration::from_secs(10);
+
+/// Most messages of the block's stdout the test kit keeps before the test reads them.
+pub const TEST_STDOUT_MESSAGES: usize = 4096;
+
 /// Limits of one block instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["io"],
     &["block"],
     &["supervision"],
-    &["ops"],
+    &["ops", "testkit"],
     &["host"],
 ];
 

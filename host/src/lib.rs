@@ -42,6 +42,7 @@ mod ops;
 pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod supervision;
+pub mod testkit;
 
 pub use block::component::BlockComponent;
 pub use error::{CallError, LoadError, ManifestError, RunError};

@@ -112,6 +112,10 @@ pub struct Links {
     pub bridge: Arc<crate::routing::topics::Bridge>,
     /// The open streams between blocks.
     pub streams: Arc<crate::routing::streams::Streams>,
+    /// Where blocks' timers wait: the runtime's clock (`None`), or a virtual one (the test kit's).
+    pub clock: Option<Arc<crate::runtime::virtual_time::VirtualClock>>,
+    /// Who watches blocks' log lines and faults, if anyone (the test kit).
+    pub tap: Option<Arc<dyn crate::stats::Tap>>,
 }
 
 impl Links {
@@ -131,6 +135,8 @@ impl Links {
             topics: Arc::default(),
             bridge: Arc::default(),
             streams: Arc::default(),
+            clock: None,
+            tap: None,
         }
     }
 }
@@ -173,13 +179,13 @@ impl ControllerCtx {
     /// The controller of a new instance of the block `me`.
     pub fn new(me: Arc<BlockStatus>, links: Links, hooks: Hooks, limits: &Limits, clock: Arc<CallClock>) -> Self {
         Self {
+            timers: Timers::new(limits.max_timers, links.clock.as_ref()),
             me,
             links,
             takes_timers: hooks.timer,
             takes_replies: hooks.reply,
             takes_streams: hooks.stream,
             inbox: None,
-            timers: Timers::new(limits.max_timers),
             limits: BagLimits { max_bytes: limits.max_bag_bytes, max_depth: limits.max_bag_depth },
             control: Vec::new(),
             topic_grants: TopicGrants::default(),
@@ -295,6 +301,9 @@ impl controller::Host for ControllerCtx {
             }
             message.truncate(cut);
             message.push_str(" [cut]");
+        }
+        if let Some(tap) = &self.links.tap {
+            tap.log(&self.me.responsibility, level, &message);
         }
         match level {
             Level::Trace => tracing::trace!(target: "bagpipe::guest", "{message}"),

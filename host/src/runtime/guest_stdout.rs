@@ -74,6 +74,11 @@ impl GuestStdout {
         Self { tx: None, status: None }
     }
 
+    /// Prints into `tx` (the test kit reads it): what it does not take at once is dropped.
+    pub fn into_channel(tx: SyncSender<Vec<u8>>) -> Self {
+        Self { tx: Some(tx), status: None }
+    }
+
     /// The same stdout, counting what is dropped for the block `status`.
     pub fn for_block(&self, status: Arc<BlockStatus>) -> Self {
         Self { tx: self.tx.clone(), status: Some(status) }

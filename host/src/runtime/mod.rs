@@ -16,3 +16,4 @@ pub(crate) mod output_pace;
 pub(crate) mod state;
 pub(crate) mod timers;
 pub(crate) mod token_bucket;
+pub(crate) mod virtual_time;

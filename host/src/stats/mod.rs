@@ -10,9 +10,11 @@ use serde::Serialize;
 
 use crate::bindings::{BlockInfo, BlockState};
 mod histogram;
+mod tap;
 mod workers;
 
 pub(crate) use histogram::Histogram;
+pub use tap::Tap;
 pub use workers::{Pool, PoolSnapshot, WorkerSnapshot, WorkerStatus};
 
 fn micros(d: Option<std::time::Duration>) -> Option<f64> {

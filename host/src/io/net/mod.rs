@@ -94,6 +94,22 @@ struct Conn {
     opener: Option<u32>,
 }
 
+/// What a hub has passed on so far, for whoever waits for sockets to be quiet (the test kit):
+/// events queued for the block, and writes done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetCounts {
+    /// Connections announced (`Accept` queued).
+    pub accepted: u64,
+    /// Bytes read from connections and queued (`Data`).
+    pub bytes_in: u64,
+    /// Connection ends queued (`Closed`).
+    pub closed: u64,
+    /// Datagrams received (queued or dropped).
+    pub datagrams: u64,
+    /// Writes done (written, or failed).
+    pub writes: u64,
+}
+
 /// Every socket of one block.
 pub struct NetHub {
     responsibility: String,
@@ -107,6 +123,8 @@ pub struct NetHub {
     /// (`send_buffer_bytes`).
     send_buffer: Arc<Semaphore>,
     send_buffer_bytes: usize,
+    /// What it passed on so far.
+    progress: Arc<tokio::sync::watch::Sender<NetCounts>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -124,6 +142,7 @@ impl NetHub {
             status,
             send_buffer: Arc::new(Semaphore::new(spec.limits.send_buffer_bytes.min(Semaphore::MAX_PERMITS))),
             send_buffer_bytes: spec.limits.send_buffer_bytes,
+            progress: Arc::new(tokio::sync::watch::Sender::new(NetCounts::default())),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
@@ -216,7 +235,9 @@ impl NetHub {
                         Envelope::Datagram { listener: url.clone(), peer: peer.to_string(), data: buf[..n].to_vec() };
                     // A full queue drops the datagram (counted by the queue); only a peer whose
                     // datagram the block will see may be answered.
-                    match self.queue.try_push(event) {
+                    let pushed = self.queue.try_push(event);
+                    self.progress.send_modify(|c| c.datagrams += 1);
+                    match pushed {
                         Ok(()) => peers.heard(peer),
                         Err((crate::routing::queue::Refusal::Closed, _)) => return,
                         Err(_) => {}
@@ -254,7 +275,7 @@ impl NetHub {
         Counters::bump(&self.status.counters.connections);
         let (read, write) = stream.into_split();
         self.tasks.spawn(self.clone().reader(id, read, accept, cancel.clone()));
-        self.tasks.spawn(writer(write, rx, cancel));
+        self.tasks.spawn(writer(write, rx, cancel, self.progress.clone()));
         Some(id)
     }
 
@@ -267,7 +288,13 @@ impl NetHub {
     ) {
         // Once the block has heard of the connection, it hears of its end too, however it ends.
         let announced = match accept {
-            Some((listener, peer)) => self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await,
+            Some((listener, peer)) => {
+                let pushed = self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await;
+                if pushed {
+                    self.progress.send_modify(|c| c.accepted += 1);
+                }
+                pushed
+            }
             None => true,
         };
         if announced {
@@ -276,7 +303,9 @@ impl NetHub {
         self.forget(id, &cancel);
         if announced {
             // Fails at once when the block takes no more events.
-            let _ = self.queue.push(Envelope::Closed { conn: id }).await;
+            if self.queue.push(Envelope::Closed { conn: id }).await.is_ok() {
+                self.progress.send_modify(|c| c.closed += 1);
+            }
         }
     }
 
@@ -297,6 +326,7 @@ impl NetHub {
             if !self.push(Envelope::Data { conn: id, data: buf[..n].to_vec() }, cancel).await {
                 return;
             }
+            self.progress.send_modify(|c| c.bytes_in += n as u64);
         }
     }
 
@@ -358,6 +388,16 @@ impl NetHub {
         Ok(self.adopt(stream, None, opener))
     }
 
+    /// What the hub has passed on so far, to wait on.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<NetCounts> {
+        self.progress.subscribe()
+    }
+
+    /// Whether everything the block sent has been written (or dropped with its connection).
+    pub fn flushed(&self) -> bool {
+        self.send_buffer.available_permits() >= self.send_buffer_bytes.min(Semaphore::MAX_PERMITS)
+    }
+
     /// The worker that opened connection `id` (a block served by several workers), while it is
     /// open.
     pub fn opener(&self, id: u64) -> Option<u32> {
@@ -371,18 +411,25 @@ impl NetHub {
     }
 }
 
-async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Write>, cancel: CancellationToken) {
+async fn writer(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Write>,
+    cancel: CancellationToken,
+    progress: Arc<tokio::sync::watch::Sender<NetCounts>>,
+) {
     loop {
         let op = tokio::select! {
             () = cancel.cancelled() => break,
             op = rx.recv() => op,
         };
         match op {
-            Some(Write::Data(data, _budget)) => {
+            Some(Write::Data(data, budget)) => {
                 let written = tokio::select! {
                     () = cancel.cancelled() => break,
                     r = write.write_all(&data) => r,
                 };
+                drop(budget);
+                progress.send_modify(|c| c.writes += 1);
                 if written.is_err() {
                     break;
                 }
@@ -393,6 +440,9 @@ async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
             }
         }
     }
+    // What was still queued gives its send buffer back now.
+    drop(rx);
+    progress.send_modify(|c| c.writes += 1);
     // Ends the reader too, which reports the close.
     cancel.cancel();
 }

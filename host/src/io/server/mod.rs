@@ -316,6 +316,8 @@ pub struct BlockServer {
     flush_rest: CancellationToken,
     /// Tells the flusher to stop now (what is left is counted as dropped).
     flush_give_up: CancellationToken,
+    /// Messages its subscriptions queued for it so far, to wait on.
+    delivered: watch::Sender<u64>,
 }
 
 /// What a block's server side is made of, from its manifest entry.
@@ -364,6 +366,7 @@ impl BlockServer {
             flushing: TaskTracker::new(),
             flush_rest: CancellationToken::new(),
             flush_give_up: CancellationToken::new(),
+            delivered: watch::Sender::new(0),
         });
         if outbox.spills() {
             server.flushing.spawn(outbox::syncer(outbox.clone()));
@@ -375,6 +378,11 @@ impl BlockServer {
     /// The block's outbox.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// How many messages its subscriptions queued for it so far, to wait on.
+    pub fn delivered(&self) -> watch::Receiver<u64> {
+        self.delivered.subscribe()
     }
 
     /// The host's link.
@@ -539,6 +547,7 @@ impl BlockServer {
             if sent.is_err() {
                 break;
             }
+            self.delivered.send_modify(|n| *n += 1);
         }
         let _ = bounded(subscriber.unsubscribe()).await;
     }

@@ -142,6 +142,8 @@ impl Supervisor {
             topics: Arc::default(),
             bridge: bridge.clone(),
             streams: Arc::default(),
+            clock: None,
+            tap: None,
         };
         // In a cluster, the outcomes of calls travel between hosts through the server.
         if let Some(link) = server.as_ref().filter(|link| link.cluster.is_some()) {

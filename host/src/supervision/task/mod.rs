@@ -39,9 +39,11 @@ use crate::stats::WorkerStatus;
 
 mod end;
 mod recover;
+mod stepping;
 mod swap;
 
 pub(crate) use end::{end_streams_and_calls, failure, settle, shut_down};
+pub use stepping::Stepping;
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
 
@@ -203,6 +205,12 @@ pub struct BlockTask {
     drain_deadline: Option<tokio::time::Instant>,
 }
 
+/// Where a step left the task: going on (with a command to obey next), or ended.
+enum Step {
+    Going(Box<BlockTask>, Option<Command>),
+    Ended(Outcome),
+}
+
 enum Next {
     Command(Option<Command>),
     /// Deliver the bag that faulted again.
@@ -292,36 +300,49 @@ impl BlockTask {
     }
 
     /// Runs until the block is finished, or fails for good.
-    pub async fn run(mut self) -> Outcome {
+    pub async fn run(self) -> Outcome {
+        let mut task = Box::new(self);
         // A command the supervisor sent while the block was restarting itself, to obey next.
         let mut obey = None;
         loop {
             let next = match obey.take() {
                 Some(cmd) => Next::Command(Some(cmd)),
-                None => self.next().await,
+                None => task.next().await,
             };
-            let carries_bag = matches!(next, Next::Envelope(_));
-            let step = match next {
-                Next::Command(None) => return self.end(Outcome::Abandoned).await,
-                Next::Command(Some(Command::Finish { reply })) => return self.finish(reply).await,
-                Next::Command(Some(cmd)) => caught(self.command(cmd)).await,
-                Next::Redeliver => caught(self.redeliver()).await,
-                Next::Timer(tag) => caught(self.timer(tag)).await,
-                Next::Envelope(env) => caught(self.deliver_batch(env)).await,
-                Next::Server => caught(self.sync_server()).await,
-                Next::Room => continue,
-            };
-            let step = match step {
-                Ok(step) => step,
-                Err(panic) => return self.host_failed(panic, carries_bag).await,
-            };
-            if let Err(fault) = step {
-                match self.recover(fault).await {
-                    Ok(cmd) => obey = cmd,
-                    Err(outcome) => return self.end(outcome).await,
+            match task.step(next).await {
+                Step::Going(going, cmd) => {
+                    task = going;
+                    obey = cmd;
                 }
+                Step::Ended(outcome) => return outcome,
             }
         }
+    }
+
+    /// Takes one step: a command, a bag (or batch), a timer, a server transition.
+    async fn step(mut self: Box<Self>, next: Next) -> Step {
+        let carries_bag = matches!(next, Next::Envelope(_));
+        let step = match next {
+            Next::Command(None) => return Step::Ended((*self).end(Outcome::Abandoned).await),
+            Next::Command(Some(Command::Finish { reply })) => return Step::Ended((*self).finish(reply).await),
+            Next::Command(Some(cmd)) => caught(self.command(cmd)).await,
+            Next::Redeliver => caught(self.redeliver()).await,
+            Next::Timer(tag) => caught(self.timer(tag)).await,
+            Next::Envelope(env) => caught(self.deliver_batch(env)).await,
+            Next::Server => caught(self.sync_server()).await,
+            Next::Room => return Step::Going(self, None),
+        };
+        let step = match step {
+            Ok(step) => step,
+            Err(panic) => return Step::Ended((*self).host_failed(panic, carries_bag).await),
+        };
+        if let Err(fault) = step {
+            match self.recover(fault).await {
+                Ok(cmd) => return Step::Going(self, cmd),
+                Err(outcome) => return Step::Ended((*self).end(outcome).await),
+            }
+        }
+        Step::Going(self, None)
     }
 
     /// The host panicked in one of this task's steps: a host bug, not the guest's. The instance

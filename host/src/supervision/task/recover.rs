@@ -31,6 +31,9 @@ impl BlockTask {
             Counters::bump(&worker.status.faults);
         }
         tracing::error!(event = "fault", "block faulted: {error}");
+        if let Some(tap) = &self.parts.links.tap {
+            tap.fault(&status.responsibility, &error);
+        }
         if let Some(bag) = bag {
             self.account(*bag, &error, false);
         }

@@ -293,6 +293,12 @@ impl Outbox {
         *self.level.borrow() <= self.max_bytes / 2
     }
 
+    /// Returns once everything in it was sent and confirmed (or dropped).
+    pub async fn emptied(&self) {
+        let mut level = self.level.subscribe();
+        let _ = level.wait_for(|held| *held == 0).await;
+    }
+
     /// Returns once [`Outbox::has_room`].
     pub async fn room(&self) {
         let half = self.max_bytes / 2;

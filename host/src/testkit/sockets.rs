@@ -1,0 +1,189 @@
+//! The test's side of the block's sockets: real loopback TCP connections to its listeners and a
+//! UDP socket that sends it datagrams. After each action the bench waits until the hub has queued
+//! what the action caused (an `Accept`, the bytes written, a `Closed`, a datagram), then
+//! settles; what the block wrote back is read once the hub has written everything it sent.
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::{Bench, TestError};
+use crate::defaults::TEST_WAIT;
+use crate::io::net::{NetCounts, NetHub};
+
+/// The test's sockets.
+#[derive(Default)]
+pub(super) struct Sockets {
+    conns: Vec<Option<TestConn>>,
+    udp: Option<UdpSocket>,
+}
+
+/// The test's end of one connection.
+pub(super) struct TestConn {
+    stream: TcpStream,
+    /// What the block wrote, read and not taken by the test yet.
+    pending: Vec<u8>,
+    /// The block closed it.
+    eof: bool,
+}
+
+/// A connection the test opened to the block, by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn(usize);
+
+impl Bench {
+    fn hub(&self) -> Result<&std::sync::Arc<NetHub>, TestError> {
+        self.net.as_ref().ok_or_else(|| {
+            TestError::Misuse("the block has no sockets (it does not export net-hook: list `on_accept`...)".to_owned())
+        })
+    }
+
+    /// The block's listeners as bound (`tcp://127.0.0.1:40123`, `udp://...`): a grant's port 0
+    /// is the port the system chose.
+    pub fn listeners(&self) -> Vec<String> {
+        self.net.as_ref().map(|hub| hub.listeners()).unwrap_or_default()
+    }
+
+    /// The address of the block's listener for `protocol` (`tcp` or `udp`): the first, or the
+    /// one whose URL contains `which`.
+    fn listener(&self, protocol: &str, which: Option<&str>) -> Result<std::net::SocketAddr, TestError> {
+        let prefix = format!("{protocol}://");
+        let url = self
+            .listeners()
+            .into_iter()
+            .filter(|u| u.starts_with(&prefix))
+            .find(|u| which.is_none_or(|w| u.contains(w)))
+            .ok_or_else(|| {
+                TestError::Misuse(format!("the block has no {protocol} listener (grant one with `listen`)"))
+            })?;
+        url[prefix.len()..].parse().map_err(|e| TestError::Misuse(format!("listener `{url}`: {e}")))
+    }
+
+    /// Waits until the hub's counts pass `done`.
+    async fn hub_caught_up(&self, what: &str, done: impl Fn(&NetCounts) -> bool) -> Result<(), TestError> {
+        let mut progress = self.hub()?.progress();
+        match tokio::time::timeout(TEST_WAIT, progress.wait_for(|c| done(c))).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(TestError::Timeout(what.to_owned())),
+        }
+    }
+
+    /// Waits until everything the block sent on its sockets was written (bounded).
+    pub(super) async fn sockets_flushed(&self) {
+        let Some(hub) = &self.net else { return };
+        let mut progress = hub.progress();
+        let _ = tokio::time::timeout(TEST_WAIT, progress.wait_for(|_| hub.flushed())).await;
+    }
+
+    /// Connects to the block's TCP listener (the first, or the one whose URL contains `which`),
+    /// waits until the block is told, and settles.
+    pub async fn connect(&mut self, which: Option<&str>) -> Result<Conn, TestError> {
+        let addr = self.listener("tcp", which)?;
+        let before = *self.hub()?.progress().borrow();
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        self.hub_caught_up("the block's listener to take the connection", |c| c.accepted > before.accepted).await?;
+        self.sockets.conns.push(Some(TestConn { stream, pending: Vec::new(), eof: false }));
+        self.settle().await;
+        Ok(Conn(self.sockets.conns.len() - 1))
+    }
+
+    fn conn(&mut self, conn: Conn) -> Result<&mut TestConn, TestError> {
+        self.sockets
+            .conns
+            .get_mut(conn.0)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| TestError::Misuse(format!("connection {} is closed (or was never opened)", conn.0)))
+    }
+
+    /// Writes `bytes` on `conn`, waits until the block's queue has them all, and settles.
+    pub async fn send(&mut self, conn: Conn, bytes: &[u8]) -> Result<(), TestError> {
+        let before = *self.hub()?.progress().borrow();
+        self.conn(conn)?.stream.write_all(bytes).await?;
+        let want = before.bytes_in + bytes.len() as u64;
+        self.hub_caught_up("the bytes written to reach the block", |c| c.bytes_in >= want).await?;
+        self.settle().await;
+        Ok(())
+    }
+
+    /// Reads what the block wrote on `conn` into its buffer, noting whether it closed it.
+    async fn drain(&mut self, conn: Conn) -> Result<&mut TestConn, TestError> {
+        self.settle().await;
+        let conn = self.conn(conn)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        while !conn.eof {
+            match conn.stream.try_read(&mut buf) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => conn.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => conn.eof = true,
+            }
+        }
+        Ok(conn)
+    }
+
+    /// What the block wrote on `conn` since the last call (everything it sent has been written
+    /// by then: the bench settled).
+    pub async fn received(&mut self, conn: Conn) -> Result<Vec<u8>, TestError> {
+        Ok(std::mem::take(&mut self.drain(conn).await?.pending))
+    }
+
+    /// Whether the block has closed `conn` (what it wrote before stays for `received`).
+    pub async fn closed_by_block(&mut self, conn: Conn) -> Result<bool, TestError> {
+        Ok(self.drain(conn).await?.eof)
+    }
+
+    /// Closes `conn` from the test's side, waits until the block's queue has the close, and
+    /// settles.
+    pub async fn close(&mut self, conn: Conn) -> Result<(), TestError> {
+        let before = *self.hub()?.progress().borrow();
+        let mut test_conn = self
+            .sockets
+            .conns
+            .get_mut(conn.0)
+            .and_then(Option::take)
+            .ok_or_else(|| TestError::Misuse(format!("connection {} is closed (or was never opened)", conn.0)))?;
+        // A connection the block closed first is gone from the hub already: nothing to wait for.
+        let gone = test_conn.eof;
+        test_conn.stream.shutdown().await?;
+        drop(test_conn);
+        if gone {
+            self.settle().await;
+            return Ok(());
+        }
+        self.hub_caught_up("the block's connection to close", |c| c.closed > before.closed).await?;
+        self.settle().await;
+        Ok(())
+    }
+
+    /// Sends the datagram `bytes` to the block's UDP listener (the first, or the one whose URL
+    /// contains `which`) from the test's UDP socket, waits until it reached the hub, and settles.
+    pub async fn datagram(&mut self, which: Option<&str>, bytes: &[u8]) -> Result<(), TestError> {
+        let addr = self.listener("udp", which)?;
+        let before = *self.hub()?.progress().borrow();
+        if self.sockets.udp.is_none() {
+            self.sockets.udp = Some(UdpSocket::bind("127.0.0.1:0").await?);
+        }
+        if let Some(udp) = &self.sockets.udp {
+            udp.send_to(bytes, addr).await?;
+        }
+        self.hub_caught_up("the datagram to reach the block", |c| c.datagrams > before.datagrams).await?;
+        self.settle().await;
+        Ok(())
+    }
+
+    /// The datagrams the block sent to the test's UDP socket since the last call.
+    pub async fn datagrams(&mut self) -> Result<Vec<Vec<u8>>, TestError> {
+        self.settle().await;
+        let Some(udp) = &self.sockets.udp else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match udp.try_recv(&mut buf) {
+                Ok(n) => out.push(buf[..n].to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+}
