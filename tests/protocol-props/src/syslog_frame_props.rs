@@ -1,7 +1,8 @@
 //! Property tests of the syslog block's TCP framing (RFC 6587): whatever bytes a client sends,
-//! in whatever pieces, framing never panics and finds the same frames as in the whole stream;
+//! in whatever pieces, framing never panics and finds the same frames as in the whole stream,
+//! byte for byte (a frame too long included: it is reported with its first `max_frame` bytes);
 //! frames built by the rules come out as they went in, and one too long is reported, skipped,
-//! and does not disturb the frames after it.
+//! and does not disturb the frames after it; the framer never holds much more than `max_frame`.
 
 use proptest::prelude::*;
 
@@ -11,16 +12,14 @@ use crate::syslog_frame::{Frame, Framer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Got {
     Message(Vec<u8>),
-    /// Which bytes of a skipped frame were at hand depends on how the stream was cut: only the
-    /// fact is compared.
-    TooLong,
+    TooLong(Vec<u8>),
     Truncated(Vec<u8>),
 }
 
 fn got(frame: Frame<'_>) -> Got {
     match frame {
         Frame::Message(b) => Got::Message(b.to_vec()),
-        Frame::TooLong(_) => Got::TooLong,
+        Frame::TooLong(b) => Got::TooLong(b.to_vec()),
         Frame::Truncated(b) => Got::Truncated(b.to_vec()),
     }
 }
@@ -84,9 +83,15 @@ proptest! {
         max_frame in 1usize..48,
     ) {
         let whole = frames(max_frame, [bytes.as_slice()]);
-        for frame in &whole {
-            if let Got::Message(m) = frame {
-                prop_assert!(m.len() <= max_frame, "a message of {} bytes, over {}", m.len(), max_frame);
+        for (i, frame) in whole.iter().enumerate() {
+            match frame {
+                Got::Message(m) => {
+                    prop_assert!(m.len() <= max_frame, "a message of {} bytes, over {}", m.len(), max_frame);
+                }
+                // Only the stream's end can cut a report short.
+                Got::TooLong(b) if i + 1 < whole.len() => prop_assert_eq!(b.len(), max_frame),
+                Got::TooLong(b) => prop_assert!(b.len() <= max_frame, "{} bytes of a frame too long", b.len()),
+                Got::Truncated(_) => {}
             }
         }
         prop_assert_eq!(frames(max_frame, cut(&bytes, &at)), whole);
@@ -116,7 +121,9 @@ proptest! {
         let bytes: Vec<u8> = messages.iter().flat_map(|(_, frame)| frame.clone()).collect();
         let want: Vec<Got> = messages
             .iter()
-            .map(|(msg, _)| if msg.len() > max_frame { Got::TooLong } else { Got::Message(msg.clone()) })
+            .map(|(msg, _)| {
+                if msg.len() > max_frame { Got::TooLong(msg[..max_frame].to_vec()) } else { Got::Message(msg.clone()) }
+            })
             .collect();
         prop_assert_eq!(frames(max_frame, cut(&bytes, &at)), want);
     }
@@ -131,6 +138,39 @@ proptest! {
         let end = head + keep.index(body.len() + 1);
         let got = frames(1024, [&frame[..end]]);
         prop_assert_eq!(got, vec![Got::Truncated(frame[..end].to_vec())]);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_counted_frame_too_long_reports_what_it_had(
+        body in prop::collection::vec(any::<u8>(), 1..60),
+        keep in any::<prop::sample::Index>(),
+        max_frame in 1usize..60,
+    ) {
+        prop_assume!(body.len() + 1 > max_frame);
+        let mut frame = format!("{} ", body.len() + 1).into_bytes();
+        let head = frame.len();
+        frame.push(b'<');
+        frame.extend(&body);
+        // Cut anywhere after the `LEN SP` and before the end: the report is the message's first
+        // `max_frame` bytes, or what came of them.
+        let end = head + keep.index(body.len() + 1);
+        let got = frames(max_frame, [&frame[..end]]);
+        prop_assert_eq!(got, vec![Got::TooLong(frame[head..end.min(head + max_frame)].to_vec())]);
+    }
+
+    #[test]
+    fn the_framer_holds_at_most_max_frame_bytes_and_a_length(
+        bytes in stream(),
+        at in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        max_frame in 1usize..48,
+    ) {
+        let mut framer = Framer::new(max_frame);
+        for chunk in cut(&bytes, &at) {
+            framer.push(chunk, &mut |_| {});
+            let held = framer.snapshot()["buf"].as_array().map_or(0, Vec::len);
+            // `LEN SP` and less than `max_frame` bytes; a line of `max_frame` bytes and a `\r`.
+            prop_assert!(held <= max_frame + 11, "{} bytes held, max_frame {}", held, max_frame);
+        }
     }
 
     #[test]
@@ -153,6 +193,44 @@ proptest! {
 /// over `max_frame`.
 #[test]
 fn a_digit_run_at_the_end_over_max_frame_is_too_long() {
-    assert_eq!(frames(3, [b"12345".as_slice()]), vec![Got::TooLong]);
+    assert_eq!(frames(3, [b"12345".as_slice()]), vec![Got::TooLong(b"123".to_vec())]);
     assert_eq!(frames(5, [b"12345".as_slice()]), vec![Got::Message(b"12345".to_vec())]);
+}
+
+/// A frame too long was reported with the bytes of it that were at hand, so with different bytes
+/// depending on where the stream was cut, and an octet-counted one with other bytes than the same
+/// message newline-framed.
+#[test]
+fn a_frame_too_long_is_reported_with_its_first_max_frame_bytes_however_the_stream_is_cut() {
+    let long = b"<13>1 - - - - - - 0123456789";
+    let next = Got::Message(b"<13>next".to_vec());
+    let want = vec![Got::TooLong(long[..16].to_vec()), next];
+    let counted = [format!("{} ", long.len()).as_bytes(), long, b"<13>next\n"].concat();
+    let line = [long.as_slice(), b"\n<13>next\n"].concat();
+    let crlf = [long.as_slice(), b"\r\n<13>next\n"].concat();
+    for stream in [counted, line, crlf] {
+        let name = String::from_utf8_lossy(&stream).into_owned();
+        assert_eq!(frames(16, [stream.as_slice()]), want, "{name:?} whole");
+        for i in 0..=stream.len() {
+            let (a, b) = stream.split_at(i);
+            assert_eq!(frames(16, [a, b]), want, "{name:?} cut at {i}");
+        }
+        assert_eq!(frames(16, stream.chunks(1)), want, "{name:?} in single bytes");
+    }
+}
+
+/// A line exactly `max_frame` bytes long, with or without a `\r` before its newline, is a
+/// message; one byte more is too long, a `\r` too.
+#[test]
+fn a_line_is_too_long_from_max_frame_and_one_byte() {
+    for end in ["\n", "\r\n"] {
+        let fits = format!("<13>456789{end}");
+        assert_eq!(frames(10, fits.as_bytes().chunks(1)), vec![Got::Message(b"<13>456789".to_vec())], "{end:?}");
+    }
+    for over in ["<13>4567890\n", "<13>4567890\r\n", "<13>456789\r\r\n"] {
+        let over = format!("{over}<13>next\n");
+        let want = vec![Got::TooLong(b"<13>456789".to_vec()), Got::Message(b"<13>next".to_vec())];
+        assert_eq!(frames(10, [over.as_bytes()]), want, "{over:?}");
+        assert_eq!(frames(10, over.as_bytes().chunks(1)), want, "{over:?} in single bytes");
+    }
 }

@@ -247,7 +247,9 @@ impl<F: Flavor> Block for Syslog<F> {
     }
 
     fn on_datagram(&mut self, ctl: &Controller, _listener: String, peer: String, data: Vec<u8>) {
-        let frame = if data.len() > self.max_frame { Frame::TooLong(&data) } else { Frame::Message(&data) };
+        // Reported as the framer reports a TCP frame that is too long: its first `max_frame` bytes.
+        let frame =
+            if data.len() > self.max_frame { Frame::TooLong(&data[..self.max_frame]) } else { Frame::Message(&data) };
         Self::emit(ctl, &self.out, &mut self.waiting, &mut self.outgoing, "udp", Some(&peer), frame);
         Self::pass_on(ctl, &self.out.to, &mut self.outgoing);
     }

@@ -2,8 +2,16 @@
 //!
 //! Each frame is either octet-counted (`LEN SP MSG`, told apart by a leading digit run followed by
 //! a space) or ends at a newline (a `\r` before it is dropped); the choice is made frame by frame.
-//! The buffer never holds more than one frame of at most `max_frame` bytes plus one chunk: a
-//! longer frame is reported as [`Frame::TooLong`] and skipped without being kept.
+//!
+//! A frame longer than `max_frame` (octet-counted: its count is over it; newline-framed: its line,
+//! without the newline and a `\r` before it, is) is reported once, as [`Frame::TooLong`] with
+//! exactly its first `max_frame` bytes (of the message after `LEN SP`; of the line), and the rest
+//! of it is skipped (up to the count; up to and including the newline); framing goes on with the
+//! next frame. The framer holds those bytes back until it has them all, so the report is the same
+//! however the stream was cut; only a stream that ends first reports fewer: what it had.
+//!
+//! The buffer never holds more than one frame's header and at most `max_frame` bytes of it plus
+//! one chunk: what is skipped is never kept.
 
 use bagpipe_guest::{Value, json};
 
@@ -14,7 +22,8 @@ const MAX_LEN_DIGITS: usize = 10;
 pub enum Frame<'a> {
     /// One whole message.
     Message(&'a [u8]),
-    /// A frame longer than `max_frame`, skipped; these are the bytes of it at hand.
+    /// A frame longer than `max_frame`, skipped; these are its first `max_frame` bytes (fewer
+    /// only if the stream ended before they all came).
     TooLong(&'a [u8]),
     /// The stream ended inside an octet-counted frame; these are the bytes it had.
     Truncated(&'a [u8]),
@@ -104,7 +113,11 @@ impl Framer {
                 Header::Counted { len, at } => {
                     let body = &rest[at..];
                     if len > self.max_frame as u64 {
-                        emit(Frame::TooLong(&body[..body.len().min(self.max_frame)]));
+                        // Reported with its first `max_frame` bytes once they are all here.
+                        if body.len() < self.max_frame {
+                            break;
+                        }
+                        emit(Frame::TooLong(&body[..self.max_frame]));
                         pos += at;
                         self.skip = Skip::Bytes(len);
                     } else if body.len() as u64 >= len {
@@ -121,15 +134,16 @@ impl Framer {
                         Some(i) => {
                             let line = trim_cr(&rest[..from + i]);
                             if line.len() > self.max_frame {
-                                emit(Frame::TooLong(line));
+                                emit(Frame::TooLong(&line[..self.max_frame]));
                             } else if !line.is_empty() {
                                 emit(Frame::Message(line));
                             }
                             pos += from + i + 1;
                         }
-                        // (A `\r` at the end may be the one before the newline.)
+                        // Too long whatever follows. (A `\r` at the end may be the one before
+                        // the newline.)
                         None if trim_cr(rest).len() > self.max_frame => {
-                            emit(Frame::TooLong(rest));
+                            emit(Frame::TooLong(&rest[..self.max_frame]));
                             pos = self.buf.len();
                             self.skip = Skip::Line;
                         }
@@ -167,16 +181,20 @@ impl Framer {
         Some(Framer { max_frame, buf, skip, scanned: 0 })
     }
 
-    /// The stream ended: what is left of an unfinished frame, if anything.
+    /// The stream ended: what is left of an unfinished frame, if anything. An octet-counted
+    /// frame cut off is [`Frame::Truncated`] with every byte it had, `LEN SP` too; one whose
+    /// count is over `max_frame` is still [`Frame::TooLong`], with the bytes of its message it
+    /// had (fewer than `max_frame`, or it would have been reported already).
     pub fn finish(&self) -> Option<Frame<'_>> {
         if !matches!(self.skip, Skip::Nothing) || self.buf.is_empty() {
             return None;
         }
         match header(&self.buf) {
+            Header::Counted { len, at } if len > self.max_frame as u64 => Some(Frame::TooLong(&self.buf[at..])),
             Header::Counted { .. } => Some(Frame::Truncated(&self.buf)),
             // (Only digits, `Wait`, may be longer than a small `max_frame`.)
             Header::Wait | Header::Line if trim_cr(&self.buf).len() > self.max_frame => {
-                Some(Frame::TooLong(trim_cr(&self.buf)))
+                Some(Frame::TooLong(&self.buf[..self.max_frame]))
             }
             Header::Wait | Header::Line => {
                 let line = trim_cr(&self.buf);

@@ -9,7 +9,7 @@
 //! Config: `to` (where the bags go, default `"sink"`; `""` for nowhere), `publish` (a message
 //! server subject each bag is also published to, e.g. `"logs.syslog"`; the manifest must grant
 //! it), `max_frame` (the longest message in bytes, default 65536; a longer one is skipped and
-//! reported).
+//! reported with its first `max_frame` bytes, the same however the stream was cut).
 //!
 //! A message becomes `{"facility": "local0", "severity": "err", "timestamp": "2024-05-01T12:00:00+00:00",
 //! "host", "app", "procid", "msgid", "msg", "protocol": "rfc5424" | "rfc3164", "transport": "udp" |
@@ -18,7 +18,10 @@
 //! are `null` when it has none; dates without a zone are UTC. A message with a valid `<PRI>` but
 //! no header is kept whole in `msg`. Anything else (no `<PRI>`, not UTF-8, empty, longer than
 //! `max_frame`, cut off by the connection closing) becomes `{"unparsed": true, "reason": ..,
-//! "raw": <the first 1024 characters>, "transport", "peer"}`: never dropped.
+//! "raw": <the first 1024 characters>, "transport", "peer"}`: never dropped. For a frame longer
+//! than `max_frame` (`"reason": "frame too long"`), `raw` is read from its first `max_frame` bytes
+//! only (of the datagram, of an octet-counted frame's message after `LEN SP`, of the line), the
+//! same however the TCP stream was cut; fewer only if the connection closed before they came.
 //!
 //! A hot swap carries each connection's peer and unfinished frame over to the new version
 //! (`state` hook), so no byte is lost; after a restart, `peer` is `null` on a connection opened
