@@ -9,6 +9,8 @@ use bagpipe::StatsSnapshot;
 use bagpipe::{Host, HostConfig, Manifest, RunReport};
 use clap::{Parser, Subcommand};
 
+mod new;
+mod scenarios;
 mod table;
 use tracing_subscriber::EnvFilter;
 
@@ -90,6 +92,34 @@ enum Command {
         #[arg(long)]
         workers: bool,
     },
+    /// Run the scenario files next to a manifest (DIR/tests/*.toml), each on a fresh instance of
+    /// its block with the other blocks as stand-ins; print a diff for each failure and fail.
+    Test {
+        /// The component directory (holding `bagpipe.toml`), or a manifest file.
+        dir: PathBuf,
+        /// First build this cargo workspace of blocks for wasm32-wasip2 and copy the components
+        /// the manifest names into DIR.
+        #[arg(long, value_name = "GUESTS")]
+        build: Option<PathBuf>,
+    },
+    /// Create a block crate in DIR/NAME: the block, its tests (through the real host), a manifest
+    /// that runs it and a test scenario, depending on the guest and test SDKs of a bagpipe
+    /// repository.
+    New {
+        /// The block's name, which names its crate, component and responsibility: lowercase
+        /// letters, digits, `-` and `_`, starting with a letter.
+        name: String,
+        /// What the block starts as.
+        #[arg(long, value_enum, default_value_t = new::Kind::Transform)]
+        kind: new::Kind,
+        /// The directory to create the crate in.
+        #[arg(long, value_name = "PATH", default_value = ".")]
+        dir: PathBuf,
+        /// The bagpipe repository whose `guest-sdk/` and `test-sdk/` the crate depends on (by
+        /// absolute path); by default the one this binary was built from.
+        #[arg(long, value_name = "REPO")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// How log lines look.
@@ -168,6 +198,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::Check { dir } => check(&dir).await,
         Command::Status { admin, dead_letters, workers } => status(&admin, dead_letters, workers).await,
+        Command::Test { dir, build } => scenarios::test(&dir, build.as_deref()).await,
+        Command::New { name, kind, dir, sdk } => new::new_block(&name, kind, &dir, sdk.as_deref()),
     };
     match result {
         Ok(code) => code,

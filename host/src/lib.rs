@@ -18,7 +18,8 @@
 //! - `io`: the sockets (`net`) and the message server (`server`) capabilities;
 //! - `block`: a block's store (sandbox plus capabilities), components and instances;
 //! - `supervision`: the supervisor, one task per block, live reload;
-//! - `ops`, `host`: the admin endpoint, guest builds, and the embedding API.
+//! - `ops`, `testkit`, `host`: the admin endpoint, guest builds, the test kit for block authors,
+//!   and the embedding API.
 //!
 //! What embedders use is re-exported here: [`Host`] and [`HostConfig`], the [`manifest`], the
 //! errors, and what a run reports.

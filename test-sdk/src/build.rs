@@ -1,6 +1,7 @@
 //! Building a block crate for the test that loads it: `cargo build --release --target
-//! wasm32-wasip2` in a target directory of its own (so it never waits on the lock of the build
-//! running the test), once per crate per test process.
+//! wasm32-wasip2` in a target directory of its own (`bagpipe-test` under `CARGO_TARGET_DIR`, or
+//! under the crate's `target/`: never the directory of the build running the test, whose lock
+//! that build may hold), once per crate per test process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +44,10 @@ pub fn build(dir: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
 
 fn build_now(dir: &Path) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = dir.join("target").join("bagpipe-test");
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(shared) => PathBuf::from(shared).join("bagpipe-test"),
+        None => dir.join("target").join("bagpipe-test"),
+    };
     let output = Command::new(cargo)
         .current_dir(dir)
         .args(["build", "--release", "--message-format=json-render-diagnostics", "--target", TARGET])

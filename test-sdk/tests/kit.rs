@@ -173,6 +173,12 @@ fn the_server_takes_what_the_block_publishes_and_brings_it_messages() {
     assert_eq!(forwarded.len(), 1);
     assert_eq!(forwarded[0].subject, "out.fwd");
     assert!(b.message("nobody.listens", b"{}", None).is_err(), "no subscription takes it");
+    // Its answer to a request goes to the request's inbox.
+    b.message("in.q", br#"{"q": 2}"#, Some("_INBOX.test.1")).unwrap();
+    let answers = b.published().unwrap();
+    let subjects: Vec<_> = answers.iter().map(|p| p.subject.as_str()).collect();
+    assert_eq!(subjects, vec!["out.fwd", "_INBOX.test.1"], "forwarded, then answered");
+    assert_eq!(serde_json::from_slice::<Value>(&answers[1].payload).unwrap()["echo"]["q"], 2);
 
     b.server_disconnect().unwrap();
     assert!(b.printed().contains("\"disconnected\""));

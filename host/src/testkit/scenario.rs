@@ -63,7 +63,8 @@ pub struct Step {
     pub close: bool,
     /// A datagram to send to its UDP listener.
     pub datagram: Option<String>,
-    /// A server message: `{ subject, payload }` (payload: text, or a table sent as JSON).
+    /// A server message: `{ subject, payload, reply }` (payload: text, or a table sent as JSON;
+    /// what the block publishes to `reply` is in `expect.published`).
     pub message: Option<toml::Table>,
     /// Move the clock this many milliseconds.
     pub advance_ms: Option<u64>,
@@ -85,7 +86,8 @@ pub struct Expect {
     pub received: Option<String>,
     /// What it published: `{ subject, payload }` each, in order (payload matched by subset).
     pub published: Option<Vec<toml::Table>>,
-    /// The answer to the step's call (by subset), or `error` for a failure's kind.
+    /// The answer to the step's call (by subset); a failure reads `{ error = "refused", why =
+    /// ".." }` (`timeout`, `faulted`, `refused`, `no-reply`, `unavailable`).
     pub answer: Option<toml::Value>,
     /// Lines it logged: `{ level, message }`, each message a part of a line's.
     pub logs: Option<Vec<toml::Table>>,
@@ -191,7 +193,8 @@ async fn play(bench: &mut Bench, step: &Step, conn: &mut Option<Conn>) -> Result
             Some(other) => json(other).to_string(),
             None => String::new(),
         };
-        bench.message(subject, payload.as_bytes(), None).await.map_err(e)?;
+        let reply = message.get("reply").and_then(toml::Value::as_str);
+        bench.message(subject, payload.as_bytes(), reply).await.map_err(e)?;
     }
     if let Some(ms) = step.advance_ms {
         bench.advance(Duration::from_millis(ms)).await;
@@ -200,7 +203,7 @@ async fn play(bench: &mut Bench, step: &Step, conn: &mut Option<Conn>) -> Result
         let answer = bench.call(&table_json(bag)).await.map_err(e)?;
         return Ok(Some(match answer {
             Ok(answer) => answer,
-            Err(failure) => serde_json::json!({ "error": format!("{failure:?}") }),
+            Err(failure) => failure_json(&failure),
         }));
     }
     Ok(None)
@@ -287,6 +290,22 @@ async fn check(bench: &mut Bench, step: &Step, conn: Option<Conn>, answer: Optio
     {
         let got: Vec<Value> = faults.iter().map(|f| Value::from(f.to_string())).collect();
         fail("its faults", &Value::from(want), &Value::from(got));
+    }
+}
+
+/// A call's failure as a scenario writes it: `{ error = "refused", why = ".." }`.
+fn failure_json(failure: &super::CallFailure) -> Value {
+    use super::CallFailure as F;
+    let (kind, why) = match failure {
+        F::Timeout => ("timeout", None),
+        F::Faulted(why) => ("faulted", Some(why)),
+        F::Refused(why) => ("refused", Some(why)),
+        F::NoReply => ("no-reply", None),
+        F::Unavailable(why) => ("unavailable", Some(why)),
+    };
+    match why {
+        Some(why) => serde_json::json!({ "error": kind, "why": why }),
+        None => serde_json::json!({ "error": kind }),
     }
 }
 

@@ -16,6 +16,8 @@ use crate::stats::BlockStatus;
 /// The server of one bench.
 pub(super) struct Server {
     broker: Broker,
+    /// The reply subjects of the test's messages: what the block publishes there is its answer.
+    replies: Vec<String>,
     link: Arc<ServerLink>,
     /// The block's side of it.
     pub(super) block: Arc<BlockServer>,
@@ -47,7 +49,7 @@ impl Server {
             queue,
             status.clone(),
         );
-        Ok(Self { broker, link, block })
+        Ok(Self { broker, link, block, replies: Vec::new() })
     }
 
     /// Waits (bounded) until the server confirmed everything the block published, while it is
@@ -60,7 +62,8 @@ impl Server {
 
     /// What the block published so far, taken.
     pub(super) fn take_published(&self) -> Vec<Published> {
-        self.broker.take_published()
+        let replies = &self.replies;
+        self.broker.take_published_where(|p| !p.subject.starts_with("_INBOX.") || replies.contains(&p.subject))
     }
 
     /// Closes the host's link and the broker.
@@ -85,7 +88,8 @@ impl Bench {
     }
 
     /// Takes what the block published since the last call (confirmed by the server, in order;
-    /// not the host's own round trips).
+    /// its answers to the test's messages included, not the host's own round trips). Payloads
+    /// are what the block published: a bag carries its host keys (`__from`, `__seq`).
     pub fn published(&mut self) -> Result<Vec<Published>, TestError> {
         Ok(self.server()?.take_published())
     }
@@ -98,6 +102,9 @@ impl Bench {
     /// Publishes `payload` on `subject` (with `reply` as its reply subject), waits until the
     /// block's subscription queued it, and settles. Fails when no subscription takes it.
     pub async fn message(&mut self, subject: &str, payload: &[u8], reply: Option<&str>) -> Result<(), TestError> {
+        if let (Some(server), Some(reply)) = (self.server.as_mut(), reply) {
+            server.replies.push(reply.to_owned());
+        }
         let server = self.server()?;
         let mut delivered = server.block.delivered();
         let before = *delivered.borrow_and_update();

@@ -177,6 +177,16 @@ impl Broker {
         taken
     }
 
+    /// The messages `wanted` picks (in arrival order), taken out of the record; the other
+    /// messages to `_INBOX.` subjects (clients' own round trips) are dropped with them, the rest
+    /// stay.
+    pub fn take_published_where(&self, wanted: impl Fn(&Published) -> bool) -> Vec<Published> {
+        let mut state = self.shared.lock();
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.published).into_iter().partition(|p| wanted(p));
+        state.published = kept.into_iter().filter(|p| !is_inbox(&p.subject)).collect();
+        taken
+    }
+
     /// Delivers a message to the matching subscriptions as if a client had published it (it is
     /// not recorded in [`Broker::published`]); says how many subscriptions got it (none when
     /// a subject is not valid). Line breaks in header names and values are replaced by spaces.
