@@ -82,12 +82,16 @@ async fn a_malformed_scenario_names_its_file_and_the_problem() {
     let dir = dir_with(&[
         ("typo.toml", "block = \"upper\"\n[[step]]\nenqueu = { text = \"x\" }\n"),
         ("nobody.toml", "block = \"nobody\"\n"),
+        ("message.toml", "block = \"upper\"\n[[step]]\nmessage = { subjet = \"x\" }\n"),
+        ("logs.toml", "block = \"upper\"\n[[step]]\nenqueue = {}\nexpect.logs = [{ mesage = \"x\" }]\n"),
     ]);
     let out = test(&dir).await;
     assert!(!out.status.success());
     let text = out.stdout.join("\n");
     assert!(text.contains("typo.toml") && text.contains("unknown field `enqueu`"), "{text}");
     assert!(text.contains("the manifest has no block `nobody`"), "{text}");
+    assert!(text.contains("message.toml") && text.contains("unknown field `subjet`"), "{text}");
+    assert!(text.contains("logs.toml") && text.contains("unknown field `mesage`"), "{text}");
 }
 
 #[tokio::test]
@@ -155,10 +159,10 @@ call = { do = "answer", n = 3 }
 expect.answer = { echo = { n = 3 } }
 [[step]]
 call = { do = "refuse" }
-expect.answer = { error = "refused", why = "refused on purpose" }
+expect.failure = { error = "refused", why = "on purpose" }
 [[step]]
 call = { do = "trap" }
-expect.answer = { error = "faulted" }
+expect.failure = { error = "faulted" }
 expect.faults = 1
 "#,
         ),

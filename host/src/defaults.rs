@@ -294,6 +294,16 @@ pub const TEST_WAIT: Duration = Duration::from_secs(10);
 /// Most messages of the block's stdout the test kit keeps before the test reads them.
 pub const TEST_STDOUT_MESSAGES: usize = 4096;
 
+/// Most bags a stand-in holds before the test reads them (it takes any bag, of any size).
+pub const TEST_STAND_IN_QUEUE: usize = 1 << 16;
+
+/// Most bytes a stand-in holds before the test reads them.
+pub const TEST_STAND_IN_BYTES: usize = 1 << 30;
+
+/// The largest table a scenario's line diff builds (lines expected × lines got); past it both
+/// sides are shown whole.
+pub const TEST_DIFF_CELLS: usize = 4_000_000;
+
 /// Limits of one block instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -25,7 +25,9 @@ mod build;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use bagpipe::testkit::{Arrived, Conn, Fault, Finished, LogLine, PendingTimer, Published, TEST_SENDER, TestError};
+pub use bagpipe::testkit::{
+    Arrived, Conn, Fault, Finished, LogLine, PendingTimer, Published, TEST_SENDER, TestError, without_host_keys,
+};
 use bagpipe::testkit::{Bench, Setup};
 pub use build::{BuildError, build};
 pub use serde_json::{Value, json};
@@ -40,7 +42,7 @@ pub fn block(component: impl AsRef<Path>) -> Builder {
     Builder {
         component: component.as_ref().to_path_buf(),
         entry: String::new(),
-        config: Value::Object(Default::default()),
+        config: None,
         stand_ins: Vec::new(),
         server: false,
     }
@@ -54,15 +56,16 @@ pub type Answer = bagpipe::testkit::Answer;
 pub struct Builder {
     component: PathBuf,
     entry: String,
-    config: Value,
+    config: Option<Value>,
     stand_ins: Vec<(String, Option<Answer>)>,
     server: bool,
 }
 
 impl Builder {
-    /// The config `init` is handed (a JSON object).
+    /// The config `init` is handed (a JSON object; without it, the entry's `[block.config]`,
+    /// or none).
     pub fn config(mut self, config: Value) -> Self {
-        self.config = config;
+        self.config = Some(config);
         self
     }
 
@@ -99,7 +102,10 @@ impl Builder {
     /// Loads and checks the component, calls `init` and `run`.
     pub fn start(self) -> Result<Block, TestError> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let mut setup = Setup::component(&self.component, &self.entry, self.config)?;
+        let mut setup = Setup::component(&self.component, &self.entry)?;
+        if let Some(config) = self.config {
+            setup = setup.config(config)?;
+        }
         setup.stand_ins = self.stand_ins;
         setup.server = self.server;
         let bench = runtime.block_on(Bench::start(setup))?;
@@ -111,16 +117,6 @@ impl Builder {
 pub struct Block {
     runtime: tokio::runtime::Runtime,
     bench: Option<Bench>,
-}
-
-/// Removes the host's keys (`__from`, `__seq`...) from a bag.
-pub fn without_host_keys(bag: &Value) -> Value {
-    match bag {
-        Value::Object(map) => Value::Object(
-            map.iter().filter(|(k, _)| !k.starts_with("__")).map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 impl Block {
@@ -150,9 +146,10 @@ impl Block {
         self.run(async |b| b.call(&bag).await)
     }
 
-    /// Moves the clock `by` forward: the block's timers it passes fire, in order.
-    pub fn advance(&mut self, by: Duration) {
-        self.run(async |b| b.advance(by).await);
+    /// Moves the clock `by` forward: the block's timers it passes fire, in order, each when it
+    /// is due (a timer its handler sets again fires again within `by`).
+    pub fn advance(&mut self, by: Duration) -> Result<(), TestError> {
+        self.run(async |b| b.advance(by).await)
     }
 
     /// The block's pending timers, soonest first.
@@ -246,7 +243,9 @@ impl Block {
         self.run(async |b| b.datagrams().await)
     }
 
-    /// Takes what the block published since the last call, as the server received it.
+    /// Takes what the block published since the last call, as the server received it (a bag's
+    /// payload carries its host keys: compare it with [`without_host_keys`]). Its answers to
+    /// the test's messages are among them.
     pub fn published(&mut self) -> Result<Vec<Published>, TestError> {
         self.bench().published()
     }

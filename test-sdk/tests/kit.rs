@@ -69,10 +69,10 @@ fn timers_fire_only_when_the_clock_passes_them() {
         "x was cancelled"
     );
     assert!(!b.printed().contains("\"timer\""), "nothing fired yet");
-    b.advance(Duration::from_millis(15));
+    b.advance(Duration::from_millis(15)).unwrap();
     let fired: Vec<_> = printed_events(&b.printed()).into_iter().filter(|e| e["event"] == "timer").collect();
     assert_eq!(fired, vec![json!({"event": "timer", "tag": "a"})]);
-    b.advance(Duration::from_millis(15));
+    b.advance(Duration::from_millis(15)).unwrap();
     let fired: Vec<_> = printed_events(&b.printed()).into_iter().map(|e| e["tag"].clone()).collect();
     assert_eq!(fired, vec![json!("b"), json!("c")], "in order");
     assert!(b.timers().is_empty());
@@ -184,5 +184,88 @@ fn the_server_takes_what_the_block_publishes_and_brings_it_messages() {
     assert!(b.printed().contains("\"disconnected\""));
     b.server_reconnect().unwrap();
     assert!(b.printed().contains("\"connected\""));
+    b.finish().unwrap();
+}
+
+#[test]
+fn a_timer_set_again_by_its_handler_fires_as_often_as_it_would_in_that_time() {
+    let mut b = block(artifacts::SOURCE)
+        .config(json!({"to": "sink", "count": 5, "interval_ms": 100}))
+        .stand_in("sink")
+        .start()
+        .unwrap();
+    b.advance(Duration::from_secs(1)).unwrap();
+    let bags = b.bags_to("sink");
+    assert_eq!(bags.len(), 5, "one every 100 ms, not one per advance: {bags:?}");
+    assert_eq!(bags[4]["last"], true);
+    assert_eq!(b.timers(), vec![], "done");
+    b.finish().unwrap();
+}
+
+#[test]
+fn bags_the_block_sends_to_test_are_the_test_s() {
+    let mut b = block(artifacts::TRANSFORM).config(json!({"to": "test"})).start().unwrap();
+    b.enqueue(json!({"text": "back"})).unwrap();
+    assert_eq!(b.bags_to("test"), vec![json!({"text": "BACK", "seen_by_transform": 1})]);
+    b.finish().unwrap();
+}
+
+#[test]
+fn closing_a_connection_the_block_closed_first_returns_at_once() {
+    let mut b = block(artifacts::HTTP).entry("listen = [\"tcp://127.0.0.1:0\"]").start().unwrap();
+    let conn = b.connect(None).unwrap();
+    // Not HTTP: answered 400, then the block closes the connection.
+    b.send(conn, b"GARBAGE\r\n\r\n").unwrap();
+    b.close(conn).unwrap();
+    b.finish().unwrap();
+}
+
+#[test]
+fn a_send_larger_than_the_block_s_queue_goes_through() {
+    let mut b = block(artifacts::ECHO)
+        .config(json!({"quiet": true}))
+        .entry("listen = [\"tcp://127.0.0.1:0\"]\nqueue = 2\nqueue_bytes = 4096\nmax_bag_bytes = 1024")
+        .start()
+        .unwrap();
+    let conn = b.connect(None).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    b.send(conn, &big).unwrap();
+    assert_eq!(b.received(conn).unwrap(), big, "echoed whole, in order");
+    b.finish().unwrap();
+}
+
+#[test]
+fn restart_all_gives_up_like_the_supervisor() {
+    let mut b = block(artifacts::CALLER)
+        .entry("restart = \"all\"\nmax_restarts = 2\nmax_attempts = 20")
+        .config(json!({"quiet": true}))
+        .start()
+        .unwrap();
+    b.enqueue(json!({"crash": true})).unwrap();
+    let ended = b.ended().expect("it ended");
+    assert!(ended.contains("gave up"), "{ended}");
+    assert_eq!(b.faults().len(), 3, "the first fault and two restarts");
+    assert!(b.enqueue(json!({"i": 1})).is_err(), "an ended block takes nothing");
+}
+
+#[test]
+fn what_the_kit_cannot_run_is_refused_saying_so() {
+    let err = block(artifacts::TRANSFORM).entry("workers = { min = 1, max = 2 }").start().unwrap_err().to_string();
+    assert!(err.contains("`workers`") && err.contains("bagpipe run"), "{err}");
+}
+
+#[test]
+fn a_server_message_the_block_s_queue_refuses_is_an_error() {
+    let mut b = block(artifacts::COURIER)
+        .config(json!({"subscribe": ["in.>"]}))
+        .entry("subscribe = [\"in.>\"]\nmax_bag_bytes = 128")
+        .with_server()
+        .start()
+        .unwrap();
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(500));
+    let err = b.message("in.a", big.as_bytes(), None).unwrap_err().to_string();
+    assert!(err.contains("refused"), "{err}");
+    b.message("in.a", b"{\"ok\": 1}", None).unwrap();
+    assert!(b.printed().contains("\"ok\":1"));
     b.finish().unwrap();
 }

@@ -486,7 +486,7 @@ fn messages_for_a_full_target_are_dropped_with_a_warning_and_later_ones_go_throu
     // The block keeps nothing to try again: no timer, and nothing arrives once there is room.
     assert!(b.timers().is_empty(), "{:?}", b.timers());
     b.reopen("sink").unwrap();
-    b.advance(Duration::from_secs(60));
+    b.advance(Duration::from_secs(60)).unwrap();
     assert_eq!(bags(&mut b, "sink"), Vec::<Value>::new());
     b.send(conn, b"<13>after\n").unwrap();
     assert_eq!(bags(&mut b, "sink"), vec![parsed(USER_NOTICE, None, [None; 4], "after", "rfc3164", "tcp")]);
@@ -563,7 +563,7 @@ fn messages_a_full_outbox_refuses_are_published_in_order_once_it_takes_them_agai
         if b.timers().is_empty() {
             break;
         }
-        b.advance(Duration::from_millis(20));
+        b.advance(Duration::from_millis(20)).unwrap();
     }
     assert!(b.timers().is_empty(), "still retrying: {:?}", b.timers());
     let msgs: Vec<Value> = published(&mut b).iter().map(|bag| bag["msg"].clone()).collect();

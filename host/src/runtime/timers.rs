@@ -159,7 +159,7 @@ mod tests {
         t.set(Duration::from_secs(2), "two".into()).unwrap();
         assert!(t.poll_due(&mut cx).is_pending(), "nothing is due before the clock moves");
         assert!(t.cancel(one));
-        clock.advance(Duration::from_secs(2));
+        clock.advance_to(Duration::from_secs(2));
         assert_eq!(t.poll_due(&mut cx), Poll::Ready(Some("two".to_owned())));
         assert!(t.poll_due(&mut cx).is_pending());
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Virtual time for blocks' timers, as the test kit runs them: a timer is due when the test has
 //! moved the clock past it, never by itself, so a test of a timer never sleeps.
 //!
-//! Invariant: the clock only moves forward, and only when told to ([`VirtualClock::advance`]);
+//! Invariant: the clock only moves forward, and only when told to ([`VirtualClock::advance_to`]);
 //! a timer in it belongs to one block's [`Timers`](super::timers::Timers) and leaves it when
 //! fired, cancelled or dropped with them.
 
@@ -22,8 +22,8 @@ struct Inner {
     /// (due at, owner, id) → tag.
     pending: BTreeMap<(Duration, u64, u64), String>,
     next_owner: u64,
-    /// Who waits for the clock to move.
-    wakers: Vec<Waker>,
+    /// Who waits for the clock to move: one waker per owner.
+    wakers: std::collections::HashMap<u64, Waker>,
 }
 
 /// A timer set on the clock.
@@ -50,14 +50,19 @@ impl VirtualClock {
         self.lock().now
     }
 
-    /// Moves the clock `by` forward: the timers it passes become due.
-    pub fn advance(&self, by: Duration) {
+    /// When the first timer set is due, if any is set.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.lock().pending.keys().next().map(|(due, ..)| *due)
+    }
+
+    /// Moves the clock to `to` (never back): the timers it passes become due.
+    pub fn advance_to(&self, to: Duration) {
         let wakers = {
             let mut inner = self.lock();
-            inner.now = inner.now.saturating_add(by);
+            inner.now = inner.now.max(to);
             std::mem::take(&mut inner.wakers)
         };
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.into_values().for_each(Waker::wake);
     }
 
     /// The timers set and not fired yet, soonest first.
@@ -106,7 +111,13 @@ impl VirtualClock {
             Some(key) => Poll::Ready(inner.pending.remove(&key).map(|tag| (key.2, tag))),
             None if !any => Poll::Ready(None),
             None => {
-                inner.wakers.push(cx.waker().clone());
+                match inner.wakers.get_mut(&owner) {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    Some(waker) => waker.clone_from(cx.waker()),
+                    None => {
+                        inner.wakers.insert(owner, cx.waker().clone());
+                    }
+                }
                 Poll::Pending
             }
         }

@@ -1,5 +1,5 @@
-//! What the test kit saw a block do besides sending bags: its log lines, its faults and what it
-//! printed, in order. A [`Tap`] on the host's links feeds it.
+//! What the test kit saw a block do besides sending bags: its log lines and its faults, in
+//! order. A [`Tap`] on the host's links feeds it (what it prints comes through a channel).
 
 use std::sync::{Arc, Mutex};
 

@@ -14,7 +14,8 @@
 //!
 //! A bag matches when every key it lists has that value (recursively; `whole = true` compares
 //! whole bags, host keys aside). `expect.bags` lists every stand-in that got something in that
-//! step: one left out must have got nothing. A failing step prints a diff and the run fails.
+//! step: one left out must have got nothing. Everything a step caused is taken at that step,
+//! checked or not. A failing step prints a diff and the run fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::diff::{diff, pruned, subset};
-use super::{Bench, Conn, Setup};
+use super::{Bench, Conn, Setup, without_host_keys};
 use crate::manifest::Manifest;
 
 /// One scenario file.
@@ -63,14 +64,56 @@ pub struct Step {
     pub close: bool,
     /// A datagram to send to its UDP listener.
     pub datagram: Option<String>,
-    /// A server message: `{ subject, payload, reply }` (payload: text, or a table sent as JSON;
-    /// what the block publishes to `reply` is in `expect.published`).
-    pub message: Option<toml::Table>,
+    /// A server message (with `server = true`).
+    pub message: Option<Message>,
     /// Move the clock this many milliseconds.
     pub advance_ms: Option<u64>,
     /// What it must cause.
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// A server message a step sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Its subject.
+    pub subject: String,
+    /// Its payload: text as it is, a table as JSON.
+    #[serde(default)]
+    pub payload: Option<toml::Value>,
+    /// Its reply subject: what the block publishes there is in `expect.published`.
+    pub reply: Option<String>,
+}
+
+/// A message the block must have published.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedMessage {
+    /// Its subject.
+    pub subject: String,
+    /// Its payload (matched by subset when a table; host keys aside).
+    pub payload: Option<toml::Value>,
+}
+
+/// A line the block must have logged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogExpect {
+    /// Its level (`trace` ... `error`); any when left out.
+    pub level: Option<String>,
+    /// A part of its message.
+    pub message: String,
+}
+
+/// How the step's call must have failed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureExpect {
+    /// `timeout`, `faulted`, `refused`, `no-reply` or `unavailable`.
+    pub error: String,
+    /// A part of why.
+    pub why: Option<String>,
 }
 
 /// What a step must make the block do; what is left out is not checked.
@@ -84,13 +127,14 @@ pub struct Expect {
     pub whole: bool,
     /// What it wrote back on the last connection.
     pub received: Option<String>,
-    /// What it published: `{ subject, payload }` each, in order (payload matched by subset).
-    pub published: Option<Vec<toml::Table>>,
-    /// The answer to the step's call (by subset); a failure reads `{ error = "refused", why =
-    /// ".." }` (`timeout`, `faulted`, `refused`, `no-reply`, `unavailable`).
+    /// What it published, in order (needs `server = true`).
+    pub published: Option<Vec<PublishedMessage>>,
+    /// The answer to the step's call (by subset).
     pub answer: Option<toml::Value>,
-    /// Lines it logged: `{ level, message }`, each message a part of a line's.
-    pub logs: Option<Vec<toml::Table>>,
+    /// How the step's call failed instead.
+    pub failure: Option<FailureExpect>,
+    /// Lines it logged (each one a line of its log, in any order).
+    pub logs: Option<Vec<LogExpect>>,
     /// Texts what it printed must contain.
     pub printed: Option<Vec<String>>,
     /// How many faults.
@@ -125,12 +169,21 @@ pub fn read(path: &Path) -> Result<Scenario, String> {
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A TOML value as JSON (a date and time as its text).
 fn json(value: &toml::Value) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
+    match value {
+        toml::Value::String(s) => Value::from(s.as_str()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::from(*b),
+        toml::Value::Datetime(d) => Value::from(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(json).collect()),
+        toml::Value::Table(table) => table_json(table),
+    }
 }
 
 fn table_json(table: &toml::Table) -> Value {
-    serde_json::to_value(table).unwrap_or(Value::Null)
+    Value::Object(table.iter().map(|(k, v)| (k.clone(), json(v))).collect())
 }
 
 /// Runs `scenario` on its block of `manifest`.
@@ -155,8 +208,15 @@ pub async fn run(manifest: &Manifest, scenario: &Scenario) -> Result<Outcome, St
     for (i, step) in scenario.steps.iter().enumerate() {
         let n = i + 1;
         match play(&mut bench, step, &mut conn).await {
-            Ok(answer) => check(&mut bench, step, conn, answer, n, &mut outcome).await,
-            Err(e) => outcome.failures.push(format!("step {n}: {e}")),
+            Ok(played) => check(&mut bench, scenario, step, conn, played, n, &mut outcome).await,
+            Err(e) => {
+                outcome.failures.push(format!("step {n}: {e}"));
+                // What it did meanwhile is not the next step's.
+                let _ = (bench.sent(), bench.logs(), bench.printed(), bench.faults(), bench.published());
+                if let Some(c) = conn {
+                    let _ = bench.received(c).await;
+                }
+            }
         }
     }
     if let Err(e) = bench.finish().await {
@@ -165,8 +225,17 @@ pub async fn run(manifest: &Manifest, scenario: &Scenario) -> Result<Outcome, St
     Ok(outcome)
 }
 
-/// Does the step's action; the answer of a call.
-async fn play(bench: &mut Bench, step: &Step, conn: &mut Option<Conn>) -> Result<Option<Value>, String> {
+/// What a step's action gave back: the call's outcome, what was written back on a connection
+/// it closed.
+#[derive(Default)]
+struct Played {
+    outcome: Option<Result<Value, super::CallFailure>>,
+    received: Vec<u8>,
+}
+
+/// Does the step's action.
+async fn play(bench: &mut Bench, step: &Step, conn: &mut Option<Conn>) -> Result<Played, String> {
+    let mut played = Played::default();
     let e = |e: super::TestError| e.to_string();
     if let Some(bag) = &step.enqueue {
         bench.enqueue(&table_json(bag)).await.map_err(e)?;
@@ -181,41 +250,53 @@ async fn play(bench: &mut Bench, step: &Step, conn: &mut Option<Conn>) -> Result
     }
     if step.close {
         let c = conn.take().ok_or("`close` before any `connect`")?;
+        // What it wrote before the close is this step's to check.
+        played.received = bench.received(c).await.map_err(e)?;
         bench.close(c).await.map_err(e)?;
     }
     if let Some(bytes) = &step.datagram {
         bench.datagram(None, bytes.as_bytes()).await.map_err(e)?;
     }
     if let Some(message) = &step.message {
-        let subject = message.get("subject").and_then(toml::Value::as_str).ok_or("a `message` needs a `subject`")?;
-        let payload = match message.get("payload") {
+        let payload = match &message.payload {
             Some(toml::Value::String(text)) => text.clone(),
             Some(other) => json(other).to_string(),
             None => String::new(),
         };
-        let reply = message.get("reply").and_then(toml::Value::as_str);
-        bench.message(subject, payload.as_bytes(), reply).await.map_err(e)?;
+        bench.message(&message.subject, payload.as_bytes(), message.reply.as_deref()).await.map_err(e)?;
     }
     if let Some(ms) = step.advance_ms {
-        bench.advance(Duration::from_millis(ms)).await;
+        bench.advance(Duration::from_millis(ms)).await.map_err(e)?;
     }
     if let Some(bag) = &step.call {
-        let answer = bench.call(&table_json(bag)).await.map_err(e)?;
-        return Ok(Some(match answer {
-            Ok(answer) => answer,
-            Err(failure) => failure_json(&failure),
-        }));
+        played.outcome = Some(bench.call(&table_json(bag)).await.map_err(e)?);
     }
-    Ok(None)
+    Ok(played)
 }
 
-/// Checks what the step caused against its `expect`.
-async fn check(bench: &mut Bench, step: &Step, conn: Option<Conn>, answer: Option<Value>, n: usize, out: &mut Outcome) {
+/// Checks what the step caused against its `expect`. Every output is taken at every step,
+/// checked or not, so what one step caused is never the next one's.
+async fn check(
+    bench: &mut Bench,
+    scenario: &Scenario,
+    step: &Step,
+    conn: Option<Conn>,
+    played: Played,
+    n: usize,
+    out: &mut Outcome,
+) {
     let x = &step.expect;
-    let mut fail = |what: &str, expected: &Value, got: &Value| {
-        out.failures.push(format!("step {n}: {what}\n{}", diff(expected, got)));
-    };
     let sent = bench.sent();
+    let mut received = played.received;
+    if let Some(c) = conn {
+        received.extend(bench.received(c).await.unwrap_or_default());
+    }
+    let published = if scenario.server { bench.published().unwrap_or_default() } else { Vec::new() };
+    let logs = bench.logs();
+    let printed = bench.printed();
+    let faults = bench.faults();
+    let mut fail = |what: &str, diff: String| out.failures.push(format!("step {n}: {what}\n{diff}"));
+
     if let Some(bags) = &x.bags {
         let mut names: Vec<&String> = bags.keys().chain(sent.keys()).collect();
         names.sort();
@@ -229,91 +310,118 @@ async fn check(bench: &mut Bench, step: &Step, conn: Option<Conn>, answer: Optio
             if !matches {
                 let (want, got) = (Value::from(want), Value::from(got));
                 let shown = if x.whole { got } else { pruned(&want, &got) };
-                fail(&format!("the bags `{name}` got"), &want, &shown);
+                fail(&format!("the bags `{name}` got"), diff(&want, &shown));
             }
         }
     }
     if let Some(want) = &x.received {
-        let got = match conn {
-            Some(c) => bench.received(c).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
-            None => String::new(),
-        };
+        let got = String::from_utf8_lossy(&received);
         if *want != got {
-            fail("what it wrote back", &Value::from(want.as_str()), &Value::from(got));
+            fail("what it wrote back", text_diff(want, &got));
         }
     }
     if let Some(want) = &x.published {
-        let got: Vec<Value> = bench
-            .published()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| {
-                let payload = serde_json::from_slice(&p.payload)
-                    .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&p.payload).into_owned()));
-                serde_json::json!({ "subject": p.subject, "payload": payload })
-            })
-            .collect();
-        let want: Vec<Value> = want.iter().map(table_json).collect();
-        if want.len() != got.len() || !want.iter().zip(&got).all(|(w, g)| subset(w, g)) {
-            let (want, got) = (Value::from(want), Value::from(got));
-            fail("what it published", &want, &pruned(&want, &got));
-        }
-    }
-    if let Some(want) = &x.answer {
-        let want = json(want);
-        let got = answer.unwrap_or(Value::Null);
-        if !subset(&want, &got) {
-            fail("the call's answer", &want, &pruned(&want, &got));
-        }
-    }
-    let logs = bench.logs();
-    if let Some(want) = &x.logs {
-        for line in want {
-            let level = line.get("level").and_then(toml::Value::as_str);
-            let message = line.get("message").and_then(toml::Value::as_str).unwrap_or_default();
-            let found = logs.iter().any(|l| level.is_none_or(|lv| l.level == lv) && l.message.contains(message));
-            if !found {
-                let got = serde_json::to_value(&logs).unwrap_or(Value::Null);
-                fail("a log line", &table_json(line), &got);
+        if !scenario.server {
+            fail("what it published", "  the scenario has no server: set `server = true`\n".to_owned());
+        } else {
+            let got: Vec<Value> = published
+                .iter()
+                .map(|p| {
+                    let payload = serde_json::from_slice::<Value>(&p.payload)
+                        .map(|v| without_host_keys(&v))
+                        .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&p.payload).into_owned()));
+                    serde_json::json!({ "subject": p.subject, "payload": payload })
+                })
+                .collect();
+            let want: Vec<Value> = want
+                .iter()
+                .map(|w| match &w.payload {
+                    Some(payload) => serde_json::json!({ "subject": w.subject, "payload": json(payload) }),
+                    None => serde_json::json!({ "subject": w.subject }),
+                })
+                .collect();
+            if want.len() != got.len() || !want.iter().zip(&got).all(|(w, g)| subset(w, g)) {
+                let (want, got) = (Value::from(want), Value::from(got));
+                fail("what it published", diff(&want, &pruned(&want, &got)));
             }
         }
     }
-    let printed = bench.printed();
-    for text in x.printed.iter().flatten() {
-        if !printed.contains(text.as_str()) {
-            fail("what it printed", &Value::from(text.as_str()), &Value::from(printed.as_str()));
+    match (&x.answer, &x.failure, &played.outcome) {
+        (Some(want), _, Some(Ok(got))) => {
+            let want = json(want);
+            if !subset(&want, got) {
+                fail("the call's answer", diff(&want, &pruned(&want, got)));
+            }
+        }
+        (Some(_), _, Some(Err(failure))) => {
+            fail("the call's answer", format!("  the call failed: {}\n", failure_text(failure)));
+        }
+        (None, Some(want), Some(Err(failure))) => {
+            let (kind, why) = failure_parts(failure);
+            let why_matches = want.why.as_deref().is_none_or(|w| why.is_some_and(|why| why.contains(w)));
+            if want.error != kind || !why_matches {
+                fail(
+                    "how the call failed",
+                    text_diff(&format!("{} {:?}", want.error, want.why), &failure_text(failure)),
+                );
+            }
+        }
+        (None, Some(_), Some(Ok(got))) => fail("how the call failed", format!("  it was answered: {got}\n")),
+        (Some(_), _, None) | (None, Some(_), None) => {
+            fail("the call", "  the step makes no call (`call = { .. }`)\n".to_owned());
+        }
+        (None, None, _) => {}
+    }
+    for line in x.logs.iter().flatten() {
+        let found = logs
+            .iter()
+            .any(|l| line.level.as_deref().is_none_or(|lv| l.level == lv) && l.message.contains(&line.message));
+        if !found {
+            let got: Vec<String> = logs.iter().map(|l| format!("{}: {}", l.level, l.message)).collect();
+            let want = format!("{}: ..{}..", line.level.as_deref().unwrap_or("any level"), line.message);
+            fail("a log line", format!("  expected a line like\n    {want}\n  got\n    {}\n", got.join("\n    ")));
         }
     }
-    let faults = bench.faults();
+    for text in x.printed.iter().flatten() {
+        if !printed.contains(text.as_str()) {
+            fail(
+                "what it printed",
+                format!(
+                    "  expected it to contain\n    {text}\n  got\n    {}\n",
+                    printed.trim_end().replace('\n', "\n    ")
+                ),
+            );
+        }
+    }
     if let Some(want) = x.faults
         && faults.len() != want
     {
-        let got: Vec<Value> = faults.iter().map(|f| Value::from(f.to_string())).collect();
-        fail("its faults", &Value::from(want), &Value::from(got));
+        let got: Vec<String> = faults.iter().map(|f| f.to_string()).collect();
+        fail("its faults", format!("  expected {want}, got {}:\n    {}\n", got.len(), got.join("\n    ")));
     }
 }
 
-/// A call's failure as a scenario writes it: `{ error = "refused", why = ".." }`.
-fn failure_json(failure: &super::CallFailure) -> Value {
+/// Two texts, line by line.
+fn text_diff(want: &str, got: &str) -> String {
+    let lines = |t: &str| Value::Array(t.split_inclusive('\n').map(Value::from).collect());
+    diff(&lines(want), &lines(got))
+}
+
+/// A call's failure: its kind (`refused`...) and why, when it says.
+fn failure_parts(failure: &super::CallFailure) -> (&'static str, Option<&str>) {
     use super::CallFailure as F;
-    let (kind, why) = match failure {
+    match failure {
         F::Timeout => ("timeout", None),
         F::Faulted(why) => ("faulted", Some(why)),
         F::Refused(why) => ("refused", Some(why)),
         F::NoReply => ("no-reply", None),
         F::Unavailable(why) => ("unavailable", Some(why)),
-    };
-    match why {
-        Some(why) => serde_json::json!({ "error": kind, "why": why }),
-        None => serde_json::json!({ "error": kind }),
     }
 }
 
-fn without_host_keys(bag: &Value) -> Value {
-    match bag {
-        Value::Object(map) => Value::Object(
-            map.iter().filter(|(k, _)| !k.starts_with("__")).map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ),
-        other => other.clone(),
+fn failure_text(failure: &super::CallFailure) -> String {
+    match failure_parts(failure) {
+        (kind, Some(why)) => format!("{kind}: {why}"),
+        (kind, None) => kind.to_owned(),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::broker::{Broker, Published};
 use super::{Bench, TestError};
 use crate::defaults::{Settings, TEST_WAIT};
-use crate::io::server::{BlockServer, BlockServerSpec, ServerLink};
+use crate::io::server::{BlockServer, BlockServerSpec, Delivered, ServerLink};
 use crate::manifest::BlockSpec;
 use crate::routing::queue::BlockQueue;
 use crate::stats::BlockStatus;
@@ -34,34 +34,34 @@ impl Server {
         let broker = Broker::start().await?;
         let link = ServerLink::connect(&broker.url(), settings).await.map_err(TestError::Setup)?;
         if !link.connected() {
-            return Err(TestError::Timeout("the host to connect to the test's server".to_owned()));
+            link.close().await;
+            broker.shutdown().await;
+            return Err(TestError::Setup(anyhow::anyhow!("the host did not connect to the test's server")));
         }
         let block = BlockServer::new(
             link.clone(),
-            BlockServerSpec {
-                publish: spec.publish.clone(),
-                subscribe: spec.subscribe.clone(),
-                max_subscriptions: spec.limits.max_subscriptions,
-                outbox_bytes: spec.limits.outbox_bytes,
-                publish_to_stream: spec.publish_to_stream.clone(),
-                spilled: None,
-            },
+            BlockServerSpec { watched: true, ..BlockServerSpec::of(spec, None) },
             queue,
             status.clone(),
         );
         Ok(Self { broker, link, block, replies: Vec::new() })
     }
 
-    /// Waits (bounded) until the server confirmed everything the block published, while it is
-    /// connected.
-    pub(super) async fn flushed(&self) {
-        if self.link.connected() {
-            let _ = tokio::time::timeout(TEST_WAIT, self.block.outbox().emptied()).await;
+    /// Waits until the server confirmed everything the block published, while it is
+    /// connected (until `deadline`).
+    pub(super) async fn flushed(&self, deadline: std::time::Instant) -> Result<(), TestError> {
+        if !self.link.connected() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, self.block.outbox().emptied()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(TestError::Timeout("the server to confirm what the block published".to_owned())),
         }
     }
 
     /// What the block published so far, taken.
-    pub(super) fn take_published(&self) -> Vec<Published> {
+    pub(super) fn take_published(&mut self) -> Vec<Published> {
         let replies = &self.replies;
         self.broker.take_published_where(|p| !p.subject.starts_with("_INBOX.") || replies.contains(&p.subject))
     }
@@ -82,16 +82,21 @@ impl Server {
     }
 }
 
+fn no_server() -> TestError {
+    TestError::Misuse("the bench has no server (set it up with one)".to_owned())
+}
+
 impl Bench {
     fn server(&self) -> Result<&Server, TestError> {
-        self.server.as_ref().ok_or_else(|| TestError::Misuse("the bench has no server (set it up with one)".to_owned()))
+        self.server.as_ref().ok_or_else(no_server)
     }
 
     /// Takes what the block published since the last call (confirmed by the server, in order;
     /// its answers to the test's messages included, not the host's own round trips). Payloads
     /// are what the block published: a bag carries its host keys (`__from`, `__seq`).
     pub fn published(&mut self) -> Result<Vec<Published>, TestError> {
-        Ok(self.server()?.take_published())
+        let server = self.server.as_mut().ok_or_else(no_server)?;
+        Ok(server.take_published())
     }
 
     /// The subjects subscribed on the server now (the block's subscriptions).
@@ -102,21 +107,28 @@ impl Bench {
     /// Publishes `payload` on `subject` (with `reply` as its reply subject), waits until the
     /// block's subscription queued it, and settles. Fails when no subscription takes it.
     pub async fn message(&mut self, subject: &str, payload: &[u8], reply: Option<&str>) -> Result<(), TestError> {
-        if let (Some(server), Some(reply)) = (self.server.as_mut(), reply) {
+        let server = self.server.as_mut().ok_or_else(no_server)?;
+        if let Some(reply) = reply {
             server.replies.push(reply.to_owned());
         }
-        let server = self.server()?;
-        let mut delivered = server.block.delivered();
+        let mut delivered =
+            server.block.delivered().ok_or_else(|| TestError::Misuse("deliveries are not watched".into()))?;
         let before = *delivered.borrow_and_update();
-        let reached = server.broker.publish(subject, reply, &[], payload).await;
+        let reached = server.broker.publish(subject, reply, &[], payload).await as u64;
         if reached == 0 {
             return Err(TestError::Misuse(format!("nothing is subscribed to `{subject}`")));
         }
-        match tokio::time::timeout(TEST_WAIT, delivered.wait_for(|n| *n > before)).await {
+        // Each subscription it reached queues it or refuses it.
+        let handled = |d: &Delivered| d.queued + d.refused >= before.queued + before.refused + reached;
+        match tokio::time::timeout(TEST_WAIT, delivered.wait_for(handled)).await {
             Ok(Ok(_)) => {}
             _ => return Err(TestError::Timeout(format!("the message on `{subject}` to reach the block"))),
         }
-        self.settle().await;
+        let refused = delivered.borrow().refused > before.refused;
+        self.settle().await?;
+        if refused {
+            return Err(TestError::Refused(format!("the block's queue refused the message on `{subject}`")));
+        }
         Ok(())
     }
 
@@ -126,8 +138,7 @@ impl Bench {
         let server = self.server()?;
         server.broker.disconnect().await;
         server.wait_connected(false).await?;
-        self.settle().await;
-        Ok(())
+        self.settle().await
     }
 
     /// Brings the server back, waits until the host reconnected, and settles: the block hears
@@ -136,7 +147,6 @@ impl Bench {
         let server = self.server()?;
         server.broker.resume();
         server.wait_connected(true).await?;
-        self.settle().await;
-        Ok(())
+        self.settle().await
     }
 }

@@ -5,6 +5,7 @@
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::watch;
 
 use super::{Bench, TestError};
 use crate::defaults::TEST_WAIT;
@@ -58,32 +59,56 @@ impl Bench {
         url[prefix.len()..].parse().map_err(|e| TestError::Misuse(format!("listener `{url}`: {e}")))
     }
 
-    /// Waits until the hub's counts pass `done`.
-    async fn hub_caught_up(&self, what: &str, done: impl Fn(&NetCounts) -> bool) -> Result<(), TestError> {
-        let mut progress = self.hub()?.progress();
-        match tokio::time::timeout(TEST_WAIT, progress.wait_for(|c| done(c))).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(TestError::Timeout(what.to_owned())),
+    /// What the hub has passed on so far.
+    fn counts(&self) -> Result<NetCounts, TestError> {
+        Ok(self.progress()?.borrow().to_owned())
+    }
+
+    fn progress(&self) -> Result<watch::Receiver<NetCounts>, TestError> {
+        self.hub()?.progress().ok_or_else(|| TestError::Misuse("the block's sockets are not watched".to_owned()))
+    }
+
+    /// Waits until the hub's counts pass `done`, letting the block take what is queued meanwhile
+    /// (a reader waits while the block's queue is full).
+    async fn hub_caught_up(&mut self, what: &str, done: impl Fn(&NetCounts) -> bool) -> Result<(), TestError> {
+        let mut progress = self.progress()?;
+        let deadline = tokio::time::Instant::now() + TEST_WAIT;
+        loop {
+            if done(&progress.borrow_and_update()) {
+                return Ok(());
+            }
+            self.settle().await?;
+            if done(&progress.borrow_and_update()) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(TestError::Timeout(what.to_owned())),
+            }
         }
     }
 
-    /// Waits until everything the block sent on its sockets was written (bounded).
-    pub(super) async fn sockets_flushed(&self) {
-        let Some(hub) = &self.net else { return };
-        let mut progress = hub.progress();
-        let _ = tokio::time::timeout(TEST_WAIT, progress.wait_for(|_| hub.flushed())).await;
+    /// Waits until everything the block sent on its sockets was written.
+    pub(super) async fn sockets_flushed(&self, deadline: std::time::Instant) -> Result<(), TestError> {
+        let Some(hub) = &self.net else { return Ok(()) };
+        let Some(mut progress) = hub.progress() else { return Ok(()) };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, progress.wait_for(|_| hub.flushed())).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(TestError::Timeout("what the block sent on its sockets to be written".to_owned())),
+        }
     }
 
     /// Connects to the block's TCP listener (the first, or the one whose URL contains `which`),
     /// waits until the block is told, and settles.
     pub async fn connect(&mut self, which: Option<&str>) -> Result<Conn, TestError> {
         let addr = self.listener("tcp", which)?;
-        let before = *self.hub()?.progress().borrow();
+        let before = self.counts()?;
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         self.hub_caught_up("the block's listener to take the connection", |c| c.accepted > before.accepted).await?;
         self.sockets.conns.push(Some(TestConn { stream, pending: Vec::new(), eof: false }));
-        self.settle().await;
+        self.settle().await?;
         Ok(Conn(self.sockets.conns.len() - 1))
     }
 
@@ -97,17 +122,16 @@ impl Bench {
 
     /// Writes `bytes` on `conn`, waits until the block's queue has them all, and settles.
     pub async fn send(&mut self, conn: Conn, bytes: &[u8]) -> Result<(), TestError> {
-        let before = *self.hub()?.progress().borrow();
+        let before = self.counts()?;
         self.conn(conn)?.stream.write_all(bytes).await?;
         let want = before.bytes_in + bytes.len() as u64;
         self.hub_caught_up("the bytes written to reach the block", |c| c.bytes_in >= want).await?;
-        self.settle().await;
-        Ok(())
+        self.settle().await
     }
 
     /// Reads what the block wrote on `conn` into its buffer, noting whether it closed it.
     async fn drain(&mut self, conn: Conn) -> Result<&mut TestConn, TestError> {
-        self.settle().await;
+        self.settle().await?;
         let conn = self.conn(conn)?;
         let mut buf = vec![0u8; 64 * 1024];
         while !conn.eof {
@@ -135,31 +159,29 @@ impl Bench {
     /// Closes `conn` from the test's side, waits until the block's queue has the close, and
     /// settles.
     pub async fn close(&mut self, conn: Conn) -> Result<(), TestError> {
-        let before = *self.hub()?.progress().borrow();
+        // A connection the block closed first is gone from the hub already: nothing to wait for.
+        let gone = self.drain(conn).await?.eof;
+        let before = self.counts()?;
         let mut test_conn = self
             .sockets
             .conns
             .get_mut(conn.0)
             .and_then(Option::take)
             .ok_or_else(|| TestError::Misuse(format!("connection {} is closed (or was never opened)", conn.0)))?;
-        // A connection the block closed first is gone from the hub already: nothing to wait for.
-        let gone = test_conn.eof;
-        test_conn.stream.shutdown().await?;
+        // The block may have closed it meanwhile: then the shutdown finds it gone.
+        let _ = test_conn.stream.shutdown().await;
         drop(test_conn);
-        if gone {
-            self.settle().await;
-            return Ok(());
+        if !gone {
+            self.hub_caught_up("the block's connection to close", |c| c.closed > before.closed).await?;
         }
-        self.hub_caught_up("the block's connection to close", |c| c.closed > before.closed).await?;
-        self.settle().await;
-        Ok(())
+        self.settle().await
     }
 
     /// Sends the datagram `bytes` to the block's UDP listener (the first, or the one whose URL
     /// contains `which`) from the test's UDP socket, waits until it reached the hub, and settles.
     pub async fn datagram(&mut self, which: Option<&str>, bytes: &[u8]) -> Result<(), TestError> {
         let addr = self.listener("udp", which)?;
-        let before = *self.hub()?.progress().borrow();
+        let before = self.counts()?;
         if self.sockets.udp.is_none() {
             self.sockets.udp = Some(UdpSocket::bind("127.0.0.1:0").await?);
         }
@@ -167,13 +189,12 @@ impl Bench {
             udp.send_to(bytes, addr).await?;
         }
         self.hub_caught_up("the datagram to reach the block", |c| c.datagrams > before.datagrams).await?;
-        self.settle().await;
-        Ok(())
+        self.settle().await
     }
 
     /// The datagrams the block sent to the test's UDP socket since the last call.
     pub async fn datagrams(&mut self) -> Result<Vec<Vec<u8>>, TestError> {
-        self.settle().await;
+        self.settle().await?;
         let Some(udp) = &self.sockets.udp else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65536];

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::bindings::CallFailure;
+use crate::defaults::{TEST_STAND_IN_BYTES, TEST_STAND_IN_QUEUE};
 use crate::routing::bag::BagLimits;
 use crate::routing::calls::Calls;
 use crate::routing::queue::{BlockQueue, Envelope, QueueReceiver, ReplySlot};
@@ -19,11 +20,6 @@ use crate::stats::BlockStatus;
 /// How a stand-in answers a call: `Some(Ok(answer))`, `Some(Err(why))` (it refuses the request)
 /// or `None` (it handles the request without answering: the caller hears `no-reply`).
 pub type Answer = Box<dyn FnMut(&Value) -> Option<Result<Value, String>> + Send>;
-
-/// Most bags a stand-in holds before the test reads them.
-const STAND_IN_QUEUE: usize = 1 << 16;
-/// Most bytes a stand-in holds before the test reads them.
-const STAND_IN_BYTES: usize = 1 << 30;
 
 /// A bag that reached a stand-in.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +51,7 @@ impl StandIn {
         let status = Arc::new(BlockStatus::new(name, name, true));
         status.set_state(crate::bindings::BlockState::Running);
         let limits = BagLimits { max_bytes: usize::MAX, max_depth: usize::MAX };
-        let (queue, rx) = BlockQueue::new(STAND_IN_QUEUE, STAND_IN_BYTES, status.clone(), limits);
+        let (queue, rx) = BlockQueue::new(TEST_STAND_IN_QUEUE, TEST_STAND_IN_BYTES, status.clone(), limits);
         router.insert(Route { status, queue: Some(queue.clone()), via_server: false, streams: None });
         Self {
             name: name.to_owned(),

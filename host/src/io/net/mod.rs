@@ -123,8 +123,8 @@ pub struct NetHub {
     /// (`send_buffer_bytes`).
     send_buffer: Arc<Semaphore>,
     send_buffer_bytes: usize,
-    /// What it passed on so far.
-    progress: Arc<tokio::sync::watch::Sender<NetCounts>>,
+    /// What it passed on so far, when someone watches (the test kit): `None` costs nothing.
+    progress: Option<Arc<tokio::sync::watch::Sender<NetCounts>>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -132,6 +132,16 @@ pub struct NetHub {
 impl NetHub {
     /// Binds every `listen` grant of `spec` and starts serving them into `queue`.
     pub async fn bind(spec: &BlockSpec, queue: BlockQueue, status: Arc<BlockStatus>) -> anyhow::Result<Arc<Self>> {
+        Self::bind_watched(spec, queue, status, false).await
+    }
+
+    /// The same; with `watched`, it counts what it passes on ([`NetHub::progress`]).
+    pub async fn bind_watched(
+        spec: &BlockSpec,
+        queue: BlockQueue,
+        status: Arc<BlockStatus>,
+        watched: bool,
+    ) -> anyhow::Result<Arc<Self>> {
         let hub = Arc::new(NetHub {
             responsibility: spec.responsibility.clone(),
             bound: Mutex::new(Vec::new()),
@@ -142,7 +152,7 @@ impl NetHub {
             status,
             send_buffer: Arc::new(Semaphore::new(spec.limits.send_buffer_bytes.min(Semaphore::MAX_PERMITS))),
             send_buffer_bytes: spec.limits.send_buffer_bytes,
-            progress: Arc::new(tokio::sync::watch::Sender::new(NetCounts::default())),
+            progress: watched.then(|| Arc::new(tokio::sync::watch::Sender::new(NetCounts::default()))),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
@@ -236,7 +246,7 @@ impl NetHub {
                     // A full queue drops the datagram (counted by the queue); only a peer whose
                     // datagram the block will see may be answered.
                     let pushed = self.queue.try_push(event);
-                    self.progress.send_modify(|c| c.datagrams += 1);
+                    self.note(|c| c.datagrams += 1);
                     match pushed {
                         Ok(()) => peers.heard(peer),
                         Err((crate::routing::queue::Refusal::Closed, _)) => return,
@@ -291,7 +301,7 @@ impl NetHub {
             Some((listener, peer)) => {
                 let pushed = self.push(Envelope::Accept { conn: id, listener, peer }, &cancel).await;
                 if pushed {
-                    self.progress.send_modify(|c| c.accepted += 1);
+                    self.note(|c| c.accepted += 1);
                 }
                 pushed
             }
@@ -304,7 +314,7 @@ impl NetHub {
         if announced {
             // Fails at once when the block takes no more events.
             if self.queue.push(Envelope::Closed { conn: id }).await.is_ok() {
-                self.progress.send_modify(|c| c.closed += 1);
+                self.note(|c| c.closed += 1);
             }
         }
     }
@@ -326,7 +336,7 @@ impl NetHub {
             if !self.push(Envelope::Data { conn: id, data: buf[..n].to_vec() }, cancel).await {
                 return;
             }
-            self.progress.send_modify(|c| c.bytes_in += n as u64);
+            self.note(|c| c.bytes_in += n as u64);
         }
     }
 
@@ -388,9 +398,15 @@ impl NetHub {
         Ok(self.adopt(stream, None, opener))
     }
 
-    /// What the hub has passed on so far, to wait on.
-    pub fn progress(&self) -> tokio::sync::watch::Receiver<NetCounts> {
-        self.progress.subscribe()
+    /// What the hub has passed on so far, to wait on; `None` unless it was bound watched.
+    pub fn progress(&self) -> Option<tokio::sync::watch::Receiver<NetCounts>> {
+        self.progress.as_ref().map(|p| p.subscribe())
+    }
+
+    fn note(&self, count: impl FnOnce(&mut NetCounts)) {
+        if let Some(progress) = &self.progress {
+            progress.send_modify(count);
+        }
     }
 
     /// Whether everything the block sent has been written (or dropped with its connection).
@@ -415,7 +431,7 @@ async fn writer(
     mut write: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Write>,
     cancel: CancellationToken,
-    progress: Arc<tokio::sync::watch::Sender<NetCounts>>,
+    progress: Option<Arc<tokio::sync::watch::Sender<NetCounts>>>,
 ) {
     loop {
         let op = tokio::select! {
@@ -429,7 +445,9 @@ async fn writer(
                     r = write.write_all(&data) => r,
                 };
                 drop(budget);
-                progress.send_modify(|c| c.writes += 1);
+                if let Some(progress) = &progress {
+                    progress.send_modify(|c| c.writes += 1);
+                }
                 if written.is_err() {
                     break;
                 }
@@ -442,7 +460,9 @@ async fn writer(
     }
     // What was still queued gives its send buffer back now.
     drop(rx);
-    progress.send_modify(|c| c.writes += 1);
+    if let Some(progress) = &progress {
+        progress.send_modify(|c| c.writes += 1);
+    }
     // Ends the reader too, which reports the close.
     cancel.cancel();
 }

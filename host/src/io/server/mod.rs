@@ -316,8 +316,18 @@ pub struct BlockServer {
     flush_rest: CancellationToken,
     /// Tells the flusher to stop now (what is left is counted as dropped).
     flush_give_up: CancellationToken,
-    /// Messages its subscriptions queued for it so far, to wait on.
-    delivered: watch::Sender<u64>,
+    /// What its subscriptions did with the messages so far, when someone watches (the test
+    /// kit): `None` costs nothing.
+    delivered: Option<watch::Sender<Delivered>>,
+}
+
+/// What a block's subscriptions did with the messages they got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Queued for the block.
+    pub queued: u64,
+    /// Refused by the block's queue (too large, too deep, not a bag).
+    pub refused: u64,
 }
 
 /// What a block's server side is made of, from its manifest entry.
@@ -335,6 +345,23 @@ pub struct BlockServerSpec {
     /// The block's outbox when it spills to disk ([`Outbox::for_block`]); `None`: a new one in
     /// memory.
     pub spilled: Option<Arc<Outbox>>,
+    /// Whether to count what its subscriptions deliver ([`BlockServer::delivered`]).
+    pub watched: bool,
+}
+
+impl BlockServerSpec {
+    /// The server side the manifest entry `spec` describes, with `spilled` as its outbox.
+    pub fn of(spec: &crate::manifest::BlockSpec, spilled: Option<Arc<Outbox>>) -> Self {
+        Self {
+            publish: spec.publish.clone(),
+            subscribe: spec.subscribe.clone(),
+            max_subscriptions: spec.limits.max_subscriptions,
+            outbox_bytes: spec.limits.outbox_bytes,
+            publish_to_stream: spec.publish_to_stream.clone(),
+            spilled,
+            watched: false,
+        }
+    }
 }
 
 impl BlockServer {
@@ -366,7 +393,7 @@ impl BlockServer {
             flushing: TaskTracker::new(),
             flush_rest: CancellationToken::new(),
             flush_give_up: CancellationToken::new(),
-            delivered: watch::Sender::new(0),
+            delivered: spec.watched.then(|| watch::Sender::new(Delivered::default())),
         });
         if outbox.spills() {
             server.flushing.spawn(outbox::syncer(outbox.clone()));
@@ -380,9 +407,10 @@ impl BlockServer {
         &self.outbox
     }
 
-    /// How many messages its subscriptions queued for it so far, to wait on.
-    pub fn delivered(&self) -> watch::Receiver<u64> {
-        self.delivered.subscribe()
+    /// What its subscriptions did with their messages so far, to wait on; `None` unless
+    /// watched.
+    pub fn delivered(&self) -> Option<watch::Receiver<Delivered>> {
+        self.delivered.as_ref().map(watch::Sender::subscribe)
     }
 
     /// The host's link.
@@ -530,6 +558,9 @@ impl BlockServer {
             let bag = message_bag(&message.payload, message.subject.as_str(), message.reply.as_deref(), seq);
             if let Err(e) = queue.check(&bag) {
                 tracing::warn!(block = %self.status.responsibility, "refused a message from `{}`: {e}", message.subject);
+                if let Some(delivered) = &self.delivered {
+                    delivered.send_modify(|d| d.refused += 1);
+                }
                 continue;
             }
             // Only an inbox may be answered without a grant (one answer each, by this block).
@@ -547,7 +578,9 @@ impl BlockServer {
             if sent.is_err() {
                 break;
             }
-            self.delivered.send_modify(|n| *n += 1);
+            if let Some(delivered) = &self.delivered {
+                delivered.send_modify(|d| d.queued += 1);
+            }
         }
         let _ = bounded(subscriber.unsubscribe()).await;
     }

@@ -212,19 +212,8 @@ impl Supervisor {
             _ => None,
         };
         let server = self.server.clone().map(|link| {
-            let server = BlockServer::new(
-                link.clone(),
-                BlockServerSpec {
-                    publish: spec.publish.clone(),
-                    subscribe: spec.subscribe.clone(),
-                    max_subscriptions: spec.limits.max_subscriptions,
-                    outbox_bytes: spec.limits.outbox_bytes,
-                    publish_to_stream: spec.publish_to_stream.clone(),
-                    spilled,
-                },
-                bag_queue.clone(),
-                status.clone(),
-            );
+            let server =
+                BlockServer::new(link.clone(), BlockServerSpec::of(&spec, spilled), bag_queue.clone(), status.clone());
             if let Some(cluster) = &link.cluster {
                 if spec.durable {
                     let dead_letters =

@@ -43,7 +43,7 @@ mod stepping;
 mod swap;
 
 pub(crate) use end::{end_streams_and_calls, failure, settle, shut_down};
-pub use stepping::Stepping;
+pub use stepping::{Stepped, Stepping};
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
 

@@ -9,6 +9,18 @@ use futures_util::FutureExt as _;
 
 use super::{BlockTask, Command, Next, Outcome, Step};
 
+/// What [`Stepping::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepped {
+    /// It took a step.
+    Took,
+    /// Nothing was ready.
+    Idle,
+    /// The task has ended (or was lost: a step future dropped half-way, a panic outside its
+    /// steps' guard).
+    Gone,
+}
+
 /// A task and where its loop is.
 pub struct Stepping {
     task: Option<Box<BlockTask>>,
@@ -24,18 +36,21 @@ impl Stepping {
     }
 
     /// Takes one step if one is ready now (a command, a bag, a timer that is due, a server
-    /// transition); false when nothing is ready, or the task has ended.
-    pub async fn step(&mut self) -> bool {
-        let Some(mut task) = self.task.take() else { return false };
+    /// transition).
+    ///
+    /// Every source `next` selects on is cancel-safe, so a poll that finds nothing ready loses
+    /// nothing. A source may also look not ready when it is (tokio's per-task budget makes a
+    /// ready `recv` return `Pending` once the task has used it up): whoever takes "idle" as
+    /// final must first yield to the runtime, which refills the budget, and ask again.
+    pub async fn step(&mut self) -> Stepped {
+        let Some(mut task) = self.task.take() else { return Stepped::Gone };
         let next = match self.obey.take() {
             Some(cmd) => Next::Command(Some(cmd)),
-            // Every source `next` selects on is cancel-safe: a poll that finds nothing ready
-            // loses nothing.
             None => match task.next().now_or_never() {
                 Some(next) => next,
                 None => {
                     self.task = Some(task);
-                    return false;
+                    return Stepped::Idle;
                 }
             },
         };
@@ -46,7 +61,7 @@ impl Stepping {
             }
             Step::Ended(outcome) => self.outcome = Some(outcome),
         }
-        true
+        Stepped::Took
     }
 
     /// How the task ended, once it has.
