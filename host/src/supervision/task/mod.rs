@@ -205,10 +205,14 @@ pub struct BlockTask {
     drain_deadline: Option<tokio::time::Instant>,
 }
 
-/// Where a step left the task: going on (with a command to obey next), or ended.
-enum Step {
-    Going(Box<BlockTask>, Option<Command>),
-    Ended(Outcome),
+/// How a step ends the task.
+enum Ending {
+    /// With this outcome (after settling what is left).
+    End(Outcome),
+    /// Finishing, as the supervisor asked.
+    Finish(Reply),
+    /// The host panicked in the step.
+    HostFailed { panic: String, carries_bag: bool },
 }
 
 enum Next {
@@ -300,49 +304,52 @@ impl BlockTask {
     }
 
     /// Runs until the block is finished, or fails for good.
-    pub async fn run(self) -> Outcome {
-        let mut task = Box::new(self);
+    pub async fn run(mut self) -> Outcome {
         // A command the supervisor sent while the block was restarting itself, to obey next.
         let mut obey = None;
         loop {
             let next = match obey.take() {
                 Some(cmd) => Next::Command(Some(cmd)),
-                None => task.next().await,
+                None => self.next().await,
             };
-            match task.step(next).await {
-                Step::Going(going, cmd) => {
-                    task = going;
-                    obey = cmd;
-                }
-                Step::Ended(outcome) => return outcome,
+            match self.step(next).await {
+                Ok(cmd) => obey = cmd,
+                Err(ending) => return self.ending(ending).await,
             }
         }
     }
 
-    /// Takes one step: a command, a bag (or batch), a timer, a server transition.
-    async fn step(mut self: Box<Self>, next: Next) -> Step {
+    /// Takes one step: a command, a bag (or batch), a timer, a server transition. `Ok`: the
+    /// task goes on (with a command to obey next); `Err`: how it ends.
+    async fn step(&mut self, next: Next) -> Result<Option<Command>, Ending> {
         let carries_bag = matches!(next, Next::Envelope(_));
         let step = match next {
-            Next::Command(None) => return Step::Ended((*self).end(Outcome::Abandoned).await),
-            Next::Command(Some(Command::Finish { reply })) => return Step::Ended((*self).finish(reply).await),
+            Next::Command(None) => return Err(Ending::End(Outcome::Abandoned)),
+            Next::Command(Some(Command::Finish { reply })) => return Err(Ending::Finish(reply)),
             Next::Command(Some(cmd)) => caught(self.command(cmd)).await,
             Next::Redeliver => caught(self.redeliver()).await,
             Next::Timer(tag) => caught(self.timer(tag)).await,
             Next::Envelope(env) => caught(self.deliver_batch(env)).await,
             Next::Server => caught(self.sync_server()).await,
-            Next::Room => return Step::Going(self, None),
+            Next::Room => return Ok(None),
         };
         let step = match step {
             Ok(step) => step,
-            Err(panic) => return Step::Ended((*self).host_failed(panic, carries_bag).await),
+            Err(panic) => return Err(Ending::HostFailed { panic, carries_bag }),
         };
-        if let Err(fault) = step {
-            match self.recover(fault).await {
-                Ok(cmd) => return Step::Going(self, cmd),
-                Err(outcome) => return Step::Ended((*self).end(outcome).await),
-            }
+        match step {
+            Ok(()) => Ok(None),
+            Err(fault) => self.recover(fault).await.map_err(Ending::End),
         }
-        Step::Going(self, None)
+    }
+
+    /// Ends the task as `ending` says.
+    async fn ending(self, ending: Ending) -> Outcome {
+        match ending {
+            Ending::End(outcome) => self.end(outcome).await,
+            Ending::Finish(reply) => self.finish(reply).await,
+            Ending::HostFailed { panic, carries_bag } => self.host_failed(panic, carries_bag).await,
+        }
     }
 
     /// The host panicked in one of this task's steps: a host bug, not the guest's. The instance

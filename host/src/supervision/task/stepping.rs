@@ -7,7 +7,7 @@
 
 use futures_util::FutureExt as _;
 
-use super::{BlockTask, Command, Next, Outcome, Step};
+use super::{BlockTask, Command, Next, Outcome};
 
 /// What [`Stepping::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Stepped {
 
 /// A task and where its loop is.
 pub struct Stepping {
-    task: Option<Box<BlockTask>>,
+    task: Option<BlockTask>,
     /// A command that came during a restart's backoff, to obey first.
     obey: Option<Command>,
     outcome: Option<Outcome>,
@@ -32,7 +32,7 @@ pub struct Stepping {
 impl Stepping {
     /// `task`, not started: its first step takes whatever is ready.
     pub fn new(task: BlockTask) -> Self {
-        Self { task: Some(Box::new(task)), obey: None, outcome: None }
+        Self { task: Some(task), obey: None, outcome: None }
     }
 
     /// Takes one step if one is ready now (a command, a bag, a timer that is due, a server
@@ -55,11 +55,11 @@ impl Stepping {
             },
         };
         match task.step(next).await {
-            Step::Going(task, cmd) => {
+            Ok(cmd) => {
                 self.task = Some(task);
                 self.obey = cmd;
             }
-            Step::Ended(outcome) => self.outcome = Some(outcome),
+            Err(ending) => self.outcome = Some(task.ending(ending).await),
         }
         Stepped::Took
     }
