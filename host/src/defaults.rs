@@ -47,6 +47,10 @@ pub const STDERR_LINE_BYTES: usize = 4096;
 /// Most bytes a guest may write to stderr in one write.
 pub const STDERR_WRITE_BYTES: usize = 64 * 1024;
 
+/// Longest line of a block's stdout the host holds to hand it to the writer whole: a longer one
+/// goes out as it comes (and lines of other blocks may come between its pieces).
+pub const STDOUT_LINE_BYTES: usize = 64 * 1024;
+
 /// Writes of blocks' stdout the host holds while its own stdout is slow (past them, what blocks
 /// print is dropped and counted).
 pub const STDOUT_CHUNKS: usize = 4096;

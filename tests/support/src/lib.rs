@@ -259,7 +259,14 @@ impl Bagpipe {
         loop {
             let line = match tokio::time::timeout(SAFETY, self.stdout.recv()).await {
                 Ok(line) => line?,
-                Err(_) => panic!("bagpipe printed nothing for too long; its log ends:\n{}", self.log_tail()),
+                Err(_) => {
+                    let printed = self.lines.len().saturating_sub(4);
+                    panic!(
+                        "bagpipe printed nothing for too long; its last lines on stdout:\n{}\nits log ends:\n{}",
+                        self.lines[printed..].join("\n"),
+                        self.log_tail()
+                    )
+                }
             };
             self.lines.push(line.clone());
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
