@@ -213,6 +213,16 @@ impl Block {
         self.run(async |b| b.connect(which).await)
     }
 
+    /// The test's end of `conn`: the peer address the block sees.
+    pub fn local_addr(&mut self, conn: Conn) -> Result<std::net::SocketAddr, TestError> {
+        self.bench().local_addr(conn)
+    }
+
+    /// The test's UDP socket address (the peer the block sees), once it sent a datagram.
+    pub fn udp_addr(&mut self) -> Option<std::net::SocketAddr> {
+        self.bench().udp_addr()
+    }
+
     /// Writes `bytes` on `conn`.
     pub fn send(&mut self, conn: Conn, bytes: &[u8]) -> Result<(), TestError> {
         self.run(async |b| b.send(conn, bytes).await)

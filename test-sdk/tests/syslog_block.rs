@@ -572,3 +572,16 @@ fn messages_a_full_outbox_refuses_are_published_in_order_once_it_takes_them_agai
     assert!(b.logs().iter().all(|l| l.level != "warn" && l.level != "error"), "nothing said lost");
     b.finish().unwrap();
 }
+
+#[test]
+fn the_peer_is_the_address_of_the_test_s_own_socket() {
+    let mut b = syslog(json!({}));
+    let conn = b.connect(None).unwrap();
+    b.send(conn, b"<13>1 - - - - - - over tcp\n").unwrap();
+    let tcp = b.local_addr(conn).unwrap().to_string();
+    b.datagram(None, b"<13>1 - - - - - - over udp").unwrap();
+    let udp = b.udp_addr().expect("a datagram was sent").to_string();
+    let peers: Vec<Value> = b.bags_to("sink").iter().map(|bag| bag["peer"].clone()).collect();
+    assert_eq!(peers, vec![json!(tcp), json!(udp)]);
+    b.finish().unwrap();
+}

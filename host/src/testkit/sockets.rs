@@ -120,6 +120,16 @@ impl Bench {
             .ok_or_else(|| TestError::Misuse(format!("connection {} is closed (or was never opened)", conn.0)))
     }
 
+    /// The test's end of `conn` (the peer address the block sees).
+    pub fn local_addr(&mut self, conn: Conn) -> Result<std::net::SocketAddr, TestError> {
+        Ok(self.conn(conn)?.stream.local_addr()?)
+    }
+
+    /// The address of the test's UDP socket (the peer the block sees), once a datagram was sent.
+    pub fn udp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.sockets.udp.as_ref().and_then(|udp| udp.local_addr().ok())
+    }
+
     /// Writes `bytes` on `conn`, waits until the block's queue has them all, and settles.
     pub async fn send(&mut self, conn: Conn, bytes: &[u8]) -> Result<(), TestError> {
         let before = self.counts()?;
