@@ -16,7 +16,6 @@ use crate::error::CallError;
 use crate::io::net::NetHub;
 use crate::manifest::BlockSpec;
 use crate::restart::Intensity;
-use crate::routing::bag::BagLimits;
 use crate::routing::calls::Calls;
 use crate::routing::controller::{Links, Request};
 use crate::routing::deadletter::DeadLetters;
@@ -120,13 +119,7 @@ impl Bench {
 
         // The block's queue, sockets and server side, as the supervisor makes them.
         let hooks = component.hooks;
-        let (queue_tx, queue_rx) = if hooks.enqueue || hooks.net || hooks.reply || hooks.stream {
-            let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
-            let (tx, rx) = BlockQueue::new(spec.limits.queue, spec.limits.queue_bytes, status.clone(), limits);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        let (queue_tx, queue_rx) = crate::supervision::supervisor::block_queue(&spec, hooks, &status);
         let inbox = queue_tx.clone().filter(|_| hooks.reply || hooks.stream);
         let streams = queue_tx.clone().filter(|_| hooks.stream);
         let bag_queue = queue_tx.clone().filter(|_| hooks.enqueue);

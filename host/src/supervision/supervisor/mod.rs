@@ -189,13 +189,7 @@ impl Supervisor {
         // One queue for bags, socket events, the outcomes of its calls and its streams; only a
         // block with `on-enqueue` is routed bags.
         let hooks = component.hooks;
-        let (queue_tx, queue_rx) = if hooks.enqueue || hooks.net || hooks.reply || hooks.stream {
-            let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
-            let (tx, rx) = BlockQueue::new(spec.limits.queue, spec.limits.queue_bytes, status.clone(), limits);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        let (queue_tx, queue_rx) = block_queue(&spec, hooks, &status);
         // Every block with `net-hook` has a hub, so that a manifest edit can grant it sockets.
         let net = match &queue_tx {
             Some(tx) if component.hooks.net => Some(NetHub::bind(&spec, tx.clone(), status.clone()).await?),
@@ -473,4 +467,19 @@ impl<F: Future<Output = ()>> Signal<F> {
             self.fired = true;
         }
     }
+}
+
+/// The queue of the block `spec` with `hooks` (both ends): one for bags, socket events, the
+/// outcomes of its calls and its streams; `None` for a block that takes none of them.
+pub(crate) fn block_queue(
+    spec: &BlockSpec,
+    hooks: crate::runtime::hooks::Hooks,
+    status: &Arc<BlockStatus>,
+) -> (Option<BlockQueue>, Option<crate::routing::queue::QueueReceiver>) {
+    if !(hooks.enqueue || hooks.net || hooks.reply || hooks.stream) {
+        return (None, None);
+    }
+    let limits = BagLimits { max_bytes: spec.limits.max_bag_bytes, max_depth: spec.limits.max_bag_depth };
+    let (tx, rx) = BlockQueue::new(spec.limits.queue, spec.limits.queue_bytes, status.clone(), limits);
+    (Some(tx), Some(rx))
 }
