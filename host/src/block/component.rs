@@ -16,7 +16,7 @@ use crate::block::ctx::{BlockCtx, BlockParts};
 use crate::defaults::MAX_COMPONENT_BYTES;
 use crate::error::LoadError;
 use crate::routing::controller::Links;
-use crate::runtime::cache::{ComponentCache, ContentHash};
+use crate::runtime::cache::{Compiled, ComponentCache, ContentHash};
 use crate::runtime::hooks::{Hooks, Indices, LIFECYCLE, interface};
 use crate::runtime::log_rate::LogRate;
 use crate::runtime::output_pace::Paces;
@@ -69,11 +69,18 @@ impl Loader {
         let hash = ContentHash::of(&bytes);
         let cache = self.cache.clone();
         let invalid = |reason: String| LoadError::Invalid { path: path.to_path_buf(), reason };
-        // Compiling is CPU work of up to a second: keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || cache.get(hash, &bytes))
+        let size = bytes.len();
+        let started = std::time::Instant::now();
+        // Compiling is CPU work of up to a second (many seconds for a component that carries an
+        // interpreter): keep it off the async workers.
+        let (component, from) = tokio::task::spawn_blocking(move || cache.get_from(hash, &bytes))
             .await
             .map_err(|e| invalid(format!("compiler task failed: {e}")))?
             .map_err(|e| invalid(format!("{e:#}")))?;
+        if from != Compiled::Memory {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(event = "component_loaded", path = %path.display(), version = %hash, from = from.as_str(), bytes = size, ms, "loaded {} ({}, {ms} ms)", path.display(), from.as_str());
+        }
         self.check(path, hash, &component).await.map(Arc::new)
     }
 

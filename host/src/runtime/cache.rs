@@ -58,6 +58,28 @@ impl fmt::Display for ContentHash {
     }
 }
 
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiled {
+    /// This host compiled it earlier (the in-memory cache).
+    Memory,
+    /// A host compiled it earlier and stored it (the disk cache): read, not compiled.
+    Disk,
+    /// Compiled now.
+    Now,
+}
+
+impl Compiled {
+    /// How the log names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compiled::Memory => "memory",
+            Compiled::Disk => "disk",
+            Compiled::Now => "compiled",
+        }
+    }
+}
+
 /// Where compiled components are kept.
 pub struct ComponentCache {
     engine: Engine,
@@ -121,6 +143,11 @@ impl ComponentCache {
     /// The compiled form of `bytes` (whose hash is `hash`), from the cache or freshly compiled.
     /// Blocking: call it off the async workers.
     pub fn get(&self, hash: ContentHash, bytes: &[u8]) -> wasmtime::Result<Component> {
+        self.get_from(hash, bytes).map(|(c, _)| c)
+    }
+
+    /// [`get`](Self::get), saying where the compiled form came from.
+    pub fn get_from(&self, hash: ContentHash, bytes: &[u8]) -> wasmtime::Result<(Component, Compiled)> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
         let entry = self.dir.as_ref().map(|d| d.join(format!("{}-{}.cwasm", hash.hex(), self.engine_tag)));
         if let Some((c, used)) = self.lock().get_mut(&hash) {
@@ -129,17 +156,17 @@ impl ComponentCache {
             if let Some(path) = &entry {
                 touch(path);
             }
-            return Ok(c.clone());
+            return Ok((c.clone(), Compiled::Memory));
         }
-        let component = match entry.as_deref().and_then(|p| self.read(p)) {
-            Some(c) => c,
+        let (component, from) = match entry.as_deref().and_then(|p| self.read(p)) {
+            Some(c) => (c, Compiled::Disk),
             None => {
                 let c = Component::new(&self.engine, bytes)?;
                 self.compiled.fetch_add(1, Ordering::Relaxed);
                 if let Some(path) = &entry {
                     self.write(path, &c);
                 }
-                c
+                (c, Compiled::Now)
             }
         };
         let mut memory = self.lock();
@@ -149,7 +176,7 @@ impl ComponentCache {
             memory.remove(&oldest);
         }
         memory.insert(hash, (component.clone(), tick));
-        Ok(component)
+        Ok((component, from))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, (Component, u64)>> {

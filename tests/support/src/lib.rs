@@ -19,6 +19,7 @@ use tokio::process::Child;
 
 mod log;
 mod nats;
+pub mod polyglot;
 mod wat;
 
 use log::parse_record;
@@ -145,16 +146,18 @@ impl Bagpipe {
         Self::start_env(bin, args, &[])
     }
 
-    /// [`Bagpipe::start`] with more environment variables.
+    /// [`Bagpipe::start`] with more environment variables (`BAGPIPE_CACHE_DIR` among them
+    /// replaces the shared cache).
     pub fn start_env<I, S>(bin: &str, args: I, envs: &[(&str, &OsStr)]) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = tokio::process::Command::new(bin)
+        let mut command = tokio::process::Command::new(bin);
+        command.env("BAGPIPE_CACHE_DIR", workspace_root().join("target").join("bagpipe-test-cache"));
+        let mut child = command
             .args(args)
             .envs(envs.iter().map(|(k, v)| (*k, *v)))
-            .env("BAGPIPE_CACHE_DIR", workspace_root().join("target").join("bagpipe-test-cache"))
             .env("BAGPIPE_LOG", "info")
             .env("BAGPIPE_LOG_FORMAT", "json")
             .stdin(Stdio::null())

@@ -1,0 +1,185 @@
+//! Blocks written in Python and JavaScript, built from `examples/polyglot/src/` with the SDKs in
+//! `guest-sdk/python` and `guest-sdk/js`, run through the real host next to Rust blocks: a
+//! pipeline across the three languages, a Python block that raises, a hot swap of the Python
+//! block that carries its state, and the compile cache that makes their second start cheap.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use bagpipe_test_support::{Bagpipe, BlockDir, Want, Write, artifacts, block_of, polyglot, run_to_end, workspace_root};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// source (Rust) -> enrich (Python) -> tag (JavaScript) -> sink (Rust), the example's manifest
+/// with its source's count and pace changed.
+fn pipeline(count: u64, interval_ms: u64) -> BlockDir {
+    let manifest = std::fs::read_to_string(workspace_root().join("examples/polyglot/bagpipe.toml"))
+        .expect("the example's manifest")
+        .replace("count = 10\ninterval_ms = 50", &format!("count = {count}\ninterval_ms = {interval_ms}"));
+    assert!(manifest.contains(&format!("count = {count}\n")), "the example's manifest changed shape");
+    let dir = BlockDir::new(&manifest, &[("source", artifacts::SOURCE), ("sink", artifacts::SINK)]);
+    dir.copy("enrich", path_str(&polyglot::enrich()));
+    dir.copy("tag", path_str(&polyglot::tag()));
+    dir
+}
+
+/// The sink's bags: what it printed that has an `n`.
+fn sunk(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e.get("n").is_some()).collect()
+}
+
+#[tokio::test]
+async fn rust_python_javascript_rust_delivers_every_bag_in_order() {
+    let dir = pipeline(200, 1);
+    let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
+    out.assert_success();
+    let bags = sunk(&out.events);
+    assert_eq!(bags.len(), 200, "every bag arrives:\n{}", out.stderr);
+    for (k, bag) in bags.iter().enumerate() {
+        let n = k as u64 + 1;
+        assert_eq!(bag["n"], n, "in order: {bag}");
+        assert_eq!(bag["words"], 3, "enrich (Python) counted the words: {bag}");
+        assert_eq!(bag["py_seen"], n, "{bag}");
+        assert_eq!(bag["py_version"], 1, "{bag}");
+        assert_eq!(bag["js_seen"], n, "tag (JavaScript) saw it: {bag}");
+        assert_eq!(bag["tag"], "polyglot", "tag's config reached it: {bag}");
+        assert_eq!(bag["__from"], "tag", "{bag}");
+        assert_eq!(bag["__seq"], n, "{bag}");
+    }
+    for block in ["source", "enrich", "tag", "sink"] {
+        assert_eq!(out.final_stats(block)["faults"], 0, "{block}:\n{}", out.stderr);
+    }
+    assert_eq!(out.final_stats("enrich")["processed"], 200);
+    assert_eq!(out.final_stats("tag")["processed"], 200);
+    let finished: Vec<_> = out.log_events("finished").iter().filter_map(|r| r["block"].as_str()).collect();
+    assert_eq!(finished, ["sink", "tag", "enrich", "source"], "finished in reverse order:\n{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_python_block_that_raises_ends_only_itself_and_is_restarted() {
+    // `sender` sends three syslog-like bags; the second has a text that is not a string, so
+    // enrich's `split` raises AttributeError.
+    let bags = [
+        r#"{"text":"disk almost full","severity":3,"facility":4}"#,
+        r#"{"text":5}"#,
+        r#"{"text":"after the fault","severity":6,"facility":16,"last":true}"#,
+    ];
+    let manifest = format!(
+        r#"
+[[block]]
+name = "sender"
+[block.config]
+to = "enrich"
+phase = "run"
+bags = {bags:?}
+
+[[block]]
+name = "enrich"
+memory_mb = 128
+[block.config]
+to = "tag"
+
+[[block]]
+name = "tag"
+[block.config]
+to = "sink"
+
+[[block]]
+name = "sink"
+"#
+    );
+    let dir = BlockDir::new(&manifest, &[("sender", artifacts::SENDER), ("sink", artifacts::SINK)]);
+    dir.copy("enrich", path_str(&polyglot::enrich()));
+    dir.copy("tag", path_str(&polyglot::tag()));
+    let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
+    out.assert_success();
+
+    let got: Vec<&Value> = out.events.iter().filter(|e| e.get("words").is_some()).collect();
+    assert_eq!(got.len(), 2, "the two good bags arrive, the bad one does not:\n{}", out.stderr);
+    assert_eq!(got[0]["severity_name"], "err");
+    assert_eq!(got[0]["facility_name"], "auth");
+    assert_eq!(got[0]["py_seen"], 1);
+    assert_eq!(got[1]["text"], "after the fault");
+    assert_eq!(got[1]["severity_name"], "info");
+    assert_eq!(got[1]["facility_name"], "local0");
+    // A restart is a fresh instance: its count starts again (a swap carries it; see below).
+    assert_eq!(got[1]["py_seen"], 1, "{}", got[1]);
+
+    let faults = out.log.iter().filter(|r| r["event"] == "fault" && block_of(r) == Some("enrich")).count();
+    assert!(faults >= 1, "enrich faulted:\n{}", out.stderr);
+    assert!(out.stderr.contains("AttributeError"), "the Python traceback reaches the log:\n{}", out.stderr);
+    assert!(!out.log_events("restarted").is_empty(), "enrich was restarted:\n{}", out.stderr);
+    let enrich = out.final_stats("enrich");
+    assert!(enrich["faults"].as_u64() >= Some(1) && enrich["restarts"].as_u64() >= Some(1), "{enrich}");
+    assert_eq!(enrich["dead_letters"], 1, "the bag that made it raise is dead-lettered, once: {enrich}");
+    for block in ["sender", "tag", "sink"] {
+        let stats = out.final_stats(block);
+        assert_eq!((&stats["faults"], &stats["restarts"]), (&0.into(), &0.into()), "{block} ran on: {stats}");
+    }
+}
+
+#[tokio::test]
+async fn a_hot_swap_of_the_python_block_carries_its_count_and_loses_nothing() {
+    let dir = pipeline(1_000_000, 2);
+    let source = std::fs::read_to_string(workspace_root().join("examples/polyglot/src/enrich.py")).expect("enrich.py");
+    assert!(source.contains("VERSION = 1\n"), "enrich.py changed shape");
+    let v2 = polyglot::block_from_text("enrich.py", &source.replace("VERSION = 1\n", "VERSION = 2\n"));
+    let v2 = std::fs::read(v2).expect("enrich v2");
+
+    let mut host = Bagpipe::run(BIN, &dir);
+    host.log_event("running").await;
+    host.wait_for(20, |e| e["py_version"] == 1).await;
+    dir.write_as("enrich.wasm", &v2, Write::Rename);
+    let swapped = host.log_record(Want::event("swapped").block("enrich")).await;
+    assert_eq!(swapped["version"], bagpipe_test_support::version_of(&v2), "{swapped}");
+    host.wait_for(20, |e| e["py_version"] == 2).await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+
+    let bags = sunk(&out.events);
+    let mut last_version = 1;
+    for (k, bag) in bags.iter().enumerate() {
+        let n = k as u64 + 1;
+        assert_eq!(bag["n"], n, "nothing lost, nothing twice, in order: {bag}");
+        assert_eq!(bag["py_seen"], n, "the count went on across the swap: {bag}");
+        let version = bag["py_version"].as_u64().expect("a version");
+        assert!(version >= last_version, "never back to the old version: {bag}");
+        last_version = version;
+    }
+    assert_eq!(last_version, 2);
+    let enrich = out.final_stats("enrich");
+    assert_eq!((&enrich["swaps"], &enrich["faults"]), (&1.into(), &0.into()), "{enrich}");
+}
+
+#[tokio::test]
+async fn the_compile_cache_keeps_a_second_start_from_compiling_python_or_javascript() {
+    let cache = tempfile::tempdir().expect("a cache directory");
+    let dir = pipeline(3, 1);
+    let args = [OsStr::new("run"), dir.path().as_os_str()];
+    let env = [("BAGPIPE_CACHE_DIR", cache.path().as_os_str())];
+    let loaded = |out: &bagpipe_test_support::Finished, name: &str| -> String {
+        let record = out
+            .log
+            .iter()
+            .find(|r| r["event"] == "component_loaded" && r["path"].as_str().is_some_and(|p| p.ends_with(name)))
+            .unwrap_or_else(|| panic!("{name} was not loaded:\n{}", out.stderr));
+        record["from"].as_str().expect("from").to_owned()
+    };
+
+    let first = Bagpipe::start_env(BIN, args, &env).finish().await;
+    first.assert_success();
+    assert_eq!(loaded(&first, "enrich.wasm"), "compiled");
+    assert_eq!(loaded(&first, "tag.wasm"), "compiled");
+
+    let second = Bagpipe::start_env(BIN, args, &env).finish().await;
+    second.assert_success();
+    assert_eq!(loaded(&second, "enrich.wasm"), "disk", "read from the cache, not compiled again");
+    assert_eq!(loaded(&second, "tag.wasm"), "disk");
+    assert_eq!(sunk(&second.events).len(), 3);
+}
