@@ -80,7 +80,6 @@ bags = {bags:?}
 
 [[block]]
 name = "enrich"
-memory_mb = 128
 [block.config]
 to = "tag"
 
@@ -182,4 +181,98 @@ async fn the_compile_cache_keeps_a_second_start_from_compiling_python_or_javascr
     assert_eq!(loaded(&second, "enrich.wasm"), "disk", "read from the cache, not compiled again");
     assert_eq!(loaded(&second, "tag.wasm"), "disk");
     assert_eq!(sunk(&second.events).len(), 3);
+}
+
+/// The events one probe printed, by `event`.
+fn probe_events<'a>(events: &'a [Value], language: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["probe"] == language).collect()
+}
+
+#[tokio::test]
+async fn python_and_javascript_controllers_give_the_hosts_answers_and_typed_errors() {
+    // Each probe tries the controller's calls and hooks (guests/python/probe.py,
+    // guests/js/probe.js); the sink is the target of their calls (it answers none).
+    let manifest = r#"
+[[block]]
+name = "probe_py"
+[block.config]
+target = "sink"
+
+[[block]]
+name = "probe_js"
+[block.config]
+target = "sink"
+
+[[block]]
+name = "sink"
+"#;
+    let dir = BlockDir::new(manifest, &[("sink", artifacts::SINK)]);
+    let root = workspace_root();
+    dir.copy("probe_py", path_str(&polyglot::block(&root.join("guests/python/probe.py"))));
+    dir.copy("probe_js", path_str(&polyglot::block(&root.join("guests/js/probe.js"))));
+    let mut host = Bagpipe::run(BIN, &dir);
+    host.wait_for(2, |e| e["event"] == "all_done").await;
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+
+    for (language, block) in [("python", "probe_py"), ("js", "probe_js")] {
+        let events = probe_events(&out.events, language);
+        let find = |event: &str| -> Vec<&Value> { events.iter().copied().filter(|e| e["event"] == event).collect() };
+        let who = find("who");
+        assert_eq!((&who[0]["name"], &who[0]["responsibility"]), (&block.into(), &block.into()), "{language}");
+        let errors = find("error");
+        assert_eq!(errors.len(), 3, "{language}: {errors:?}");
+        assert_eq!(
+            (&errors[0]["cls"], &errors[0]["family"], &errors[0]["kind"]),
+            (&"UnknownTarget".into(), &"EnqueueError".into(), &"unknown-target".into()),
+            "{language}"
+        );
+        assert!(errors[0]["detail"].as_str().is_some_and(|d| d.contains("`nobody`")), "{language}: {}", errors[0]);
+        assert_eq!(
+            (&errors[1]["cls"], &errors[1]["kind"]),
+            (&"InvalidBag".into(), &"invalid-bag".into()),
+            "{language}"
+        );
+        assert!(errors[1]["detail"].as_str().is_some_and(|d| d.contains("__x")), "{language}: {}", errors[1]);
+        assert_eq!(
+            (&errors[2]["call"], &errors[2]["family"], &errors[2]["kind"]),
+            (&"reply".into(), &"CallError".into(), &"no-reply".into()),
+            "{language}: the sink took the call and did not answer"
+        );
+        let sent = find("sent_many");
+        assert_eq!(
+            (&sent[0]["taken"], &sent[0]["queued"], &sent[0]["error"]),
+            (&3.into(), &true.into(), &false.into())
+        );
+        let lookup = find("lookup");
+        assert_eq!(
+            (&lookup[0]["state"], &lookup[0]["accepts_bags"], &lookup[0]["builtin"]),
+            (&"running".into(), &true.into(), &false.into()),
+            "{language}"
+        );
+        assert_eq!(find("lookup_nobody")[0]["found"], false, "{language}");
+        assert_eq!(find("called")[0]["id_is_int"], true, "{language}");
+        assert_eq!(find("timer")[0]["tag"], "tick", "{language}");
+        let bags: Vec<_> = find("bag").iter().map(|b| (b["i"].clone(), b["sender"].clone())).collect();
+        assert_eq!(
+            bags,
+            [(1.into(), block.into()), (2.into(), block.into())],
+            "{language}: the refused bag is not one"
+        );
+        assert_eq!(find("all_done").len(), 1, "{language}");
+
+        let stats = out.final_stats(block);
+        assert_eq!(
+            (&stats["failed"], &stats["faults"]),
+            (&1.into(), &0.into()),
+            "BlockError is a refusal, not a fault: {stats}"
+        );
+        let warned = out.log.iter().any(|r| {
+            block_of(r) == Some(block)
+                && r["level"] == "WARN"
+                && r["message"].as_str().is_some_and(|m| m.contains("probe warns"))
+        });
+        assert!(warned, "{language}: ctl.warn reached the log:\n{}", out.stderr);
+    }
 }

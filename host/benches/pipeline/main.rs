@@ -12,7 +12,9 @@
 //! and request/response between two blocks next to NATS request/reply ([`calls`];
 //! `BAGPIPE_BENCH_CALLS=1` runs only that); and a CPU-bound transform with a pool of 1, 2 and 4
 //! workers against the same work on as many tokio tasks ([`workers`]; `BAGPIPE_BENCH_WORKERS=1`
-//! runs only that).
+//! runs only that); and a transform in Python and in JavaScript next to one in Rust: per-bag
+//! cost, start with a cold and a warm compile cache, memory per instance ([`polyglot`];
+//! `BAGPIPE_BENCH_POLYGLOT=1` runs only that).
 //!
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
@@ -33,9 +35,12 @@ mod calls;
 mod cross;
 mod hostile;
 mod many;
+mod polyglot;
 mod workers;
 
 const RUNS: usize = 5;
+/// Bags through the Python and JavaScript transforms (fewer: they are slower).
+const POLYGLOT_BAGS: u64 = 20_000;
 const QUEUE: usize = 1024;
 
 fn main() {
@@ -78,6 +83,10 @@ fn main() {
         }
         if std::env::var_os("BAGPIPE_BENCH_CALLS").is_some() {
             calls::print(&calls::measure(host, 20_000).await);
+            return;
+        }
+        if std::env::var_os("BAGPIPE_BENCH_POLYGLOT").is_some() {
+            polyglot::print(&polyglot::measure(host, bags.min(POLYGLOT_BAGS)).await, bags.min(POLYGLOT_BAGS));
             return;
         }
         if std::env::var_os("BAGPIPE_BENCH_WORKERS").is_some() {
@@ -163,6 +172,7 @@ fn main() {
         let idle = many::measure(host, 10_000).await;
         let round_trips = calls::measure(host, 20_000).await;
         let pools = workers::measure(host, 20_000).await;
+        let languages = polyglot::measure(host, bags.min(POLYGLOT_BAGS)).await;
 
         println!("bagpipe pipeline benchmark: {bags} bags of ~200 bytes, median of {RUNS} runs");
         println!();
@@ -223,6 +233,8 @@ fn main() {
         calls::print(&round_trips);
         println!();
         workers::print(&pools);
+        println!();
+        polyglot::print(&languages, bags.min(POLYGLOT_BAGS));
     });
 }
 
@@ -400,8 +412,13 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SinkTiming {
 
 /// Runs a manifest; returns the sink's rate (bags/s from its first bag to its last) and the report.
 async fn run_blocks(host: &Host, manifest: String) -> (f64, RunReport) {
-    let dir = BlockDir::new(
-        &manifest,
+    run_in(host, &bench_dir(&manifest)).await
+}
+
+/// A directory with `manifest` and every component the benchmark's manifests name.
+fn bench_dir(manifest: &str) -> BlockDir {
+    BlockDir::new(
+        manifest,
         &[
             ("bench_source", artifacts::BENCH_SOURCE),
             ("transform", artifacts::TRANSFORM),
@@ -411,7 +428,11 @@ async fn run_blocks(host: &Host, manifest: String) -> (f64, RunReport) {
             ("hostile", artifacts::HOSTILE),
             ("worker", artifacts::WORKER),
         ],
-    );
+    )
+}
+
+/// Runs the manifest in `dir` to the end; returns the rate at the sink and the report.
+async fn run_in(host: &Host, dir: &BlockDir) -> (f64, RunReport) {
     let manifest = Manifest::load(dir.path()).expect("manifest");
     *SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let report = host.run(&manifest, std::future::pending()).await.expect("pipeline run");

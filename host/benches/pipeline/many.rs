@@ -61,7 +61,7 @@ async fn run(host: &Host, n: usize, shape: &'static str, independent: bool) -> R
 }
 
 /// The process's resident memory, KiB (`VmRSS`).
-fn resident_kib() -> u64 {
+pub fn resident_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -29,6 +29,11 @@ fn sdk_files(root: &Path) -> Vec<PathBuf> {
 /// The component built from `source` (a `.py` or `.js` block module); panics with the builder's
 /// output when the build fails.
 pub fn block(source: &Path) -> PathBuf {
+    try_block(source).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`block`], saying why when the build fails (the benchmark goes on without it).
+pub fn try_block(source: &Path) -> Result<PathBuf, String> {
     let root = workspace_root().canonicalize().expect("workspace root");
     let mut hash = Sha256::new();
     // A JS build reads the module's whole directory; hashing the module itself is enough for
@@ -43,23 +48,24 @@ pub fn block(source: &Path) -> PathBuf {
     let out = root.join("target/polyglot").join(format!("{stem}-{digest}.wasm"));
     let _one = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     if out.is_file() {
-        return out;
+        return Ok(out);
     }
     let built = Command::new("bash")
         .arg(root.join("guest-sdk/build-block"))
         .arg(source)
         .arg(&out)
         .output()
-        .expect("running guest-sdk/build-block");
-    assert!(
-        built.status.success() && out.is_file(),
-        "building {} failed ({}):\n{}{}",
-        source.display(),
-        built.status,
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
+        .map_err(|e| format!("running guest-sdk/build-block: {e}"))?;
+    if !built.status.success() || !out.is_file() {
+        return Err(format!(
+            "building {} failed ({}):\n{}{}",
+            source.display(),
+            built.status,
+            String::from_utf8_lossy(&built.stdout),
+            String::from_utf8_lossy(&built.stderr)
+        ));
+    }
+    Ok(out)
 }
 
 /// The component built from a module whose text is `text`, written as `file` (e.g. a second
