@@ -11,6 +11,31 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
 
+/// The tests of this file run one at a time, after the shared compile cache holds the example's
+/// components: compiling a Python and a JavaScript component takes a debug host tens of seconds,
+/// and several hosts doing it at once on a small machine would outlast the waits' safety limit.
+/// (The cache test compiles again, into a cache of its own, with nothing else running.)
+static ONE_AT_A_TIME: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+
+async fn exclusive() -> tokio::sync::MutexGuard<'static, bool> {
+    let mut warmed = ONE_AT_A_TIME.lock().await;
+    if !*warmed {
+        let dir = pipeline(1, 1);
+        // `bagpipe check` compiles every component of the directory into the shared cache; it
+        // runs without the waits' limit, as long as compiling takes.
+        let checked = tokio::process::Command::new(BIN)
+            .arg("check")
+            .arg(dir.path())
+            .env("BAGPIPE_CACHE_DIR", workspace_root().join("target").join("bagpipe-test-cache"))
+            .output()
+            .await
+            .expect("running bagpipe check");
+        assert!(checked.status.success(), "bagpipe check: {}", String::from_utf8_lossy(&checked.stderr));
+        *warmed = true;
+    }
+    warmed
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
@@ -35,6 +60,7 @@ fn sunk(events: &[Value]) -> Vec<&Value> {
 
 #[tokio::test]
 async fn rust_python_javascript_rust_delivers_every_bag_in_order() {
+    let _one = exclusive().await;
     let dir = pipeline(200, 1);
     let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
     out.assert_success();
@@ -62,6 +88,7 @@ async fn rust_python_javascript_rust_delivers_every_bag_in_order() {
 
 #[tokio::test]
 async fn a_python_block_that_raises_ends_only_itself_and_is_restarted() {
+    let _one = exclusive().await;
     // `sender` sends three syslog-like bags; the second has a text that is not a string, so
     // enrich's `split` raises AttributeError.
     let bags = [
@@ -124,6 +151,7 @@ name = "sink"
 
 #[tokio::test]
 async fn a_hot_swap_of_the_python_block_carries_its_count_and_loses_nothing() {
+    let _one = exclusive().await;
     let dir = pipeline(1_000_000, 2);
     let source = std::fs::read_to_string(workspace_root().join("examples/polyglot/src/enrich.py")).expect("enrich.py");
     assert!(source.contains("VERSION = 1\n"), "enrich.py changed shape");
@@ -158,6 +186,7 @@ async fn a_hot_swap_of_the_python_block_carries_its_count_and_loses_nothing() {
 
 #[tokio::test]
 async fn the_compile_cache_keeps_a_second_start_from_compiling_python_or_javascript() {
+    let _one = exclusive().await;
     let cache = tempfile::tempdir().expect("a cache directory");
     let dir = pipeline(3, 1);
     let args = [OsStr::new("run"), dir.path().as_os_str()];
@@ -190,6 +219,7 @@ fn probe_events<'a>(events: &'a [Value], language: &str) -> Vec<&'a Value> {
 
 #[tokio::test]
 async fn python_and_javascript_controllers_give_the_hosts_answers_and_typed_errors() {
+    let _one = exclusive().await;
     // Each probe tries the controller's calls and hooks (guests/python/probe.py,
     // guests/js/probe.js); the sink is the target of their calls (it answers none).
     let manifest = r#"
@@ -274,5 +304,35 @@ name = "sink"
                 && r["message"].as_str().is_some_and(|m| m.contains("probe warns"))
         });
         assert!(warned, "{language}: ctl.warn reached the log:\n{}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn a_javascript_block_that_throws_or_goes_async_faults_and_one_that_refuses_does_not() {
+    let _one = exclusive().await;
+    let bags = [r#"{"throw":true}"#, r#"{"async":true}"#, r#"{"refuse":true}"#, r#"{"i":1,"last":true}"#];
+    let manifest = format!(
+        "[[block]]\nname = \"sender\"\n[block.config]\nto = \"faulty_js\"\nphase = \"run\"\nbags = {bags:?}\n\n\
+         [[block]]\nname = \"faulty_js\"\n[block.config]\nto = \"sink\"\n\n[[block]]\nname = \"sink\"\n"
+    );
+    let dir = BlockDir::new(&manifest, &[("sender", artifacts::SENDER), ("sink", artifacts::SINK)]);
+    dir.copy("faulty_js", path_str(&polyglot::block(&workspace_root().join("guests/js/faulty.js"))));
+    let out = run_to_end(BIN, ["run".as_ref(), dir.path().as_os_str()]).await;
+    out.assert_success();
+
+    let got: Vec<&Value> = out.events.iter().filter(|e| e.get("i").is_some()).collect();
+    assert_eq!(got.len(), 1, "only the good bag arrives:\n{}", out.stderr);
+    let stats = out.final_stats("faulty_js");
+    // Each faulting bag: delivered, delivered again to a fresh instance, then dead-lettered.
+    assert_eq!(
+        (&stats["faults"], &stats["dead_letters"], &stats["failed"]),
+        (&4.into(), &2.into(), &1.into()),
+        "two faults twice each, one refusal: {stats}\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("TypeError"), "the JS error reaches the log:\n{}", out.stderr);
+    assert!(out.stderr.contains("hooks are synchronous"), "an async hook is named as the fault:\n{}", out.stderr);
+    for block in ["sender", "sink"] {
+        assert_eq!(out.final_stats(block)["faults"], 0, "{block} ran on");
     }
 }

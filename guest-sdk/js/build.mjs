@@ -7,9 +7,9 @@
 // interfaces (plus `batch-hook`, as every SDK does), and runs ComponentizeJS against it.
 
 import { cp, mkdtemp, mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const SDK = dirname(fileURLToPath(import.meta.url));
@@ -24,10 +24,14 @@ function usage(message) {
 
 function parse(argv) {
   const args = { app: null, out: null, wit: DEFAULT_WIT };
+  const value = (i, option) => {
+    if (i >= argv.length) usage(`${option} needs a value`);
+    return argv[i];
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "-o" || a === "--output") args.out = argv[++i];
-    else if (a === "--wit") args.wit = argv[++i];
+    if (a === "-o" || a === "--output") args.out = value(++i, a);
+    else if (a === "--wit") args.wit = value(++i, a);
     else if (a.startsWith("-")) usage(`unknown option ${a}`);
     else if (args.app === null) args.app = a;
     else usage(`unexpected ${a}`);
@@ -61,15 +65,17 @@ const camel = (s) => s.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
 
 async function main() {
   const args = parse(process.argv.slice(2));
-  if (!existsSync(args.app)) usage(`\`${args.app}\` is not a file`);
+  if (!existsSync(args.app) || !statSync(args.app).isFile()) usage(`\`${args.app}\` is not a file`);
   if (!existsSync(join(args.wit, "block.wit"))) usage(`\`${args.wit}\` holds no block.wit: pass the project's wit directory with --wit`);
 
   const scratch = await mkdtemp(join(tmpdir(), "bagpipe-js-"));
   try {
     const src = join(scratch, "src");
-    await cp(dirname(args.app), src, {
+    const appDir = dirname(args.app);
+    await cp(appDir, src, {
       recursive: true,
-      filter: (p) => !/(^|\/)(node_modules|target)(\/|$)/.test(p) && !p.endsWith(".wasm"),
+      // Judged on the path inside the block's directory: where that directory lives is no matter.
+      filter: (p) => !/(^|\/)(node_modules|target|\.git)(\/|$)/.test(relative(appDir, p)) && !p.endsWith(".wasm"),
     });
     await cp(join(SDK, "bagpipe.js"), join(src, "bagpipe.js"));
     await cp(join(SDK, "glue.js"), join(src, "bagpipe-glue.js"));
@@ -111,7 +117,7 @@ async function main() {
     });
     await mkdir(dirname(args.out), { recursive: true });
     // A watching host sees the whole new file at once, never a half-written one.
-    const partial = `${args.out}.partial`;
+    const partial = join(dirname(args.out), `.${basename(args.out)}.${process.pid}.${Date.now()}.partial`);
     await writeFile(partial, component);
     await rename(partial, args.out);
     console.log(`built ${args.out} (exports lifecycle, ${interfaces.join(", ")})`);

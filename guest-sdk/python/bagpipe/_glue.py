@@ -29,12 +29,23 @@ def _the_block():
     return _block
 
 
-def _returning(method, *args):
-    """Calls a hook that returns a result: `BlockError` becomes the error, anything else is a
-    fault."""
+class _BadInput(Exception):
+    """A bag or config from the host that does not parse: the hook's error, as in the Rust SDK."""
+
+
+def _parse(text, what):
     try:
-        method(*args)
-    except errors.BlockError as e:
+        return json.loads(text)
+    except ValueError as e:
+        raise _BadInput(f"{what} is not JSON: {e}") from None
+
+
+def _returning(call):
+    """Runs `call` (a hook that returns a result, with its arguments parsed inside): a
+    `BlockError`, or input that does not parse, becomes the error; anything else is a fault."""
+    try:
+        call()
+    except (errors.BlockError, _BadInput) as e:
         raise Err(str(e)) from None
 
 
@@ -47,9 +58,12 @@ def _bag(text):
 
 
 def _outcome(result):
-    if isinstance(result, Ok):
+    if not isinstance(result, Ok):
+        return errors.from_wit(errors.CallError, result.value)
+    try:
         return json.loads(result.value)
-    return errors.from_wit(errors.CallError, result.value)
+    except ValueError as e:
+        return errors.CallUnavailable(f"the answer is not JSON: {e}")
 
 
 def _stream_end(end):
@@ -64,7 +78,7 @@ class Lifecycle:
         if cls is None:
             raise Err("no block: the module never called bagpipe.export")
         block = cls()
-        _returning(block.init, CTL, json.loads(config))
+        _returning(lambda: block.init(CTL, _parse(config, "config") or {}))
         _block = block
 
     def run(self) -> None:
@@ -73,12 +87,13 @@ class Lifecycle:
     def finish(self) -> None:
         global _block
         block, _block = _the_block(), None
-        _returning(block.finish, CTL)
+        _returning(lambda: block.finish(CTL))
 
 
 class EnqueueHook:
     def on_enqueue(self, bag: str) -> None:
-        _returning(_the_block().on_enqueue, CTL, _bag(bag))
+        block = _the_block()
+        _returning(lambda: block.on_enqueue(CTL, _parse(bag, "bag")))
 
 
 class ReplyHook:
@@ -90,7 +105,7 @@ class StreamHook:
     def on_stream_open(self, id, sender, bag) -> None:
         hook = _hook("on_stream_open")
         if hook is not None:
-            _returning(hook, CTL, id, sender, _bag(bag))
+            _returning(lambda: hook(CTL, id, sender, _parse(bag, "bag")))
 
     def on_stream_data(self, id, bag) -> None:
         hook = _hook("on_stream_data")
@@ -143,11 +158,20 @@ class NetHook:
 
 
 class StateHook:
+    """A block that defines only one of the two gets the Rust SDK's default for the other: an
+    empty snapshot, a restore that takes nothing."""
+
     def snapshot(self) -> bytes:
-        return bytes(_the_block().snapshot(CTL))
+        hook = _hook("snapshot")
+        if hook is None:
+            return b""
+        state = hook(CTL)
+        return state.encode() if isinstance(state, str) else bytes(state or b"")
 
     def restore(self, state) -> None:
-        _returning(_the_block().restore, CTL, bytes(state))
+        hook = _hook("restore")
+        if hook is not None:
+            _returning(lambda: hook(CTL, bytes(state)))
 
 
 _NET = NetHook()
@@ -159,8 +183,8 @@ def _deliver(item):
     """Hands one queued item to its hook; returns how it went, for the next `next`."""
     if isinstance(item, delivery.Item_Bag):
         try:
-            _the_block().on_enqueue(CTL, _bag(item.value))
-        except errors.BlockError as e:
+            _the_block().on_enqueue(CTL, _parse(item.value, "bag"))
+        except (errors.BlockError, _BadInput) as e:
             return Err(str(e))
         return _OK
     value = item.value

@@ -63,6 +63,10 @@ def build(app: Path, out: Path, wit: Path) -> list:
 
     if not app.is_file():
         raise BuildError(f"`{app}` is not a file")
+    if app.suffix != ".py" or not app.stem.isidentifier():
+        raise BuildError(f"`{app.name}`: a block's module must be NAME.py with NAME a Python identifier")
+    if app.stem in sys.stdlib_module_names or app.stem in ("bagpipe", "bagpipe_app", "wit_world"):
+        raise BuildError(f"`{app.name}` would shadow the module `{app.stem}`: rename it")
     if not (wit / "block.wit").is_file():
         raise BuildError(f"`{wit}` holds no block.wit: pass the project's wit directory with --wit")
     interfaces = hooks.interfaces(block_class(app))
@@ -76,7 +80,10 @@ def build(app: Path, out: Path, wit: Path) -> list:
             "from bagpipe._glue import (BatchHook, EnqueueHook, Lifecycle, NetHook,  # noqa: F401\n"
             "                           ReplyHook, ServerHook, StateHook, StreamHook, TimerHook)\n")
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")
+        # Beside the output (so the rename is atomic), named for this build alone.
+        handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+        os.close(handle)
+        partial = Path(partial)
         # A copy of the SDK: componentize-py writes bytecode beside what it reads.
         shutil.copytree(SDK / "bagpipe", tmp / "sdk" / "bagpipe", ignore=shutil.ignore_patterns("__pycache__"))
         command = [componentize_py(), "-d", str(tmp / "wit"), "-w", WORLD, "componentize", "bagpipe_app",

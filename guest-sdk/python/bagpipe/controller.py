@@ -33,8 +33,15 @@ def dumps(bag) -> str:
     return json.dumps(bag, separators=(",", ":"), ensure_ascii=False)
 
 
+_U64_MAX = 2**64 - 1
+
+
 def _ms(seconds: float) -> int:
-    return max(0, int(round(seconds * 1000)))
+    """Seconds as whole milliseconds, saturating as the Rust SDK's durations do."""
+    try:
+        return min(_U64_MAX, max(0, int(round(seconds * 1000))))
+    except (OverflowError, ValueError):  # inf, nan
+        return _U64_MAX if seconds > 0 else 0
 
 
 def _host(call, family, *args):
@@ -108,7 +115,11 @@ class Controller:
 
     def enqueue_many(self, to: str, bags: List[dict]) -> Sent:
         """Sends `bags` in order in one call, stopping at the first one not taken."""
-        sent = _w.controller.enqueue_many(to, [dumps(b) for b in bags])
+        return self.enqueue_many_json(to, [dumps(b) for b in bags])
+
+    def enqueue_many_json(self, to: str, texts: List[str]) -> Sent:
+        """`enqueue_many` with the bags' JSON texts as they are."""
+        sent = _w.controller.enqueue_many(to, texts)
         error = None if sent.error is None else errors.from_wit(errors.EnqueueError, sent.error)
         return Sent(sent.taken, sent.queued, error)
 
@@ -208,7 +219,11 @@ class Controller:
         return _w.server.unsubscribe(subject)
 
     def request(self, subject: str, bag: dict, timeout: float) -> dict:
-        return json.loads(_host(_w.server.request, errors.ServerError, subject, dumps(bag), _ms(timeout)))
+        answer = _host(_w.server.request, errors.ServerError, subject, dumps(bag), _ms(timeout))
+        try:
+            return json.loads(answer)
+        except ValueError as e:
+            raise errors.ServerIo(f"the answer is not JSON: {e}") from None
 
     def server_connected(self) -> bool:
         return _w.server.connected()

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::workspace_root;
 
-/// One build at a time in a test process: several tests may want the same block.
+/// One build at a time in a test process: several tests may want the same block. Across
+/// processes (a test run beside the benchmark), a lock file does the same.
 static BUILDING: Mutex<()> = Mutex::new(());
 
 /// What every build depends on besides its own source.
@@ -47,6 +48,9 @@ pub fn try_block(source: &Path) -> Result<PathBuf, String> {
     let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("block");
     let out = root.join("target/polyglot").join(format!("{stem}-{digest}.wasm"));
     let _one = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    std::fs::create_dir_all(root.join("target/polyglot")).map_err(|e| format!("creating target/polyglot: {e}"))?;
+    let lock = std::fs::File::create(root.join("target/polyglot/.lock")).map_err(|e| format!("lock file: {e}"))?;
+    lock.lock().map_err(|e| format!("locking target/polyglot: {e}"))?;
     if out.is_file() {
         return Ok(out);
     }
