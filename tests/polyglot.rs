@@ -298,6 +298,13 @@ name = "sink"
             (&1.into(), &0.into()),
             "BlockError is a refusal, not a fault: {stats}"
         );
+        // Exactly the hooks its class defines are exported (the host reads them from the exports).
+        let loaded = out
+            .log
+            .iter()
+            .find(|r| r["message"] == "loaded" && r["block"] == block)
+            .unwrap_or_else(|| panic!("no `loaded` record for {block}:\n{}", out.stderr));
+        assert_eq!(loaded["hooks"], r#"["on-enqueue", "on-reply", "on-timer"]"#, "{language}: {loaded}");
         let warned = out.log.iter().any(|r| {
             block_of(r) == Some(block)
                 && r["level"] == "WARN"
