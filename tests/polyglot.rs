@@ -343,3 +343,80 @@ async fn a_javascript_block_that_throws_or_goes_async_faults_and_one_that_refuse
         assert_eq!(out.final_stats(block)["faults"], 0, "{block} ran on");
     }
 }
+
+#[tokio::test]
+async fn python_and_javascript_blocks_own_sockets_through_the_host() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let _one = exclusive().await;
+    let manifest = "[[block]]\nname = \"echo_py\"\nlisten = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\n\n\
+                    [[block]]\nname = \"echo_js\"\nlisten = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\n";
+    let dir = BlockDir::new(manifest, &[]);
+    let root = workspace_root();
+    dir.copy("echo_py", path_str(&polyglot::block(&root.join("guests/python/echo_py.py"))));
+    dir.copy("echo_js", path_str(&polyglot::block(&root.join("guests/js/echo_js.js"))));
+    let mut host = Bagpipe::run(BIN, &dir);
+    let seen = host.wait_for(2, |e| e["event"] == "listeners").await;
+
+    for language in ["python", "js"] {
+        let listeners =
+            &seen.iter().find(|e| e["event"] == "listeners" && e["probe"] == language).expect("listeners")["listeners"];
+        let addr = |scheme: &str| -> String {
+            let url = listeners
+                .as_array()
+                .and_then(|l| l.iter().filter_map(Value::as_str).find(|u| u.starts_with(scheme)))
+                .unwrap_or_else(|| panic!("{language}: no {scheme} listener in {listeners}"));
+            url.trim_start_matches(scheme).to_owned()
+        };
+        let (tcp, udp) = (addr("tcp://"), addr("udp://"));
+
+        let mut conn = BufReader::new(tokio::net::TcpStream::connect(&tcp).await.expect("connect"));
+        conn.get_mut().write_all(b"hello\n").await.expect("write");
+        let mut back = String::new();
+        bagpipe_test_support::within(conn.read_line(&mut back)).await.expect("read");
+        assert_eq!(back, "hello\n", "{language} echoed over TCP");
+        drop(conn);
+
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+        socket.send_to(b"ping", &udp).await.expect("send datagram");
+        let mut buf = [0u8; 64];
+        let (n, from) = bagpipe_test_support::within(socket.recv_from(&mut buf)).await.expect("datagram back");
+        assert_eq!((&buf[..n], from.to_string()), (&b"ping"[..], udp.clone()), "{language} echoed over UDP");
+
+        // The close and the datagram race each other: wait for both.
+        let mut events = Vec::new();
+        let wanted =
+            |events: &[Value], event: &str| events.iter().any(|e| e["event"] == event && e["probe"] == language);
+        while !(wanted(&events, "send_after_close") && wanted(&events, "datagram")) {
+            events.extend(host.wait_for(1, |e| e["probe"] == language).await);
+        }
+        let mine: Vec<&Value> = seen.iter().chain(events.iter()).filter(|e| e["probe"] == language).collect();
+        let find = |event: &str| {
+            mine.iter()
+                .copied()
+                .find(|e| e["event"] == event)
+                .unwrap_or_else(|| panic!("{language}: no {event} in {mine:?}"))
+        };
+        let accept = find("accept");
+        assert_eq!(
+            (&accept["listener"], &accept["listed"]),
+            (&format!("tcp://{tcp}").into(), &true.into()),
+            "{language}"
+        );
+        let data = find("data");
+        assert_eq!(
+            (&data["text"], &data["is_bytes"], &data["conn"]),
+            (&"hello\n".into(), &true.into(), &accept["conn"]),
+            "{language}"
+        );
+        assert_eq!(find("close")["conn"], accept["conn"], "{language}");
+        assert_eq!(find("send_after_close")["kind"], "unknown-connection", "{language}");
+        assert_eq!(find("datagram")["text"], "ping", "{language}");
+    }
+    host.signal(libc::SIGTERM);
+    let out = host.finish().await;
+    out.assert_success();
+    for block in ["echo_py", "echo_js"] {
+        assert_eq!(out.final_stats(block)["faults"], 0, "{block}:\n{}", out.stderr);
+    }
+}

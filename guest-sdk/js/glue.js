@@ -29,7 +29,8 @@ function ms(seconds) {
   if (!Number.isFinite(n) || n * 1000 >= 1.8e19) return U64_MAX;
   return BigInt(Math.round(n * 1000));
 }
-// Bytes for the host: a Uint8Array as it is, a string as UTF-8; anything else is the block's bug.
+// Bytes as a Uint8Array, both ways: for the host, a string is taken as UTF-8; from the host, the
+// bindings' list<u8> (an ArrayBuffer or another view) becomes one. Anything else is the block's bug.
 function bytes(data, what) {
   if (data instanceof Uint8Array) return data;
   if (typeof data === "string") return new TextEncoder().encode(data);
@@ -270,9 +271,9 @@ export const serverHook = {
 
 export const netHook = {
   onAccept(conn, listener, peer) { optional("onAccept", num(conn), listener, peer); },
-  onData(conn, data) { optional("onData", num(conn), data); },
+  onData(conn, data) { optional("onData", num(conn), bytes(data, "data")); },
   onClose(conn) { optional("onClose", num(conn)); },
-  onDatagram(listener, peer, data) { optional("onDatagram", listener, peer, data); },
+  onDatagram(listener, peer, data) { optional("onDatagram", listener, peer, bytes(data, "data")); },
 };
 
 // A block that defines only one of the two gets the Rust SDK's default for the other: an empty
@@ -284,7 +285,7 @@ export const stateHook = {
   },
   restore(state) {
     const b = theBlock();
-    if (typeof b.restore === "function") returning(() => b.restore(CTL, state));
+    if (typeof b.restore === "function") returning(() => b.restore(CTL, bytes(state, "state")));
   },
 };
 
@@ -302,10 +303,10 @@ function deliver(item) {
         throw e;
       }
       return OK;
-    case "data": optional("onData", num(v.conn), v.data); return OK;
+    case "data": optional("onData", num(v.conn), bytes(v.data, "data")); return OK;
     case "accept": optional("onAccept", num(v.conn), v.listener, v.peer); return OK;
     case "closed": optional("onClose", num(v)); return OK;
-    case "datagram": optional("onDatagram", v.listener, v.peer, v.data); return OK;
+    case "datagram": optional("onDatagram", v.listener, v.peer, bytes(v.data, "data")); return OK;
     case "reply": settled(theBlock().onReply(CTL, num(v.call), outcome(v.outcome))); return OK;
     case "stream-open": {
       const b = theBlock();
