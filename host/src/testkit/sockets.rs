@@ -145,7 +145,7 @@ impl Bench {
         let conn = self.conn(conn)?;
         let mut buf = vec![0u8; 64 * 1024];
         while !conn.eof {
-            match conn.stream.try_read(&mut buf) {
+            match read_now(&conn.stream, &mut buf) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => conn.pending.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -209,7 +209,7 @@ impl Bench {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65536];
         loop {
-            match udp.try_recv(&mut buf) {
+            match read_now(udp, &mut buf) {
                 Ok(n) => out.push(buf[..n].to_vec()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e.into()),
@@ -217,4 +217,15 @@ impl Bench {
         }
         Ok(out)
     }
+}
+
+/// Reads what the kernel holds for `socket` now (a TCP stream's bytes, or one datagram), without
+/// waiting. Not tokio's `try_read`/`try_recv`: those answer `WouldBlock` until the runtime's
+/// reactor has seen the socket become readable, which on a busy machine can be after the bench
+/// settled, so a test would see nothing of what the block had already written.
+fn read_now(socket: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: recv(2) into `buf`, which we own and whose length we pass, on the descriptor
+    // `socket` keeps open for the duration of the call; MSG_DONTWAIT makes it never block.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
 }
