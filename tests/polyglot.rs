@@ -225,11 +225,15 @@ async fn python_and_javascript_controllers_give_the_hosts_answers_and_typed_erro
     let manifest = r#"
 [[block]]
 name = "probe_py"
+emit = ["probe.>"]
+subscribe_topics = ["probe.>"]
 [block.config]
 target = "sink"
 
 [[block]]
 name = "probe_js"
+emit = ["probe.>"]
+subscribe_topics = ["probe.>"]
 [block.config]
 target = "sink"
 
@@ -251,25 +255,46 @@ name = "sink"
         let find = |event: &str| -> Vec<&Value> { events.iter().copied().filter(|e| e["event"] == event).collect() };
         let who = find("who");
         assert_eq!((&who[0]["name"], &who[0]["responsibility"]), (&block.into(), &block.into()), "{language}");
-        let errors = find("error");
-        assert_eq!(errors.len(), 3, "{language}: {errors:?}");
+        let error = |call: &str| -> &Value {
+            events
+                .iter()
+                .copied()
+                .find(|e| e["event"] == "error" && e["call"] == call)
+                .unwrap_or_else(|| panic!("{language}: no error from {call} in {events:?}"))
+        };
+        assert_eq!(find("error").len(), 5, "{language}: {:?}", find("error"));
+        let unknown = error("enqueue_unknown");
         assert_eq!(
-            (&errors[0]["cls"], &errors[0]["family"], &errors[0]["kind"]),
+            (&unknown["cls"], &unknown["family"], &unknown["kind"]),
             (&"UnknownTarget".into(), &"EnqueueError".into(), &"unknown-target".into()),
             "{language}"
         );
-        assert!(errors[0]["detail"].as_str().is_some_and(|d| d.contains("`nobody`")), "{language}: {}", errors[0]);
+        assert!(unknown["detail"].as_str().is_some_and(|d| d.contains("`nobody`")), "{language}: {unknown}");
+        let invalid = error("enqueue_invalid");
+        assert_eq!((&invalid["cls"], &invalid["kind"]), (&"InvalidBag".into(), &"invalid-bag".into()), "{language}");
+        assert!(invalid["detail"].as_str().is_some_and(|d| d.contains("__x")), "{language}: {invalid}");
+        let emit = error("emit");
         assert_eq!(
-            (&errors[1]["cls"], &errors[1]["kind"]),
-            (&"InvalidBag".into(), &"invalid-bag".into()),
-            "{language}"
+            (&emit["family"], &emit["kind"]),
+            (&"TopicError".into(), &"not-granted".into()),
+            "{language}: {emit}"
         );
-        assert!(errors[1]["detail"].as_str().is_some_and(|d| d.contains("__x")), "{language}: {}", errors[1]);
+        let publish = error("publish");
         assert_eq!(
-            (&errors[2]["call"], &errors[2]["family"], &errors[2]["kind"]),
-            (&"reply".into(), &"CallError".into(), &"no-reply".into()),
+            (&publish["family"], &publish["kind"]),
+            (&"ServerError".into(), &"no-server".into()),
+            "{language}: {publish}"
+        );
+        let reply = error("reply");
+        assert_eq!(
+            (&reply["family"], &reply["kind"]),
+            (&"CallError".into(), &"no-reply".into()),
             "{language}: the sink took the call and did not answer"
         );
+        assert_eq!(find("emitted")[0]["count"], 1, "{language}: the probe itself is subscribed");
+        let topic = find("topic");
+        assert_eq!((&topic[0]["topic"], &topic[0]["t"]), (&format!("probe.{block}").into(), &1.into()), "{language}");
+        assert_eq!(find("server")[0]["connected"], false, "{language}");
         let sent = find("sent_many");
         assert_eq!(
             (&sent[0]["taken"], &sent[0]["queued"], &sent[0]["error"]),

@@ -2,7 +2,7 @@
 // each gave, one JSON line each ({"probe": "js", "event": ...}); it finishes itself once its
 // timer, its call's outcome and its two bags have come.
 
-import { Block, BlockError, CallError, EnqueueError, HostError, UnknownTarget } from "./bagpipe.js";
+import { Block, BlockError, CallError, EnqueueError, HostError, ServerError, TopicError, UnknownTarget } from "./bagpipe.js";
 
 function say(fields) {
   const out = { probe: "js", ...fields };
@@ -19,7 +19,7 @@ function error(call, e) {
 export default class Probe extends Block {
   init(ctl, config) {
     this.target = config.target;
-    this.waiting = new Set(["timer", "reply", "bag 1", "bag 2"]);
+    this.waiting = new Set(["timer", "reply", "bag 1", "bag 2", "topic"]);
   }
 
   run(ctl) {
@@ -29,13 +29,28 @@ export default class Probe extends Block {
       ctl.enqueue("nobody", { x: 1 });
     } catch (e) {
       if (!(e instanceof UnknownTarget)) throw e;
-      error("enqueue", e);
+      error("enqueue_unknown", e);
     }
     try {
       ctl.enqueue(me, { __x: 1 });
     } catch (e) {
       if (!(e instanceof EnqueueError)) throw e;
-      error("enqueue", e);
+      error("enqueue_invalid", e);
+    }
+    ctl.subscribeTopic(`probe.${me}`);
+    say({ event: "emitted", count: ctl.emit(`probe.${me}`, { t: 1 }) });
+    try {
+      ctl.emit("other.hello", { t: 2 });
+    } catch (e) {
+      if (!(e instanceof TopicError)) throw e;
+      error("emit", e);
+    }
+    say({ event: "server", connected: ctl.serverConnected() });
+    try {
+      ctl.publish("probe.subject", { p: 1 });
+    } catch (e) {
+      if (!(e instanceof ServerError)) throw e;
+      error("publish", e);
     }
     const sent = ctl.enqueueMany(me, [{ i: 1 }, { refuse: true }, { i: 2 }]);
     say({ event: "sent_many", taken: sent.taken, queued: sent.queued, error: sent.error !== undefined });
@@ -49,6 +64,11 @@ export default class Probe extends Block {
   }
 
   onEnqueue(ctl, bag) {
+    if ("t" in bag) {
+      say({ event: "topic", topic: bag.__topic, t: bag.t });
+      this.done(ctl, "topic");
+      return;
+    }
     if (bag.refuse) throw new BlockError("refused by the probe");
     say({ event: "bag", i: bag.i, sender: bag.__from });
     this.done(ctl, `bag ${bag.i}`);

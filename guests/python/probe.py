@@ -19,7 +19,7 @@ def error(call, e):
 class Probe(bagpipe.Block):
     def init(self, ctl, config):
         self.target = config["target"]
-        self.waiting = {"timer", "reply", "bag 1", "bag 2"}
+        self.waiting = {"timer", "reply", "bag 1", "bag 2", "topic"}
 
     def run(self, ctl):
         me = ctl.responsibility()
@@ -27,11 +27,22 @@ class Probe(bagpipe.Block):
         try:
             ctl.enqueue("nobody", {"x": 1})
         except bagpipe.UnknownTarget as e:
-            error("enqueue", e)
+            error("enqueue_unknown", e)
         try:
             ctl.enqueue(me, {"__x": 1})
         except bagpipe.EnqueueError as e:
-            error("enqueue", e)
+            error("enqueue_invalid", e)
+        ctl.subscribe_topic(f"probe.{me}")
+        say(event="emitted", count=ctl.emit(f"probe.{me}", {"t": 1}))
+        try:
+            ctl.emit("other.hello", {"t": 2})
+        except bagpipe.TopicError as e:
+            error("emit", e)
+        say(event="server", connected=ctl.server_connected())
+        try:
+            ctl.publish("probe.subject", {"p": 1})
+        except bagpipe.ServerError as e:
+            error("publish", e)
         sent = ctl.enqueue_many(me, [{"i": 1}, {"refuse": True}, {"i": 2}])
         say(event="sent_many", taken=sent.taken, queued=sent.queued, error=sent.error is not None)
         info = ctl.lookup(me)
@@ -43,6 +54,10 @@ class Probe(bagpipe.Block):
         ctl.warn("probe warns")
 
     def on_enqueue(self, ctl, bag):
+        if "t" in bag:
+            say(event="topic", topic=bag["__topic"], t=bag["t"])
+            self.done(ctl, "topic")
+            return
         if bag.get("refuse"):
             raise bagpipe.BlockError("refused by the probe")
         say(event="bag", i=bag["i"], sender=bag["__from"])
