@@ -33,6 +33,26 @@ async fn run(host: &Host, n: usize, shape: &'static str, independent: bool) -> R
     let manifest: String =
         (0..n).map(|i| format!("[[block]]\nname = \"bench_sink\"\nresponsibility = \"s{i}\"\n{after}\n")).collect();
     let dir = BlockDir::new(&manifest, &[("bench_sink", artifacts::BENCH_SINK)]);
+    let Grown { start, stop, kib, maps } = start_and_stop(host, &dir).await;
+    let (kib_per_block, maps_per_block) = (kib as f64 / n as f64, maps as f64 / n as f64);
+    Row { shape, blocks: n, start, stop, kib_per_block, maps_per_block }
+}
+
+/// What running a manifest took and added.
+pub struct Grown {
+    /// From `Host::run` to "all blocks running".
+    pub start: Duration,
+    /// From the shutdown signal to `run` returning.
+    pub stop: Duration,
+    /// Resident memory the process gained once the blocks ran, KiB.
+    pub kib: u64,
+    /// Memory mappings it gained.
+    pub maps: usize,
+}
+
+/// Runs the manifest in `dir` on `host` until all its blocks run, notes what that took and added,
+/// then shuts it down and times that; every block must have run.
+pub async fn start_and_stop(host: &Host, dir: &BlockDir) -> Grown {
     let manifest = Manifest::load(dir.path()).expect("manifest");
     let before = resident_kib();
     let maps_before = mappings();
@@ -50,18 +70,18 @@ async fn run(host: &Host, n: usize, shape: &'static str, independent: bool) -> R
     }
     let start = began.elapsed();
     untap_log();
-    let kib_per_block = resident_kib().saturating_sub(before) as f64 / n as f64;
-    let maps_per_block = mappings().saturating_sub(maps_before) as f64 / n as f64;
+    let kib = resident_kib().saturating_sub(before);
+    let maps = mappings().saturating_sub(maps_before);
     let stopping = Instant::now();
     let _ = stop_tx.send(());
     let report = run.await.expect("run");
     let stop = stopping.elapsed();
     assert!(report.failed.is_empty(), "every block ran: {:?}", report.failed.first());
-    Row { shape, blocks: n, start, stop, kib_per_block, maps_per_block }
+    Grown { start, stop, kib, maps }
 }
 
 /// The process's resident memory, KiB (`VmRSS`).
-pub fn resident_kib() -> u64 {
+fn resident_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

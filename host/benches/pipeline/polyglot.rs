@@ -9,13 +9,13 @@
 //! or npm), their rows say so and the rest of the benchmark goes on.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bagpipe::{Host, HostConfig, Manifest};
+use bagpipe::{Host, HostConfig};
 use bagpipe_test_support::{BlockDir, artifacts, polyglot, workspace_root};
 
-use crate::many::resident_kib;
-use crate::{median, next_log, run_in, tap_log, untap_log};
+use crate::many::start_and_stop;
+use crate::{median, run_in};
 
 /// Instances started at once to weigh one.
 const INSTANCES: usize = 8;
@@ -98,27 +98,8 @@ async fn start_then_stop(cache: &Path, manifest: &str, component: &Path, instanc
     let host = Host::new(HostConfig { cache_dir: Some(cache.to_path_buf()), ..HostConfig::default() }).expect("host");
     let dir = BlockDir::new(manifest, &[]);
     dir.copy("x", &component.to_string_lossy());
-    let manifest = Manifest::load(dir.path()).expect("manifest");
-    let before = resident_kib();
-    let mut log = tap_log();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let began = Instant::now();
-    let run = host.run(&manifest, async {
-        let _ = stop_rx.await;
-    });
-    tokio::pin!(run);
-    let running = next_log(&mut log, |m| (m == "all blocks running").then_some(()));
-    tokio::select! {
-        found = running => found.expect("the host said its blocks run"),
-        ended = &mut run => panic!("the host ended before its blocks ran: {:?}", ended.err()),
-    }
-    let start = began.elapsed();
-    untap_log();
-    let kib = resident_kib().saturating_sub(before) as f64 / instances as f64;
-    let _ = stop_tx.send(());
-    let report = run.await.expect("run");
-    assert!(report.failed.is_empty(), "every block ran: {:?}", report.failed.first());
-    (start, kib)
+    let grown = start_and_stop(&host, &dir).await;
+    (grown.start, grown.kib as f64 / instances as f64)
 }
 
 /// Prints the table.
