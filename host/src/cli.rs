@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod new;
 mod scenarios;
 mod table;
+mod watch;
 use tracing_subscriber::EnvFilter;
 
 /// The admin address `bagpipe status` asks when none is given.
@@ -91,6 +92,14 @@ enum Command {
         /// Under each block served by several workers, a line per worker.
         #[arg(long)]
         workers: bool,
+        /// Redraw the table every interval, like `top`, with bags a second in, out and done;
+        /// until Ctrl-C.
+        #[arg(long, conflicts_with = "dead_letters")]
+        watch: bool,
+        /// With `--watch`: milliseconds between two frames.
+        #[arg(long, value_name = "N", default_value_t = 1000, requires = "watch",
+              value_parser = clap::value_parser!(u64).range(10..))]
+        interval_ms: u64,
     },
     /// Run the scenario files next to a manifest (DIR/tests/*.toml), each on a fresh instance of
     /// its block with the other blocks as stand-ins; print a diff for each failure and fail.
@@ -197,7 +206,9 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             run(&dir, options).await
         }
         Command::Check { dir } => check(&dir).await,
-        Command::Status { admin, dead_letters, workers } => status(&admin, dead_letters, workers).await,
+        Command::Status { admin, dead_letters, workers, watch, interval_ms } => {
+            status(&admin, dead_letters, workers, watch.then_some(interval_ms)).await
+        }
         Command::Test { dir, build } => scenarios::test(&dir, build.as_deref()).await,
         Command::New { name, kind, dir, sdk } => new::new_block(&name, kind, &dir, sdk.as_deref()),
     };
@@ -366,7 +377,11 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(admin: &str, dead_letters: bool, workers: bool) -> anyhow::Result<ExitCode> {
+/// The stats once, or with `watch` (the interval in milliseconds) redrawn until Ctrl-C.
+async fn status(admin: &str, dead_letters: bool, workers: bool, watch: Option<u64>) -> anyhow::Result<ExitCode> {
+    if let Some(ms) = watch {
+        return watch::watch(admin, std::time::Duration::from_millis(ms), workers).await;
+    }
     if dead_letters {
         println!("{}", bagpipe::admin_get(admin, "/dead-letters").await?);
         return Ok(ExitCode::SUCCESS);
