@@ -149,6 +149,8 @@ const LOG_LINES_BUFFERED: usize = 64 * 1024;
 pub struct LogWriter {
     guard: Option<tracing_appender::non_blocking::WorkerGuard>,
     dropped: tracing_appender::non_blocking::ErrorCounter,
+    /// What the log's records feed: the admin endpoint's events, the log published to the server.
+    pub feed: bagpipe::Feed,
 }
 
 impl Drop for LogWriter {
@@ -164,6 +166,7 @@ impl Drop for LogWriter {
 /// Logs go to stderr (through a [`LogWriter`]); stdout belongs to the blocks.
 pub fn init_logging(default: &str, format: LogFormat) -> LogWriter {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("BAGPIPE_LOG")
         .or_else(|_| EnvFilter::try_new(default))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -178,19 +181,22 @@ pub fn init_logging(default: &str, format: LogFormat) -> LogWriter {
         .thread_name("bagpipe-log")
         .finish(std::io::stderr());
     let dropped = writer.error_counter();
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
-    match format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
-    }
-    LogWriter { guard: Some(guard), dropped }
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer).with_target(false);
+    let lines = match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => lines.event_format(bagpipe::JsonLines).boxed(),
+    };
+    // The feed sees every record at its own level, whatever the filter lets through to stderr.
+    let feed = bagpipe::Feed::new();
+    tracing_subscriber::registry().with(lines.with_filter(filter)).with(feed.layer()).init();
+    LogWriter { guard: Some(guard), dropped, feed }
 }
 
 /// Runs the chosen subcommand.
-pub async fn dispatch(cli: Cli) -> ExitCode {
+pub async fn dispatch(cli: Cli, feed: bagpipe::Feed) -> ExitCode {
     let result = match cli.command {
         Command::Run { dir, no_cache, build, admin, report, no_watch, server } => {
-            let options = RunOptions { no_cache, build, admin, report, watch: !no_watch, dev: false, server };
+            let options = RunOptions { no_cache, build, admin, report, watch: !no_watch, dev: false, server, feed };
             run(&dir, options).await
         }
         Command::Dev { guests, dir, admin } => {
@@ -202,6 +208,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
                 watch: true,
                 dev: true,
                 server: None,
+                feed,
             };
             run(&dir, options).await
         }
@@ -230,6 +237,7 @@ struct RunOptions {
     /// Rebuild `build` on every change to its sources while running.
     dev: bool,
     server: Option<String>,
+    feed: bagpipe::Feed,
 }
 
 async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
@@ -240,7 +248,13 @@ async fn run(dir: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     }
     let manifest = Manifest::load(dir)?;
     let cache_dir = if options.no_cache { None } else { ComponentCache::default_dir() };
-    let host = Host::new(HostConfig { cache_dir, admin: options.admin, watch: options.watch, server: options.server })?;
+    let host = Host::new(HostConfig {
+        cache_dir,
+        admin: options.admin,
+        watch: options.watch,
+        server: options.server,
+        feed: Some(options.feed),
+    })?;
     let mut signals = Signals::new()?;
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let run = host.run(&manifest, async move {

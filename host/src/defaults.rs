@@ -288,6 +288,28 @@ pub const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once.
 pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 
+/// Of those, `/events` streams open at once: the rest of the connections stay for the pages.
+pub const ADMIN_MAX_EVENT_STREAMS: usize = 16;
+
+/// How often an idle `/events` stream says it is still there (a comment line), so that proxies
+/// and the reader's own timeouts keep it open.
+pub const ADMIN_EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+// The feed (`ops::feed`) and the log publisher (`ops::log_publisher`).
+
+/// Events the feed keeps for a reader that comes later (`/events` sends them first).
+pub const FEED_RECENT: usize = 100;
+
+/// Events an `/events` reader may fall behind by before it misses some (and is told how many).
+pub const FEED_LIVE: usize = 256;
+
+/// Log lines waiting for the log publisher; past them lines are dropped and counted.
+pub const LOG_SINK_QUEUE: usize = 1024;
+
+/// Log lines a second each block (and the host itself) may publish to `[host] log_subject`,
+/// unless `[host] log_lines_per_sec` says otherwise; past it lines are dropped and counted.
+pub const LOG_PUBLISH_PER_BLOCK: u32 = 50;
+
 // The test kit (`testkit`).
 
 /// Longest the test kit waits for the world outside the block to catch up: bytes a test wrote
@@ -420,6 +442,21 @@ pub struct Settings {
     /// Where the host keeps what outlives it (`[host] state_dir`, relative to the manifest's
     /// directory); `None`: see [`Settings::state_dir`].
     pub state_dir: Option<PathBuf>,
+    /// Where the host publishes its log lines and its blocks', when it does (`[host]
+    /// log_subject`, needs a server).
+    pub logs: Option<LogPublishing>,
+}
+
+/// Publishing the log to the server (`[host] log_subject`, `log_level`, `log_lines_per_sec`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogPublishing {
+    /// The subject each line is published to (`{hostname}` replaced by the machine's name).
+    pub subject: String,
+    /// The least severe level published.
+    pub level: tracing::Level,
+    /// Lines a second each block (and the host itself) may publish; past it lines are dropped
+    /// and counted.
+    pub lines_per_sec: u32,
 }
 
 impl Settings {
@@ -468,6 +505,7 @@ impl Default for Settings {
             streams: Vec::new(),
             bridge_topics: Vec::new(),
             state_dir: None,
+            logs: None,
         }
     }
 }

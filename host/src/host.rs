@@ -12,6 +12,7 @@ use crate::error::{LoadError, RunError};
 use crate::io::server::ServerLink;
 use crate::manifest::{BlockSpec, Manifest};
 use crate::ops::admin::{AdminListener, AdminView};
+use crate::ops::feed::Feed;
 use crate::runtime::cache::ComponentCache;
 use crate::runtime::engine::{EpochTicker, new_engine};
 use crate::runtime::guest_stdout::StdoutWriter;
@@ -30,6 +31,10 @@ pub struct HostConfig {
     pub watch: bool,
     /// The message server to use instead of the manifest's `[host] server`.
     pub server: Option<String>,
+    /// The feed the process's `tracing` subscriber fills ([`Feed::layer`]): what the admin
+    /// endpoint's `/events` streams, and how `[host] log_subject` gets its lines. `None`: a feed
+    /// of the host's own, which no layer fills (`/events` stays empty, no log is published).
+    pub feed: Option<Feed>,
 }
 
 /// A bagpipe host: one engine, its epoch ticker and its component loader.
@@ -103,6 +108,12 @@ impl Host {
                 manifest.path.display()
             )));
         }
+        if server_url.is_none() && manifest.settings.logs.is_some() {
+            return Err(RunError::Host(anyhow::anyhow!(
+                "{}: [host] log_subject needs a server: set [host] server or --server",
+                manifest.path.display()
+            )));
+        }
         if server_url.is_none() && !manifest.settings.bridge_topics.is_empty() {
             return Err(RunError::Host(anyhow::anyhow!(
                 "{}: [host] bridge_topics needs a server: set [host] server or --server",
@@ -143,8 +154,24 @@ impl Host {
         };
         let reloader =
             self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
-        let view = AdminView { router, dead_letters: supervisor.dead_letters(), server: server.clone() };
+        let feed = self.config.feed.clone().unwrap_or_default();
+        // The log goes to the server from here on; lines before this went only to stderr.
+        let logs = match (&manifest.settings.logs, &server) {
+            (Some(logs), Some(server)) => {
+                let (sink, lines) = feed.attach_logs(logs.level, logs.lines_per_sec);
+                Some((logs.subject.clone(), sink, lines, server.clone()))
+            }
+            _ => None,
+        };
+        let view = AdminView::new(router, supervisor.dead_letters(), server.clone(), feed.clone())
+            .with_logs(logs.as_ref().map(|(subject, sink, ..)| (subject.clone(), sink.clone())));
         let admin = admin.map(|listener| listener.serve(view));
+        let stop_logs = tokio_util::sync::CancellationToken::new();
+        let publisher = async {
+            if let Some((subject, sink, lines, server)) = logs {
+                crate::ops::log_publisher::run(lines, sink, server, subject, stop_logs.clone()).await;
+            }
+        };
         // The reloader and the calls' deadlines run beside the supervisor in this task; they end
         // with it.
         let calls = supervisor.calls();
@@ -157,16 +184,23 @@ impl Host {
                 () = calls.expire() => run.await,
             }
         };
-        let result = match reloader {
-            Some(reloader) => {
-                tokio::pin!(with_deadlines);
-                tokio::select! {
-                    r = &mut with_deadlines => r,
-                    () = reloader.run() => with_deadlines.await,
+        let supervised = async {
+            let result = match reloader {
+                Some(reloader) => {
+                    tokio::pin!(with_deadlines);
+                    tokio::select! {
+                        r = &mut with_deadlines => r,
+                        () = reloader.run() => with_deadlines.await,
+                    }
                 }
-            }
-            None => with_deadlines.await,
+                None => with_deadlines.await,
+            };
+            // The blocks' last lines are taken: the publisher sends them and ends.
+            stop_logs.cancel();
+            result
         };
+        let (result, ()) = tokio::join!(supervised, publisher);
+        feed.detach_logs();
         // What still waits is told the host is done (and lets go of the queues it holds).
         calls.close("the host has shut down");
         if let Some(admin) = admin {

@@ -51,6 +51,7 @@ pub use host::{Host, HostConfig};
 pub use io::server::ServerSnapshot;
 pub use manifest::Manifest;
 pub use ops::admin::get as admin_get;
+pub use ops::feed::{Feed, JsonLines};
 pub use ops::guest_build::{build_into, rebuild_on_change};
 pub use routing::deadletter::DeadLetter;
 pub use runtime::cache::ComponentCache;
@@ -58,10 +59,10 @@ pub use stats::{PoolSnapshot, StatsSnapshot, WorkerSnapshot};
 pub use supervision::supervisor::RunReport;
 
 /// The pure functions that read what the outside hands the host, for the fuzz targets (`fuzz/`):
-/// the bag checker and stamper and the admin endpoint's request reader. (The manifest reader is
+/// the bag checker and stamper and the admin endpoint's router (hyper reads the requests). (The manifest reader is
 /// [`Manifest::parse`].) Not part of the embedding API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::ops::admin::{Page, Request, read_request};
+    pub use crate::ops::admin::{Page, Refused, route};
     pub use crate::routing::bag::{BagError, BagLimits, check_inbound, stamp};
 }

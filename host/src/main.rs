@@ -10,7 +10,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     // Dropped last: what is logged until the very end is written out.
-    let _logs = cli::init_logging(&args.log, args.log_format);
+    let logs = cli::init_logging(&args.log, args.log_format);
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(cli::dispatch(args));
+    let code = runtime.block_on(cli::dispatch(args, logs.feed.clone()));
     // Everything has been joined unless a second signal forced the stop; then nothing is waited for.
     runtime.shutdown_background();
     code

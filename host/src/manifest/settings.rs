@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Locator;
-use crate::defaults::{Settings, StreamSpec};
+use crate::defaults::{LOG_PUBLISH_PER_BLOCK, LogPublishing, Settings, StreamSpec};
 use crate::error::ManifestError;
 use crate::manifest::subject;
 
@@ -22,6 +22,9 @@ pub(super) struct RawHost {
     durable_ack_wait_ms: Option<Spanned<u64>>,
     state_dir: Option<Spanned<String>>,
     bridge_topics: Option<Spanned<Vec<String>>>,
+    log_subject: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    log_lines_per_sec: Option<Spanned<u64>>,
 }
 
 pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, ManifestError> {
@@ -65,6 +68,7 @@ pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, Manif
         }
         settings.bridge_topics = list.into_inner();
     }
+    settings.logs = log_publishing(at, raw.log_subject, raw.log_level, raw.log_lines_per_sec)?;
     if let Some(dir) = raw.state_dir {
         let text = dir.get_ref();
         if text.is_empty() {
@@ -75,6 +79,58 @@ pub(super) fn settings(at: &Locator<'_>, raw: RawHost) -> Result<Settings, Manif
         settings.state_dir = Some(base.join(text));
     }
     Ok(settings)
+}
+
+/// `log_subject`, `log_level` and `log_lines_per_sec`: the last two only with the first.
+fn log_publishing(
+    at: &Locator<'_>,
+    subject: Option<Spanned<String>>,
+    level: Option<Spanned<String>>,
+    rate: Option<Spanned<u64>>,
+) -> Result<Option<LogPublishing>, ManifestError> {
+    let Some(subject) = subject else {
+        if let Some(level) = &level {
+            return Err(at.error(level.span(), "log_level", "log_level needs log_subject".to_owned()));
+        }
+        if let Some(rate) = &rate {
+            return Err(at.error(rate.span(), "log_lines_per_sec", "log_lines_per_sec needs log_subject".to_owned()));
+        }
+        return Ok(None);
+    };
+    let text = subject.get_ref().replace("{hostname}", &hostname());
+    if !subject::valid_publish(&text) {
+        return Err(at.error(
+            subject.span(),
+            "log_subject",
+            format!("`{text}` is not a subject to publish to (tokens separated by dots, no wildcards)"),
+        ));
+    }
+    let level = match level {
+        None => tracing::Level::INFO,
+        Some(level) => level.get_ref().parse::<tracing::Level>().map_err(|_| {
+            at.error(
+                level.span(),
+                "log_level",
+                format!("`{}` is not a level: error, warn, info, debug or trace", level.get_ref()),
+            )
+        })?,
+    };
+    let lines_per_sec = match rate {
+        None => LOG_PUBLISH_PER_BLOCK,
+        Some(rate) => at.in_range(&rate, "log_lines_per_sec", 1, 100_000)? as u32,
+    };
+    Ok(Some(LogPublishing { subject: text, level, lines_per_sec }))
+}
+
+/// This machine's name, made a subject token (`.`, `*`, `>` and spaces become `_`).
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let token: String =
+        name.trim().chars().map(|c| if matches!(c, '.' | '*' | '>') || c.is_whitespace() { '_' } else { c }).collect();
+    if token.is_empty() { "unknown".to_owned() } else { token }
 }
 
 /// One `[[stream]]` table.

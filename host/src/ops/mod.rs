@@ -1,6 +1,7 @@
-//! Operating a host: the admin endpoint and building guests for `run --build` and `dev`.
+//! Operating a host: the admin endpoint, the feed of what happens (events, and log lines for the
+//! server), and building guests for `run --build` and `dev`.
 
 pub mod admin;
-#[cfg(test)]
-mod admin_props;
+pub mod feed;
 pub(crate) mod guest_build;
+pub(crate) mod log_publisher;

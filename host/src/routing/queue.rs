@@ -318,7 +318,6 @@ impl BlockQueue {
     }
 
     /// How many envelopes the queue holds at most.
-    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.tx.max_capacity()
     }

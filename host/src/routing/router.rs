@@ -30,6 +30,12 @@ impl Route {
     pub fn queue_depth(&self) -> u64 {
         self.queue.as_ref().map_or(0, BlockQueue::depth)
     }
+
+    /// The block's stats, with its queue's depth and capacity.
+    pub fn snapshot(&self) -> crate::stats::StatsSnapshot {
+        let capacity = self.queue.as_ref().map_or(0, |q| q.capacity() as u64);
+        self.status.snapshot(self.queue_depth(), capacity)
+    }
 }
 
 /// Every route, in start order.

@@ -104,6 +104,10 @@ pub struct Counters {
     pub swaps_failed: AtomicU64,
     /// The pause of the last swap (bags not processed), in microseconds.
     pub last_swap_pause_us: AtomicU64,
+    /// When the last swap was done, in milliseconds since the Unix epoch (0: never).
+    pub last_swap_at_ms: AtomicU64,
+    /// When the last fault was, in milliseconds since the Unix epoch (0: never).
+    pub last_fault_at_ms: AtomicU64,
     /// TCP connections accepted or opened.
     pub connections: AtomicU64,
     /// Connections closed at once because the block held too many.
@@ -144,6 +148,11 @@ impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Milliseconds since the Unix epoch, now (0 on a clock before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl BlockStatus {
@@ -213,8 +222,14 @@ impl BlockStatus {
         }
     }
 
-    /// A copy of everything, for reports.
-    pub fn snapshot(&self, queue_depth: u64) -> StatsSnapshot {
+    /// Counts a fault, now.
+    pub fn note_fault(&self) {
+        Counters::bump(&self.counters.faults);
+        self.counters.last_fault_at_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// A copy of everything, for reports; the queue holds `queue_depth` of `queue_capacity` bags.
+    pub fn snapshot(&self, queue_depth: u64, queue_capacity: u64) -> StatsSnapshot {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -255,9 +270,12 @@ impl BlockStatus {
             swaps: get(&c.swaps),
             swaps_failed: get(&c.swaps_failed),
             last_swap_pause_us: (get(&c.swaps) > 0).then(|| get(&c.last_swap_pause_us)),
+            last_swap_at_ms: Some(get(&c.last_swap_at_ms)).filter(|&at| at > 0),
+            last_fault_at_ms: Some(get(&c.last_fault_at_ms)).filter(|&at| at > 0),
             swap_pause_p50_us: micros(self.swap_pause.percentile(50.0)),
             swap_pause_p99_us: micros(self.swap_pause.percentile(99.0)),
             queue_depth,
+            queue_capacity,
             queue_high_water: get(&c.queue_high_water),
             returned: get(&c.returned),
             redelivered: get(&c.redelivered),
@@ -364,8 +382,17 @@ pub struct StatsSnapshot {
     pub swap_pause_p50_us: Option<f64>,
     /// 99th percentile swap pause, in microseconds.
     pub swap_pause_p99_us: Option<f64>,
+    /// When the last swap was done, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub last_swap_at_ms: Option<u64>,
+    /// When the last fault was, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub last_fault_at_ms: Option<u64>,
     /// Bags in the queue now.
     pub queue_depth: u64,
+    /// The most bags the queue holds (0: the block takes no bags).
+    #[serde(default)]
+    pub queue_capacity: u64,
     /// See [`Counters::queue_high_water`].
     pub queue_high_water: u64,
     /// See [`Counters::returned`].

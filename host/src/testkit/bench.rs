@@ -360,7 +360,10 @@ impl Bench {
 
     /// The block's counters and state now.
     pub fn stats(&self) -> StatsSnapshot {
-        self.status.snapshot(self.queue.as_ref().map_or(0, BlockQueue::depth))
+        self.status.snapshot(
+            self.queue.as_ref().map_or(0, BlockQueue::depth),
+            self.queue.as_ref().map_or(0, |q| q.capacity() as u64),
+        )
     }
 
     /// How the block ended, once it has (failed for good, or finished).

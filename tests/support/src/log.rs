@@ -62,14 +62,14 @@ pub fn render(record: &Value) -> String {
     };
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
     let mut line = fields.get("level").map(text).unwrap_or_default();
-    if let Some(block) = record["span"]["responsibility"].as_str() {
+    if let Some(block) = block_of(record) {
         let _ = write!(line, " [{block}]");
     }
     if let Some(message) = fields.get("message") {
         let _ = write!(line, " {}", text(message));
     }
     for (field, value) in fields {
-        if !["timestamp", "level", "message", "span"].contains(&field.as_str()) {
+        if !["timestamp", "level", "message", "span", "block"].contains(&field.as_str()) {
             let _ = write!(line, " {field}={}", text(value));
         }
     }

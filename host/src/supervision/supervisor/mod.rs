@@ -432,13 +432,7 @@ impl Supervisor {
     }
 
     fn into_report(mut self) -> RunReport {
-        self.report.stats = self
-            .router
-            .routes()
-            .iter()
-            .filter(|r| !r.status.builtin)
-            .map(|r| r.status.snapshot(r.queue_depth()))
-            .collect();
+        self.report.stats = self.router.routes().iter().filter(|r| !r.status.builtin).map(|r| r.snapshot()).collect();
         self.report.dead_letters = self.dead_letters.list();
         self.report
     }

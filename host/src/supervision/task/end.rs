@@ -7,7 +7,6 @@ use crate::bindings::BlockState;
 use crate::block::ctx::BlockParts;
 use crate::error::CallError;
 use crate::routing::queue::Envelope;
-use crate::stats::Counters;
 
 impl BlockTask {
     pub(super) async fn finish(mut self, reply: Reply) -> Outcome {
@@ -71,7 +70,7 @@ impl BlockTask {
         let _ = reply.send(r);
         match fault {
             Some(error) => {
-                Counters::bump(&self.parts.status.counters.faults);
+                self.parts.status.note_fault();
                 self.end(Outcome::Failed { error, gave_up: false }).await
             }
             None => self.end(Outcome::Finished).await,
@@ -79,7 +78,7 @@ impl BlockTask {
     }
 
     async fn end_finish_with_fault(mut self, reply: Reply, fault: Fault) -> Outcome {
-        Counters::bump(&self.parts.status.counters.faults);
+        self.parts.status.note_fault();
         tracing::error!("faulted while finishing: {}", fault.error);
         if let Some(bag) = fault.bag {
             // No instance will come to deliver it again.

@@ -358,7 +358,7 @@ impl BlockTask {
     /// the bag in flight, if the step was delivering one, is counted lost.
     async fn host_failed(mut self, panic: String, carries_bag: bool) -> Outcome {
         tracing::error!(event = "host_panic", "the host panicked while serving the block: {panic}");
-        Counters::bump(&self.parts.status.counters.faults);
+        self.parts.status.note_fault();
         // A panic in the middle of a batch leaves the queue in the instance's batch.
         if self.queue.is_none()
             && let Some(instance) = self.life.instance()

@@ -26,7 +26,7 @@ impl BlockTask {
         let down = || if runs { Life::Faulted } else { Life::Down };
         self.life = down();
         let status = self.parts.status.clone();
-        Counters::bump(&status.counters.faults);
+        status.note_fault();
         if let Some(worker) = &self.worker {
             Counters::bump(&worker.status.faults);
         }
@@ -106,7 +106,7 @@ impl BlockTask {
                 }
                 Err(fault) => {
                     tracing::error!("restart failed: {}", fault.error);
-                    Counters::bump(&status.counters.faults);
+                    status.note_fault();
                     self.life = down();
                     error = fault.error;
                 }

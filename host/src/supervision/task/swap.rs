@@ -85,6 +85,7 @@ impl BlockTask {
         let status = &self.parts.status;
         Counters::bump(&status.counters.swaps);
         status.counters.last_swap_pause_us.store(pause.as_micros() as u64, Ordering::Relaxed);
+        status.counters.last_swap_at_ms.store(crate::stats::unix_ms(), Ordering::Relaxed);
         status.swap_pause.record(pause);
         tracing::info!(event = "swapped", version = %version, pause_us = pause.as_micros() as u64, "swapped");
         let _ = reply.send(Ok(()));
