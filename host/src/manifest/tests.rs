@@ -298,3 +298,24 @@ fn bad_worker_pools_name_their_line_and_key() {
         "1 to 128",
     );
 }
+
+#[test]
+fn log_publishing_reads_its_keys_and_names_what_is_wrong() {
+    let m = parse(
+        "[host]\nserver = \"nats://127.0.0.1:4222\"\nlog_subject = \"logs.{hostname}.x\"\nlog_level = \"debug\"\nlog_lines_per_sec = 7\n\n[[block]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    let logs = m.settings.logs.expect("log publishing");
+    assert!(logs.subject.starts_with("logs.") && logs.subject.ends_with(".x") && !logs.subject.contains('{'));
+    assert_eq!(logs.subject.split('.').count(), 3, "the host name is one token: {}", logs.subject);
+    assert_eq!((logs.level, logs.lines_per_sec), (tracing::Level::DEBUG, 7));
+    let m = parse("[host]\nlog_subject = \"logs\"\n\n[[block]]\nname = \"a\"\n").unwrap();
+    let logs = m.settings.logs.expect("log publishing");
+    assert_eq!((logs.level, logs.lines_per_sec), (tracing::Level::INFO, crate::defaults::LOG_PUBLISH_PER_BLOCK));
+    assert_eq!(parse("[[block]]\nname = \"a\"\n").unwrap().settings.logs, None);
+    check_err("[host]\nlog_subject = \"logs.>\"\n", Some(2), Some("log_subject"), "not a subject to publish to");
+    check_err("[host]\nlog_subject = \"logs\"\nlog_level = \"loud\"\n", Some(3), Some("log_level"), "not a level");
+    check_err("[host]\nlog_level = \"info\"\n", Some(2), Some("log_level"), "needs log_subject");
+    check_err("[host]\nlog_lines_per_sec = 5\n", Some(2), Some("log_lines_per_sec"), "needs log_subject");
+    check_err("[host]\nlog_subject = \"l\"\nlog_lines_per_sec = 0\n", Some(3), Some("log_lines_per_sec"), "");
+}

@@ -3,5 +3,7 @@
 
 pub mod admin;
 pub mod feed;
+#[cfg(test)]
+mod feed_tests;
 pub(crate) mod guest_build;
 pub(crate) mod log_publisher;
