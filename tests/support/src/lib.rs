@@ -1,7 +1,8 @@
 //! What the integration tests share: the built guest components ([`artifacts`]), component
 //! directories in temporary folders ([`BlockDir`]), and the `bagpipe` binary run as a child
 //! process ([`Bagpipe`]) whose stdout lines are the JSON events blocks print and whose stderr is
-//! the host's log, one JSON record a line (`BAGPIPE_LOG_FORMAT=json`).
+//! the host's log, one JSON record a line (`BAGPIPE_LOG_FORMAT=json`), and a headless Chromium
+//! for the page the admin endpoint serves ([`browser::Browser`]).
 //!
 //! No sleeps: tests wait for events the blocks print and for the `event` the host gives the log
 //! records worth waiting for ([`Bagpipe::log_event`]), never for the wording of a log line. Every
@@ -17,6 +18,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::Child;
 
+pub mod browser;
 mod log;
 mod nats;
 pub mod polyglot;
