@@ -147,11 +147,13 @@ async fn log_lines_reach_the_server_subject_tagged_and_each_block_within_its_rat
     let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
     let mut lines = client.subscribe("bagpipe.logs.test").await.expect("subscribe");
     client.flush().await.expect("flush");
-    // `loud` logs 2,000 lines in one go; `quiet` logs 3. Each may publish 20 a second.
+    // `loud` logs 2,000 lines in one go; `quiet` logs 3. Each may publish 20 a second. `broken`
+    // fails to start (it is optional): what start-up says goes too.
     let dir = BlockDir::from_manifest(&format!(
         "[host]\nserver = \"{}\"\nlog_subject = \"bagpipe.logs.test\"\nlog_lines_per_sec = 20\n\n\
          [[block]]\nname = \"hostile\"\nresponsibility = \"loud\"\nafter = []\nlog_lines_per_sec = 1000000\n[block.config]\ntry = \"log_flood\"\ncount = 2000\n\n\
-         [[block]]\nname = \"hostile\"\nresponsibility = \"quiet\"\nafter = []\n[block.config]\ntry = \"log_flood\"\ncount = 3\n",
+         [[block]]\nname = \"hostile\"\nresponsibility = \"quiet\"\nafter = []\n[block.config]\ntry = \"log_flood\"\ncount = 3\n\n\
+         [[block]]\nname = \"faulty\"\nresponsibility = \"broken\"\nafter = []\nrequired = false\ninit_retries = 0\n[block.config]\nfault = \"panic\"\nin = \"init\"\n",
         nats.url()
     ));
     let mut host = Bagpipe::run_with(BIN, &dir, &["--admin", "127.0.0.1:0"]);
@@ -190,6 +192,10 @@ async fn log_lines_reach_the_server_subject_tagged_and_each_block_within_its_rat
     assert!(
         got.iter().any(|l| l["block"].is_null() && l["event"] == "running"),
         "the host's own lines go too: {got:?}"
+    );
+    assert!(
+        got.iter().any(|l| l["block"] == "broken" && l["event"] == "left_out" && l["level"] == "WARN"),
+        "what the blocks' start says is published: {got:?}"
     );
     // What was not published was counted.
     let dropped = about["logs"]["dropped"].as_u64().unwrap_or(0);

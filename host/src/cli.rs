@@ -188,6 +188,10 @@ pub fn init_logging(default: &str, format: LogFormat) -> LogWriter {
     };
     // The feed sees every record at its own level, whatever the filter lets through to stderr.
     let feed = bagpipe::Feed::new();
+    // The blocks' spans pass whatever the filter, so that every line knows its block.
+    let spans = tracing_subscriber::filter::filter_fn(|m| m.is_span() && matches!(m.name(), "block" | "worker"))
+        .with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
+    let filter = tracing_subscriber::filter::FilterExt::or(filter, spans);
     tracing_subscriber::registry().with(lines.with_filter(filter)).with(feed.layer()).init();
     LogWriter { guard: Some(guard), dropped, feed }
 }

@@ -292,8 +292,12 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 pub const ADMIN_MAX_EVENT_STREAMS: usize = 16;
 
 /// How often an idle `/events` stream says it is still there (a comment line), so that proxies
-/// and the reader's own timeouts keep it open.
-pub const ADMIN_EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// and the reader's own timeouts keep it open, and a reader that is gone is noticed.
+pub const ADMIN_EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// An `/events` stream whose reader has not taken anything for this long (so the stream could
+/// not even send its keep-alive) is closed: its place is for a reader that reads.
+pub const ADMIN_EVENTS_STALLED: Duration = Duration::from_secs(15);
 
 // The feed (`ops::feed`) and the log publisher (`ops::log_publisher`).
 
@@ -305,6 +309,13 @@ pub const FEED_LIVE: usize = 256;
 
 /// Log lines waiting for the log publisher; past them lines are dropped and counted.
 pub const LOG_SINK_QUEUE: usize = 1024;
+
+/// Blocks the log sink keeps a rate for; past them it forgets every rate and starts again.
+pub const LOG_SINK_BLOCKS: usize = 65_536;
+
+/// Longest the log publisher goes on after the host's last block finished: what is still queued
+/// then is counted as dropped.
+pub const LOG_PUBLISH_LAST: Duration = Duration::from_secs(2);
 
 /// Log lines a second each block (and the host itself) may publish to `[host] log_subject`,
 /// unless `[host] log_lines_per_sec` says otherwise; past it lines are dropped and counted.
@@ -519,10 +530,15 @@ pub const WASM_STACK_BYTES: usize = 1 << 20;
 
 /// `text` cut to [`OUTCOME_DETAIL_BYTES`] (at a character boundary), for a failure's detail.
 pub fn detail(text: &str) -> String {
-    if text.len() <= OUTCOME_DETAIL_BYTES {
+    cut_text(text, OUTCOME_DETAIL_BYTES)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, ` [cut]` added when it was.
+pub fn cut_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_owned();
     }
-    let mut cut = OUTCOME_DETAIL_BYTES;
+    let mut cut = max;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
+use futures_util::future::FusedFuture as _;
 use wasmtime::Engine;
 
 use crate::block::component::{BlockComponent, Loader};
@@ -130,9 +132,35 @@ impl Host {
             Some(url) => Some(ServerLink::connect(url, &manifest.settings).await?),
             None => None,
         };
+        let feed = self.config.feed.clone().unwrap_or_default();
+        if manifest.settings.logs.is_some() && self.config.feed.is_none() {
+            tracing::warn!(
+                "[host] log_subject: this host was given no feed (HostConfig::feed), so no log line reaches the server"
+            );
+        }
+        // The log goes to the server from here on, the blocks' start included; lines before this
+        // went only to stderr. Whatever happens next, the sink is detached when `run` ends.
+        let logs = match (&manifest.settings.logs, &server) {
+            (Some(logs), Some(server)) => {
+                let (sink, lines) = feed.attach_logs(logs.level, logs.lines_per_sec);
+                Some((logs.subject.clone(), sink, lines, server.clone()))
+            }
+            _ => None,
+        };
+        let detach = DetachLogs(logs.is_some().then_some(&feed));
+        let published = logs.as_ref().map(|(subject, sink, ..)| (subject.clone(), sink.clone()));
+        let stop_logs = tokio_util::sync::CancellationToken::new();
+        let mut publisher = std::pin::pin!(
+            async {
+                if let Some((subject, sink, lines, server)) = logs {
+                    crate::ops::log_publisher::run(lines, sink, server, subject, stop_logs.clone()).await;
+                }
+            }
+            .fuse()
+        );
         let router = Arc::new(crate::routing::router::Router::new());
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let started = Supervisor::start(
+        let start = Supervisor::start(
             &self.engine,
             manifest,
             &components,
@@ -140,12 +168,25 @@ impl Host {
             reload_rx,
             server.clone(),
             self.stdout.streams(),
-        )
-        .await;
+        );
+        tokio::pin!(start);
+        let started = loop {
+            tokio::select! {
+                started = &mut start => break started,
+                // Publishes while the blocks start (and ends only once stopped).
+                () = &mut publisher => {}
+            }
+        };
         let supervisor = match started {
             Ok(supervisor) => supervisor,
             Err(e) => {
-                // The blocks started so far were stopped by the supervisor; the connection goes too.
+                // The blocks started so far were stopped by the supervisor; their last lines are
+                // published, then the connection goes too.
+                stop_logs.cancel();
+                if !publisher.is_terminated() {
+                    publisher.await;
+                }
+                drop(detach);
                 if let Some(server) = &server {
                     server.close().await;
                 }
@@ -154,22 +195,11 @@ impl Host {
         };
         let reloader =
             self.config.watch.then(|| Reloader::new(&self.loader, manifest, &components, reload_tx, router.clone()));
-        let feed = self.config.feed.clone().unwrap_or_default();
-        // The log goes to the server from here on; lines before this went only to stderr.
-        let logs = match (&manifest.settings.logs, &server) {
-            (Some(logs), Some(server)) => {
-                let (sink, lines) = feed.attach_logs(logs.level, logs.lines_per_sec);
-                Some((logs.subject.clone(), sink, lines, server.clone()))
-            }
-            _ => None,
-        };
-        let view = AdminView::new(router, supervisor.dead_letters(), server.clone(), feed.clone())
-            .with_logs(logs.as_ref().map(|(subject, sink, ..)| (subject.clone(), sink.clone())));
+        let view = AdminView::new(router, supervisor.dead_letters(), server.clone(), feed.clone()).with_logs(published);
         let admin = admin.map(|listener| listener.serve(view));
-        let stop_logs = tokio_util::sync::CancellationToken::new();
         let publisher = async {
-            if let Some((subject, sink, lines, server)) = logs {
-                crate::ops::log_publisher::run(lines, sink, server, subject, stop_logs.clone()).await;
+            if !publisher.is_terminated() {
+                publisher.await;
             }
         };
         // The reloader and the calls' deadlines run beside the supervisor in this task; they end
@@ -200,7 +230,7 @@ impl Host {
             result
         };
         let (result, ()) = tokio::join!(supervised, publisher);
-        feed.detach_logs();
+        drop(detach);
         // What still waits is told the host is done (and lets go of the queues it holds).
         calls.close("the host has shut down");
         if let Some(admin) = admin {
@@ -213,6 +243,18 @@ impl Host {
             report.server = server.map(|s| s.snapshot());
             report
         })
+    }
+}
+
+/// Detaches the feed's log sink when dropped: however `run` ends, no line waits for a publisher
+/// that is gone.
+struct DetachLogs<'a>(Option<&'a Feed>);
+
+impl Drop for DetachLogs<'_> {
+    fn drop(&mut self) {
+        if let Some(feed) = self.0 {
+            feed.detach_logs();
+        }
     }
 }
 

@@ -31,11 +31,14 @@ use tracing::{Event as TracingEvent, Level, Metadata, Subscriber, span};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::defaults::{FEED_LIVE, FEED_RECENT, LOG_SINK_QUEUE};
+use crate::defaults::{FEED_LIVE, FEED_RECENT, LOG_MESSAGE_BYTES, LOG_SINK_BLOCKS, LOG_SINK_QUEUE, cut_text};
 use crate::runtime::token_bucket::TokenBucket;
 
-/// Targets whose records never go to the log sink: the server's client, and the publisher.
-const NOT_TO_SINK: [&str; 2] = ["async_nats", LOG_PUBLISHER_TARGET];
+/// Whether a record of `target` may go to the log sink: the host's and its blocks' records, not
+/// other crates' (the server's client, wasmtime, ...), and not the publisher's own.
+fn to_sink(target: &str) -> bool {
+    (target == "bagpipe" || target.starts_with("bagpipe::")) && !target.starts_with(LOG_PUBLISHER_TARGET)
+}
 
 /// The target of the log publisher's own records.
 pub const LOG_PUBLISHER_TARGET: &str = "bagpipe::log_publisher";
@@ -218,6 +221,10 @@ impl LogSink {
     fn offer(&self, block: Option<&str>, line: impl FnOnce() -> String) {
         let admitted = {
             let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            if buckets.len() >= LOG_SINK_BLOCKS && !buckets.contains_key(block.unwrap_or("")) {
+                // More names than blocks can have: start again rather than grow.
+                buckets.clear();
+            }
             let bucket =
                 buckets.entry(block.unwrap_or("").to_owned()).or_insert_with(|| TokenBucket::full(self.per_block));
             bucket.refill();
@@ -261,10 +268,7 @@ where
 
     fn on_event(&self, event: &TracingEvent<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let sink = self
-            .feed
-            .sink()
-            .filter(|s| *meta.level() <= s.level && !NOT_TO_SINK.iter().any(|t| meta.target().starts_with(t)));
+        let sink = self.feed.sink().filter(|s| *meta.level() <= s.level && to_sink(meta.target()));
         let is_event = meta.fields().field("event").is_some() && *meta.level() <= Level::INFO;
         if sink.is_none() && !is_event {
             return;
@@ -327,6 +331,14 @@ impl Record {
     pub fn read(event: &TracingEvent<'_>, spans: impl Iterator<Item = Option<(Option<String>, Option<u64>)>>) -> Self {
         let mut fields = Fields::default();
         event.record(&mut fields);
+        // What a record carries is bounded, whatever it was given (a bag, a guest's text).
+        for value in fields.map.values_mut() {
+            if let Value::String(text) = value
+                && text.len() > LOG_MESSAGE_BYTES
+            {
+                *text = cut_text(text, LOG_MESSAGE_BYTES);
+            }
+        }
         let message = fields.take_str("message").unwrap_or_default();
         let (mut block, mut worker) = (fields.take_str("block"), None);
         for (responsibility, w) in spans.flatten() {

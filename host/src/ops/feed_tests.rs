@@ -115,11 +115,12 @@ fn the_log_sink_takes_each_block_within_its_rate_and_counts_the_rest() {
         taken.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
     }
     let from = |block: &str| taken.iter().filter(|l| l["block"] == block).count();
-    // A second's burst of 3 (the loop is far quicker than a third of a second).
-    assert_eq!(from("loud"), 3, "{taken:?}");
+    // A second's burst of 3, and what the rate gave back while the loop ran (little: it is quick).
+    let loud = from("loud");
+    assert!((3..10).contains(&loud), "{taken:?}");
     assert_eq!(from("quiet"), 1, "another block's rate is its own");
-    assert_eq!(taken.len(), 4, "nothing below the level, nothing of the publisher: {taken:?}");
-    assert_eq!((sink.dropped(), sink.taken()), (47, 4));
+    assert_eq!(taken.len(), loud + 1, "nothing below the level, nothing of the publisher: {taken:?}");
+    assert_eq!((sink.dropped(), sink.taken()), (50 - loud as u64, loud as u64 + 1));
     feed.detach_logs();
     with_feed(&feed, || tracing::info!("after the sink was detached"));
     assert!(rx.try_recv().is_err(), "a detached sink takes nothing");

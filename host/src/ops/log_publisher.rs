@@ -4,15 +4,18 @@
 //!
 //! Invariants: a line is published at most once and never waits for the server longer than
 //! `SERVER_CALL_TIMEOUT`; while the server is away lines are dropped and counted, not kept (the
-//! log is lossy by design: the stderr log keeps every line); nothing the publisher logs goes
-//! back to the sink (its records have `LOG_PUBLISHER_TARGET`).
+//! log is lossy by design: the stderr log keeps every line); once stopped, it goes on for at
+//! most `LOG_PUBLISH_LAST` (and the line then being published), and not at all while publishing
+//! fails (what is left is counted as
+//! dropped); nothing the publisher logs goes back to the sink (its records have
+//! `LOG_PUBLISHER_TARGET`).
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::defaults::SERVER_CALL_TIMEOUT;
+use crate::defaults::{LOG_PUBLISH_LAST, SERVER_CALL_TIMEOUT};
 use crate::io::server::ServerLink;
 use crate::ops::feed::{LOG_PUBLISHER_TARGET, LogSink};
 
@@ -29,18 +32,27 @@ pub async fn run(
     loop {
         let line = tokio::select! {
             biased;
+            () = stop.cancelled() => break,
             line = lines.recv() => match line {
                 Some(line) => line,
                 None => return,
             },
-            () = stop.cancelled() => break,
         };
         publish(&server, &sink, &subject, line, &mut failing).await;
     }
-    // What was taken before the stop still goes.
-    while let Ok(line) = lines.try_recv() {
+    // What was taken before the stop still goes, within a bound; the rest is counted.
+    let until = tokio::time::Instant::now() + LOG_PUBLISH_LAST;
+    while !failing
+        && tokio::time::Instant::now() < until
+        && let Ok(line) = lines.try_recv()
+    {
         publish(&server, &sink, &subject, line, &mut failing).await;
     }
+    let mut left = 0;
+    while lines.try_recv().is_ok() {
+        left += 1;
+    }
+    sink.count_dropped(left);
 }
 
 async fn publish(server: &ServerLink, sink: &LogSink, subject: &str, line: String, failing: &mut bool) {

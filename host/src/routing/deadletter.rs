@@ -59,7 +59,7 @@ impl DeadLetters {
             block = %letter.block,
             attempts = letter.attempts,
             "dead letter: {} ({})",
-            letter.bag,
+            crate::defaults::cut_text(&letter.bag.to_string(), DEAD_LETTER_BAG_BYTES),
             letter.error
         );
         if let Some(to) = &self.route_to

@@ -1,7 +1,8 @@
 //! `/events`: the feed's events as server-sent events. First the events kept after the reader's
 //! last one, then each as it comes: `id: SEQ` and `data: {json}`. A reader that falls more than
 //! `FEED_LIVE` events behind gets an `event: missed` saying how many it missed; an idle stream
-//! sends a comment every `ADMIN_EVENTS_KEEP_ALIVE`. The stream ends when the server stops.
+//! sends a comment every `ADMIN_EVENTS_KEEP_ALIVE`. The stream ends when the server stops, or
+//! when its reader has not taken anything for `ADMIN_EVENTS_STALLED` (the connection does that).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,16 +13,22 @@ use hyper::body::{Bytes, Frame};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::AdminView;
 use super::route::Body;
+use super::{AdminView, Streaming};
 use crate::defaults::{ADMIN_EVENTS_KEEP_ALIVE, ADMIN_MAX_EVENT_STREAMS};
 use crate::ops::feed::Event;
 
 /// The stream of events after `after`, or `None` when `ADMIN_MAX_EVENT_STREAMS` are open.
-pub fn stream(view: &AdminView, after: u64, cancel: &CancellationToken) -> Option<Body> {
+/// `streaming` is told each time the stream is asked for more.
+pub(crate) fn stream(
+    view: &AdminView,
+    after: u64,
+    cancel: &CancellationToken,
+    streaming: Arc<Streaming>,
+) -> Option<Body> {
     let open = Open::take(&view.streams)?;
     let (kept, live) = view.feed.subscribe(after);
-    let state = State { first: true, kept: kept.into(), live, cancel: cancel.clone(), _open: open };
+    let state = State { first: true, kept: kept.into(), live, cancel: cancel.clone(), streaming, _open: open };
     let frames = futures_util::stream::unfold(state, |mut state| async move {
         let bytes = state.next().await?;
         Some((Ok(Frame::data(bytes)), state))
@@ -34,12 +41,14 @@ struct State {
     kept: VecDeque<Arc<Event>>,
     live: broadcast::Receiver<Arc<Event>>,
     cancel: CancellationToken,
+    streaming: Arc<Streaming>,
     _open: Open,
 }
 
 impl State {
     /// The next bytes to send, or `None` when the stream ends.
     async fn next(&mut self) -> Option<Bytes> {
+        self.streaming.asked();
         if std::mem::take(&mut self.first) {
             // How long a reader waits before it connects again.
             return Some(Bytes::from_static(b"retry: 2000\n\n"));

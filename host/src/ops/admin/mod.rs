@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,13 +20,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::defaults::{ACCEPT_BACKOFF, ADMIN_MAX_CONNECTIONS, ADMIN_MAX_REQUEST, ADMIN_READ_TIMEOUT};
+use crate::defaults::{
+    ACCEPT_BACKOFF, ADMIN_EVENTS_KEEP_ALIVE, ADMIN_EVENTS_STALLED, ADMIN_MAX_CONNECTIONS, ADMIN_MAX_REQUEST,
+    ADMIN_READ_TIMEOUT,
+};
 use crate::ops::feed::{Feed, LogSink};
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::router::Router;
 use crate::stats::StatsSnapshot;
 
 mod events;
+#[cfg(test)]
+mod limits_tests;
 mod metrics;
 #[cfg(test)]
 mod props;
@@ -152,13 +157,48 @@ async fn serve(listener: TcpListener, view: AdminView, cancel: CancellationToken
     connections.shutdown().await;
 }
 
+// hyper refuses a smaller read buffer.
+const _: () = assert!(ADMIN_MAX_REQUEST >= 8192);
+
+/// Whether a connection became an `/events` stream, and when the stream was last asked for more.
+pub(crate) struct Streaming {
+    on: AtomicBool,
+    since: tokio::time::Instant,
+    /// Milliseconds after `since`.
+    asked_ms: AtomicU64,
+}
+
+impl Streaming {
+    fn new() -> Self {
+        Self { on: AtomicBool::new(false), since: tokio::time::Instant::now(), asked_ms: AtomicU64::new(0) }
+    }
+
+    /// The connection is a stream now.
+    pub(crate) fn start(&self) {
+        self.asked();
+        self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// The stream was asked for its next bytes: its reader is reading.
+    pub(crate) fn asked(&self) {
+        self.asked_ms.store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the stream was last asked for more.
+    fn idle(&self) -> std::time::Duration {
+        let asked = std::time::Duration::from_millis(self.asked_ms.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(asked)
+    }
+}
+
 /// Serves one connection (one request: no keep-alive) until it is answered, it has taken
-/// `ADMIN_READ_TIMEOUT` (unless it became an `/events` stream), or the server stops.
+/// `ADMIN_READ_TIMEOUT` (unless it became an `/events` stream, which lasts while its reader
+/// reads), or the server stops.
 pub(crate) async fn serve_connection<S>(stream: S, view: AdminView, cancel: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let streaming = Arc::new(AtomicBool::new(false));
+    let streaming = Arc::new(Streaming::new());
     let service = {
         let (streaming, cancel) = (streaming.clone(), cancel.clone());
         hyper::service::service_fn(move |request| {
@@ -175,11 +215,14 @@ where
         .half_close(true)
         .keep_alive(false);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    // A connection that is not a stream has its time; a stream lasts until the server stops.
+    // A connection that is not a stream has its time; a stream lasts while its reader reads.
     let deadline = async {
         tokio::time::sleep(ADMIN_READ_TIMEOUT).await;
-        if streaming.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
+        while streaming.on.load(Ordering::Relaxed) {
+            if streaming.idle() > ADMIN_EVENTS_STALLED {
+                return;
+            }
+            tokio::time::sleep(ADMIN_EVENTS_KEEP_ALIVE).await;
         }
     };
     tokio::select! {
@@ -188,7 +231,7 @@ where
                 tracing::debug!("admin connection: {e}");
             }
         }
-        () = deadline => tracing::debug!("admin connection too slow, dropped"),
+        () = deadline => tracing::debug!("admin connection too slow, or an /events reader not reading: dropped"),
         () = cancel.cancelled() => {}
     }
 }

@@ -2,7 +2,6 @@
 //! it) and the answer to it ([`answer`]).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
@@ -10,9 +9,9 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use super::AdminView;
 use super::events;
 use super::metrics::{log_metrics, prometheus, server_metrics};
+use super::{AdminView, Streaming};
 
 /// What a response carries: a whole page, or a stream.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -54,7 +53,8 @@ pub const PAGES: [(&str, Page); 8] = [
 ];
 
 /// A request the endpoint does not serve: its status and why, one line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {why}")]
 pub struct Refused {
     /// A 4xx.
     pub status: StatusCode,
@@ -82,12 +82,12 @@ pub fn route(method: &str, path: &str) -> Result<Page, Refused> {
     }
 }
 
-/// The answer to `request`. An `/events` answer sets `streaming`.
-pub fn answer<B>(
+/// The answer to `request`. An `/events` answer starts `streaming`.
+pub(crate) fn answer<B>(
     view: &AdminView,
     request: &Request<B>,
     cancel: &CancellationToken,
-    streaming: &AtomicBool,
+    streaming: &std::sync::Arc<Streaming>,
 ) -> Response<Body> {
     let page = match route(request.method().as_str(), request.uri().path()) {
         Ok(page) => page,
@@ -119,9 +119,9 @@ pub fn answer<B>(
         Page::Host => json(serde_json::to_string_pretty(&host(view))),
         Page::Events => {
             let after = last_event_id(request);
-            match events::stream(view, after, cancel) {
+            match events::stream(view, after, cancel, streaming.clone()) {
                 Some(body) => {
-                    streaming.store(true, Ordering::Relaxed);
+                    streaming.start();
                     let mut response = Response::new(body);
                     let headers = response.headers_mut();
                     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

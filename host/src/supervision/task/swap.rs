@@ -39,7 +39,10 @@ impl BlockTask {
             self.adopt(component, spec);
             // A swap with no pause (nothing was running) and no snapshot, counted and logged as
             // every swap is.
-            Counters::bump(&self.parts.status.counters.swaps);
+            let counters = &self.parts.status.counters;
+            Counters::bump(&counters.swaps);
+            counters.last_swap_pause_us.store(0, Ordering::Relaxed);
+            counters.last_swap_at_ms.store(crate::stats::unix_ms(), Ordering::Relaxed);
             tracing::info!(event = "swapped", version = %version, pause_us = 0u64, "swapped (no instance was running)");
             let _ = reply.send(Ok(()));
             if !self.life.wants_run() {
