@@ -15,10 +15,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_bagpipe");
 /// An `/events` reader: the events as they come, each `(id, data)`.
 struct Events {
     lines: tokio::io::Lines<BufReader<TcpStream>>,
+    last_id: String,
 }
 
 impl Events {
-    async fn open(addr: &str, last_event_id: Option<u64>) -> Self {
+    async fn open(addr: &str, last_event_id: Option<&str>) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect to the admin endpoint");
         let resume = last_event_id.map(|id| format!("last-event-id: {id}\r\n")).unwrap_or_default();
         stream
@@ -38,16 +39,21 @@ impl Events {
             event_stream |= header.eq_ignore_ascii_case("content-type: text/event-stream");
         }
         assert!(event_stream, "served as text/event-stream");
-        Self { lines }
+        Self { lines, last_id: String::new() }
     }
 
-    /// The next event with an id (comments, `retry` and chunk sizes skipped).
+    /// The next event with an id (comments, `retry` and chunk sizes skipped): its number and
+    /// its data; the id as sent is kept in `last_id`.
     async fn next(&mut self) -> (u64, Value) {
         let (mut id, mut data) = (None, None);
         loop {
             let line = self.lines.next_line().await.expect("read").expect("the stream went on");
-            if let Some(n) = line.strip_prefix("id: ") {
-                id = n.parse().ok();
+            if let Some(text) = line.strip_prefix("id: ") {
+                // RUN-SEQ: the host's run, then the event's number in it.
+                let (run, seq) = text.split_once('-').unwrap_or_else(|| panic!("an id of a run: {text}"));
+                assert!(run.parse::<u64>().is_ok(), "{text}");
+                self.last_id = text.to_owned();
+                id = seq.parse().ok();
             } else if let Some(json) = line.strip_prefix("data: ") {
                 data = Some(serde_json::from_str::<Value>(json).unwrap_or_else(|e| panic!("{json}: {e}")));
             } else if line.is_empty()
@@ -100,6 +106,7 @@ async fn events_stream_in_order_and_resume_after_the_last_event_id() {
         assert!(event["at_ms"].as_u64().is_some_and(|t| t > 0) && event["level"].is_string(), "{event}");
     }
     let (fault_id, fault) = seen.last().cloned().expect("the fault");
+    let fault_event_id = events.last_id.clone();
     assert_eq!(fault["level"], "ERROR", "{fault}");
     assert!(
         fault["message"].as_str().is_some_and(|m| m.starts_with("block faulted: ")),
@@ -115,9 +122,12 @@ async fn events_stream_in_order_and_resume_after_the_last_event_id() {
     assert_eq!(after.first().map(|(id, _)| *id), Some(fault_id + 1), "nothing skipped: {after:?}");
 
     // A reader that comes back with the fault's id gets what came after it, first.
-    let mut resumed = Events::open(&addr, Some(fault_id)).await;
+    let mut resumed = Events::open(&addr, Some(&fault_event_id)).await;
     let (first, _) = resumed.next().await;
     assert_eq!(first, fault_id + 1);
+    // One that comes with an id of another run of the host (it restarted) gets every event kept.
+    let mut other_run = Events::open(&addr, Some(&format!("1-{fault_id}"))).await;
+    assert_eq!(other_run.next().await.0, 1, "an id of another run counts as none");
 
     // What the page's rows come from.
     let blocks = get_json(&addr, "/blocks").await;

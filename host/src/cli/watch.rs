@@ -7,13 +7,14 @@
 //! SIGINT or SIGTERM.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bagpipe::PoolSnapshot;
 use serde::Deserialize;
+use tokio::io::AsyncWriteExt as _;
 
 /// Moves the cursor home and clears the screen: each frame on a terminal replaces the last.
 pub const CLEAR: &str = "\x1b[H\x1b[2J";
@@ -305,8 +306,17 @@ pub async fn watch(admin: &str, interval: Duration, workers: bool) -> anyhow::Re
         let width = if terminal { terminal_width() } else { None };
         let text = frame(prev.as_ref(), &now, &View { admin, workers, width });
         let text = if terminal { format!("{CLEAR}{text}") } else { format!("{text}\n") };
-        let mut stdout = std::io::stdout().lock();
-        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        // A reader of the pipe that pauses does not hold up Ctrl-C.
+        let written = tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            written = async {
+                let mut stdout = tokio::io::stdout();
+                stdout.write_all(text.as_bytes()).await?;
+                stdout.flush().await
+            } => written,
+        };
+        match written {
             Ok(()) => {}
             // Whoever read the frames (`| head`) has stopped.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,

@@ -1,5 +1,7 @@
 //! `/events`: the feed's events as server-sent events. First the events kept after the reader's
-//! last one, then each as it comes: `id: SEQ` and `data: {json}`. A reader that falls more than
+//! last one, then each as it comes: `id: RUN-SEQ` (`RUN` is the host's start time in
+//! milliseconds, so that a reader's `Last-Event-ID` from an earlier run of the host is not taken
+//! for one of this run) and `data: {json}`. A reader that falls more than
 //! `FEED_LIVE` events behind gets an `event: missed` saying how many it missed; an idle stream
 //! sends a comment every `ADMIN_EVENTS_KEEP_ALIVE`. The stream ends when the server stops, or
 //! when its reader has not taken anything for `ADMIN_EVENTS_STALLED` (the connection does that).
@@ -28,7 +30,8 @@ pub(crate) fn stream(
 ) -> Option<Body> {
     let open = Open::take(&view.streams)?;
     let (kept, live) = view.feed.subscribe(after);
-    let state = State { first: true, kept: kept.into(), live, cancel: cancel.clone(), streaming, _open: open };
+    let run = view.feed.started_at_ms();
+    let state = State { first: true, run, kept: kept.into(), live, cancel: cancel.clone(), streaming, _open: open };
     let frames = futures_util::stream::unfold(state, |mut state| async move {
         let bytes = state.next().await?;
         Some((Ok(Frame::data(bytes)), state))
@@ -38,6 +41,7 @@ pub(crate) fn stream(
 
 struct State {
     first: bool,
+    run: u64,
     kept: VecDeque<Arc<Event>>,
     live: broadcast::Receiver<Arc<Event>>,
     cancel: CancellationToken,
@@ -54,12 +58,12 @@ impl State {
             return Some(Bytes::from_static(b"retry: 2000\n\n"));
         }
         if let Some(event) = self.kept.pop_front() {
-            return Some(message(&event));
+            return Some(message(self.run, &event));
         }
         tokio::select! {
             () = self.cancel.cancelled() => None,
             received = self.live.recv() => match received {
-                Ok(event) => Some(message(&event)),
+                Ok(event) => Some(message(self.run, &event)),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     Some(Bytes::from(format!("event: missed\ndata: {{\"missed\":{missed}}}\n\n")))
                 }
@@ -70,11 +74,20 @@ impl State {
     }
 }
 
-/// One event as a server-sent event.
-pub fn message(event: &Event) -> Bytes {
+/// One event of the host's run `run` as a server-sent event.
+pub fn message(run: u64, event: &Event) -> Bytes {
     // JSON text has no line breaks outside strings, and escapes those inside.
     let json = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
-    Bytes::from(format!("id: {}\ndata: {json}\n\n", event.seq))
+    Bytes::from(format!("id: {run}-{}\ndata: {json}\n\n", event.seq))
+}
+
+/// The event after which a reader that sent `Last-Event-ID: id` goes on, in the host's run
+/// `run`: the id's number when the id is of this run, else 0 (every event kept).
+pub fn after_id(id: &str, run: u64) -> u64 {
+    match id.trim().split_once('-') {
+        Some((of, seq)) if of.parse() == Ok(run) => seq.parse().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// One of the open streams: counted while it lives.

@@ -118,7 +118,7 @@ pub(crate) fn answer<B>(
         Page::Blocks => json(serde_json::to_string_pretty(&view.blocks())),
         Page::Host => json(serde_json::to_string_pretty(&host(view))),
         Page::Events => {
-            let after = last_event_id(request);
+            let after = last_event_id(request, view.feed.started_at_ms());
             match events::stream(view, after, cancel, streaming.clone()) {
                 Some(body) => {
                     streaming.start();
@@ -175,10 +175,10 @@ fn host(view: &AdminView) -> serde_json::Value {
 }
 
 /// The last event a reader has: its `Last-Event-ID` header (a reconnecting `EventSource` sends
-/// it), else `?after=N`, else 0 (send every event kept).
-fn last_event_id<B>(request: &Request<B>) -> u64 {
-    let header =
-        request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+/// it; one of an earlier run of the host counts as none), else `?after=N`, else 0 (send every
+/// event kept).
+fn last_event_id<B>(request: &Request<B>, run: u64) -> u64 {
+    let header = request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| events::after_id(v, run));
     let query =
         || request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("after=")).and_then(|n| n.parse().ok());
     header.or_else(query).unwrap_or(0)
