@@ -62,6 +62,8 @@
 
 extern crate self as bagpipe_guest;
 
+#[cfg(feature = "talc")]
+mod alloc;
 mod bag;
 #[doc(hidden)]
 pub mod bindings;
