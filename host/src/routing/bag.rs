@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::fmt::Write as _;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -100,28 +101,40 @@ pub fn with_reply(stamped: &str, handle: &str) -> String {
 /// `value`, first.
 pub fn with_key(stamped: &str, key: &str, value: &str) -> String {
     debug_assert!(key.starts_with(HOST_KEY_PREFIX));
-    let value = serde_json::Value::from(value).to_string();
-    let mut out = String::with_capacity(stamped.len() + key.len() + value.len() + 4);
+    let mut out = String::with_capacity(stamped.len() + key.len() + value.len() + 8);
     out.push_str("{\"");
     out.push_str(key);
     out.push_str("\":");
-    out.push_str(&value);
+    push_json_str(&mut out, value);
     out.push(',');
     // A stamped bag always starts with `{"__from":`: the rest follows the new key.
     out.push_str(stamped.strip_prefix('{').unwrap_or(stamped));
     out
 }
 
+/// `{"__from":<from>,"__seq":<seq><sep><rest>`, in one allocation: this runs for every bag.
 fn with_header(from: &str, seq: u64, sep: &str, rest: &str) -> String {
-    let from = serde_json::Value::from(from).to_string();
-    let mut out = String::with_capacity(rest.len() + from.len() + 32);
+    let mut out = String::with_capacity(rest.len() + from.len() + 48);
     out.push_str("{\"__from\":");
-    out.push_str(&from);
+    push_json_str(&mut out, from);
     out.push_str(",\"__seq\":");
-    out.push_str(&seq.to_string());
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{seq}");
     out.push_str(sep);
     out.push_str(rest);
     out
+}
+
+/// Appends `text` as a JSON string: as it is between quotes when nothing in it needs escaping
+/// (a responsibility's name, usually), else as serde_json escapes it.
+fn push_json_str(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(text).to_string());
+    }
 }
 
 /// Checks that `text` is exactly one JSON object within `max_depth`, with no reserved top-level
@@ -333,9 +346,16 @@ mod tests {
 
     #[test]
     fn sender_names_are_escaped() {
-        let text = stamp("{}", "we\"ird", 1, LIMITS).unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed["__from"], "we\"ird");
+        for name in ["we\"ird", "back\\slash", "tab\there", "nul\u{0}", "bell\u{7}", "ünï\u{2028}cödé", "plain"] {
+            let text = stamp(r#"{"a":1}"#, name, u64::MAX, LIMITS).unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed["__from"], name);
+            assert_eq!(parsed["__seq"], u64::MAX);
+            let reply = with_key(&text, "__reply", name);
+            let parsed: serde_json::Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!(parsed["__reply"], name, "{reply}");
+            assert_eq!(parsed["a"], 1);
+        }
     }
 
     #[test]
