@@ -11,7 +11,8 @@ use bagpipe_test_support::{BlockDir, Nats, artifacts, workspace_root};
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
-use crate::{next_log, paired, syslog_line, syslog_parse, tap_log, untap_log};
+use crate::syslog::{line as syslog_line, parse as syslog_parse};
+use crate::{next_log, paired, tap_log, untap_log};
 
 /// What the table shows.
 pub struct Figures {

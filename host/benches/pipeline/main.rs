@@ -36,6 +36,7 @@ mod cross;
 mod hostile;
 mod many;
 mod polyglot;
+mod syslog;
 mod workers;
 
 const RUNS: usize = 5;
@@ -101,6 +102,10 @@ fn main() {
             println!("swaps {} failed {} p50 {} p99 {} lost {}", s.done, s.failed, s.pause_p50_us, s.pause_p99_us, s.lost);
             return;
         }
+        if std::env::var_os("BAGPIPE_BENCH_SYSLOG").is_some() {
+            syslog::print(&syslog::measure(host, 100_000).await);
+            return;
+        }
         if std::env::var_os("BAGPIPE_BENCH_BROKER").is_some() {
             broker::print(&broker::measure(50_000).await);
             return;
@@ -160,12 +165,7 @@ fn main() {
         })
         .expect("host");
         let swaps = swaps_under_load(&watching).await;
-        let syslog_messages = 100_000u64;
-        let (syslog_native, syslog_blocks, syslog_ratio) = paired(
-            || async { native_syslog(syslog_messages) },
-            || async { syslog_through_block(host, syslog_messages).await },
-        )
-        .await;
+        let syslog = syslog::measure(host, 100_000).await;
         let http = http_with_wrk(host).await;
         let to_broker = broker::measure(50_000).await;
         let cross = cross::measure(20_000).await;
@@ -212,10 +212,9 @@ fn main() {
         println!();
         println!("| protocols                                                          | value      |");
         println!("|--------------------------------------------------------------------|-----------:|");
-        println!("| syslog over TCP through the syslog block to a sink, messages/s      | {syslog_blocks:>10.0} |");
-        println!("| the same parsing (same code) in native Rust, messages/s             | {syslog_native:>10.0} |");
-        println!("| ... ratio block/native                                              | {syslog_ratio:>10.2} |");
         println!("| HTTP POST /bags/sink through the http block, wrk requests/s         | {http:>10} |");
+        println!();
+        syslog::print(&syslog);
         println!();
         broker::print(&to_broker);
         println!();
@@ -529,72 +528,6 @@ fn source_bag(i: u64, n: u64) -> String {
     bag.insert("tags".into(), vec!["edge", "eu-west"].into());
     bag.insert("last".into(), (i == n).into());
     serde_json::to_string(&bag).expect("serialise")
-}
-
-/// Parses `n` syslog lines the way the syslog block does (its own `parse.rs`, compiled
-/// natively) and serialises each result; returns messages/s.
-fn native_syslog(n: u64) -> f64 {
-    let lines: Vec<String> = (1..=n).map(syslog_line).collect();
-    let start = Instant::now();
-    let mut bytes = 0usize;
-    for line in &lines {
-        let mut bag = syslog_parse::parse(line.as_bytes()).expect("syslog");
-        bag.insert("transport".into(), "tcp".into());
-        bag.insert("peer".into(), "127.0.0.1:50000".into());
-        bytes += serde_json::to_string(&bag).expect("serialise").len();
-    }
-    std::hint::black_box(bytes);
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-#[path = "../../../guests/protocols/syslog/src/parse.rs"]
-#[allow(dead_code)]
-mod syslog_parse;
-
-fn syslog_line(n: u64) -> String {
-    format!(
-        "<134>1 2026-11-22T10:00:00.123Z web-01 nginx 4242 access [req@32473 id=\"{n}\"] GET /index.html 200 1532\n"
-    )
-}
-
-/// Sends `n` syslog lines over one TCP connection to the syslog block; returns the sink's
-/// messages/s.
-async fn syslog_through_block(host: &Host, n: u64) -> f64 {
-    let dir = BlockDir::new(
-        &format!(
-            "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = {QUEUE}\n[block.config]\nexpect = {n}\n\n\
-             [[block]]\nname = \"syslog\"\nafter = []\nqueue = {QUEUE}\nlisten = [\"tcp://127.0.0.1:0\"]\n"
-        ),
-        &[("syslog", artifacts::SYSLOG), ("bench_sink", artifacts::BENCH_SINK)],
-    );
-    let manifest = Manifest::load(dir.path()).expect("manifest");
-    let mut log = tap_log();
-    *SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    let client = async {
-        let Some(addr) = next_log(&mut log, |m| m.strip_prefix("listening on tcp://").map(str::to_owned)).await else {
-            return;
-        };
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut batch = String::new();
-        for k in 1..=n {
-            batch.push_str(&syslog_line(k));
-            if k % 1000 == 0 || k == n {
-                tokio::io::AsyncWriteExt::write_all(&mut stream, batch.as_bytes()).await.expect("write");
-                batch.clear();
-            }
-        }
-        // Held open until the host is done with it.
-        let _ = next_log(&mut log, |_| None::<()>).await;
-    };
-    let run = async {
-        let report = host.run(&manifest, std::future::pending()).await;
-        untap_log();
-        report
-    };
-    let (report, ()) = tokio::join!(run, client);
-    report.expect("run");
-    let timing = SINK_TIMING.lock().unwrap_or_else(|p| p.into_inner()).take();
-    timing.map_or(f64::NAN, |(ns, bags)| (bags - 1) as f64 / Duration::from_nanos(ns).as_secs_f64())
 }
 
 /// Requests/s `wrk` gets posting small bags to the http block for 5 s, or why there is no
