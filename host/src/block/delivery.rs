@@ -18,7 +18,7 @@
 //! full, no further item is handed out. The queue always goes back to the task.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bindings::bagpipe::block::delivery::{
     self, Accepted, Answer, Datagram, Item, Received, StreamBag, StreamEnded, StreamOpened,
@@ -106,7 +106,7 @@ impl DeliveryCtx {
     pub fn close(&mut self, completed: bool) -> Option<BatchEnd> {
         let mut batch = self.batch.take()?;
         if completed && let Some((env, started)) = batch.current.take() {
-            settle(&self.status, &mut batch, env, started, Ok(()));
+            settle(&self.status, &mut batch, env, started.elapsed(), Ok(()));
         }
         let Batch { first, queue, current, refused, went_well, .. } = batch;
         Some(BatchEnd { queue, current: current.map(|(env, _)| env), untaken: first, refused, went_well })
@@ -120,8 +120,8 @@ impl DeliveryCtx {
 
 /// Settles the item the block had taken: done (processed or refused), or, a durable bag the
 /// block refused, kept for the task (which ends the batch).
-fn settle(status: &BlockStatus, batch: &mut Batch, env: Envelope, started: Instant, outcome: Result<(), String>) {
-    status.processing.record(started.elapsed());
+fn settle(status: &BlockStatus, batch: &mut Batch, env: Envelope, took: Duration, outcome: Result<(), String>) {
+    status.processing.record(took);
     match outcome {
         Ok(()) => {
             env.done();
@@ -160,9 +160,11 @@ impl delivery::Host for DeliveryCtx {
         // The batch stays in the context throughout: a host panic here leaves the queue where
         // the task finds it (`abandon`).
         let batch = self.batch.as_mut()?;
+        // One reading of the clock per item: it ends the last item's time and starts this one's.
+        let now = Instant::now();
         if let Some((env, started)) = batch.current.take() {
             // A block that takes the next item without a word about the last one is done with it.
-            settle(&self.status, batch, env, started, previous.unwrap_or(Ok(())));
+            settle(&self.status, batch, env, now.saturating_duration_since(started), previous.unwrap_or(Ok(())));
         }
         if !more(self.server.as_deref(), batch) {
             return None;
@@ -194,11 +196,11 @@ impl delivery::Host for DeliveryCtx {
             hub.told(*conn);
         }
         let item = item_of(&env);
-        batch.current = Some((env, Instant::now()));
+        batch.current = Some((env, now));
         // Each item is timed as a call of its own would be: the whole call timeout for its guest
         // time, and waits of its own (an earlier item's wait that ran out does not stop this
         // one's sends from waiting).
-        self.clock.start();
+        self.clock.start_at(now);
         Some(item)
     }
 }

@@ -39,7 +39,12 @@ impl CallClock {
 
     /// Starts timing a call.
     pub fn start(&self) {
-        self.started_ns.store(nanos(self.base.elapsed()), Ordering::Relaxed);
+        self.start_at(Instant::now());
+    }
+
+    /// Starts timing a call at `now` (for a caller that has just read the time anyway).
+    pub fn start_at(&self, now: Instant) {
+        self.started_ns.store(nanos(now.saturating_duration_since(self.base)), Ordering::Relaxed);
         self.host_wait_ns.store(0, Ordering::Relaxed);
         self.waiting_since_ns.store(0, Ordering::Relaxed);
         self.waited_in_vain.store(false, Ordering::Relaxed);
