@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Bags are allocated on one worker thread (checked and stamped where the sender runs) and freed
+/// on another (where the receiver took them): mimalloc's per-thread free lists take that in
+/// stride, where glibc's malloc takes arena locks and consolidates.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     // Dropped last: what is logged until the very end is written out.

@@ -19,7 +19,8 @@
 //! Rates are measured at the sink, from its first bag to its last (start-up and shutdown left
 //! out, the same way for both), and each is the median of several runs. `BAGPIPE_BENCH_BAGS` sets
 //! the bag count (default 200000); `BAGPIPE_BENCH_PIPELINE=1` runs only the pipeline against
-//! native.
+//! native; `BAGPIPE_BENCH_SYSLOG=1` only syslog over TCP to a sink against the same natively
+//! ([`syslog`]), and `BAGPIPE_BENCH_SYSLOG=profile` only its block side, for a profiler.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,6 +40,11 @@ mod polyglot;
 mod syslog;
 mod workers;
 
+/// The allocator the `bagpipe` binary runs with, so the figures are the binary's. Both sides of
+/// each comparison run in this process, so the native side has it too.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RUNS: usize = 5;
 /// Bags through the Python and JavaScript transforms (fewer: they are slower).
 const POLYGLOT_BAGS: u64 = 20_000;
@@ -46,7 +52,11 @@ const QUEUE: usize = 1024;
 
 fn main() {
     let bags: u64 = std::env::var("BAGPIPE_BENCH_BAGS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let subscriber = tracing_subscriber::registry().with(SinkTiming);
+    // The binary's default filter: what is below it costs the host what it costs the binary (a
+    // disabled callsite), not a formatted message per host call.
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info,async_nats=warn"))
+        .with(SinkTiming);
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
@@ -102,8 +112,15 @@ fn main() {
             println!("swaps {} failed {} p50 {} p99 {} lost {}", s.done, s.failed, s.pause_p50_us, s.pause_p99_us, s.lost);
             return;
         }
-        if std::env::var_os("BAGPIPE_BENCH_SYSLOG").is_some() {
-            syslog::print(&syslog::measure(host, 100_000).await);
+        if let Some(what) = std::env::var_os("BAGPIPE_BENCH_SYSLOG") {
+            if what == "profile" {
+                // For a profiler: only the block's side, over and over.
+                for _ in 0..RUNS {
+                    println!("{:.0} messages/s", syslog::through_block(host, 100_000).await);
+                }
+            } else {
+                syslog::print(&syslog::measure(host, 100_000).await);
+            }
             return;
         }
         if std::env::var_os("BAGPIPE_BENCH_BROKER").is_some() {

@@ -122,7 +122,7 @@ async fn native_tcp(n: u64) -> f64 {
 }
 
 /// Sends `n` lines over one TCP connection to the syslog block; returns the sink's messages/s.
-async fn through_block(host: &Host, n: u64) -> f64 {
+pub async fn through_block(host: &Host, n: u64) -> f64 {
     let dir = BlockDir::new(
         &format!(
             "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\nqueue = {QUEUE}\n[block.config]\nexpect = {n}\n\n\
