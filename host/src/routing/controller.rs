@@ -25,7 +25,7 @@ use crate::routing::bag::BagLimits;
 use crate::routing::calls::Calls;
 use crate::routing::deadletter::DeadLetters;
 use crate::routing::queue::{BlockQueue, Refusal};
-use crate::routing::router::{Route, Router};
+use crate::routing::router::{Route, RouteCache, Router};
 use crate::runtime::clock::CallClock;
 use crate::runtime::guest_stdout::GuestStdout;
 use crate::runtime::hooks::Hooks;
@@ -173,6 +173,8 @@ pub struct ControllerCtx {
     /// How many log lines it may write (set by `logging_within`; `None` only before it is).
     log_rate: Option<Arc<LogRate>>,
     clock: Arc<CallClock>,
+    /// The routes it sent to lately (`enqueue`, `enqueue-many`).
+    routes: RouteCache,
 }
 
 impl ControllerCtx {
@@ -193,6 +195,7 @@ impl ControllerCtx {
             topic_outbox: None,
             log_rate: None,
             clock,
+            routes: RouteCache::default(),
         }
     }
 

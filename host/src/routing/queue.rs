@@ -467,7 +467,11 @@ impl BlockQueue {
         }
         let counters = &self.status.counters;
         Counters::bump(&counters.received);
-        counters.queue_high_water.fetch_max(self.depth(), Ordering::Relaxed);
+        // Read first: a new high is rare, and a read leaves the line shared.
+        let depth = self.depth();
+        if depth > counters.queue_high_water.load(Ordering::Relaxed) {
+            counters.queue_high_water.fetch_max(depth, Ordering::Relaxed);
+        }
     }
 
     /// Counts `refusal` (a full queue drops a datagram: counted as such, nobody was told).

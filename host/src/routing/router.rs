@@ -5,6 +5,7 @@
 //! the router never holds a bag.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::defaults::BUILTIN_RESPONSIBILITIES;
@@ -42,6 +43,8 @@ impl Route {
 #[derive(Debug)]
 pub struct Router {
     table: RwLock<Table>,
+    /// Moves on with every change to the table, so a [`RouteCache`] knows when it is stale.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +56,7 @@ struct Table {
 impl Router {
     /// A router that knows only the built-in blocks.
     pub fn new() -> Self {
-        let router = Self { table: RwLock::new(Table::default()) };
+        let router = Self { table: RwLock::new(Table::default()), generation: AtomicU64::new(0) };
         for name in BUILTIN_RESPONSIBILITIES {
             router.insert(Route {
                 status: Arc::new(BlockStatus::builtin(name)),
@@ -79,13 +82,22 @@ impl Router {
             table.order.push(route.clone());
         }
         table.by_name.insert(name, route);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes the route of `responsibility`.
     pub fn remove(&self, responsibility: &str) -> Option<Arc<Route>> {
         let mut table = self.write();
         table.order.retain(|r| r.status.responsibility != responsibility);
-        table.by_name.remove(responsibility)
+        let removed = table.by_name.remove(responsibility);
+        self.generation.fetch_add(1, Ordering::Release);
+        removed
+    }
+
+    /// Which version of the table this is: it changes whenever a route is added, replaced or
+    /// removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The route of `responsibility`.
@@ -106,6 +118,41 @@ impl Router {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A sender's own memory of the routes it used, so that sending a bag takes neither the router's
+/// lock nor a hash of the target's name (every sender shares that lock: on the bag path its
+/// cache line moved between cores with each bag).
+///
+/// Invariant: an entry is only used while the router's generation is the one it was read at, so
+/// a route added, replaced or removed is seen by the next send, as with [`Router::resolve`].
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    generation: u64,
+    entries: Vec<(Box<str>, Option<Arc<Route>>)>,
+}
+
+/// How many targets a [`RouteCache`] remembers; a sender to more looks the others up each time.
+const ROUTE_CACHE_ENTRIES: usize = 8;
+
+impl RouteCache {
+    /// The route of `target` (as [`Router::resolve`] gives it).
+    pub fn resolve(&mut self, router: &Router, target: &str) -> Option<Arc<Route>> {
+        // Read before the table: a change after it makes the next call start again.
+        let generation = router.generation();
+        if generation != self.generation {
+            self.entries.clear();
+            self.generation = generation;
+        }
+        if let Some((_, route)) = self.entries.iter().find(|(name, _)| **name == *target) {
+            return route.clone();
+        }
+        let route = router.resolve(target);
+        if self.entries.len() < ROUTE_CACHE_ENTRIES {
+            self.entries.push((target.into(), route.clone()));
+        }
+        route
     }
 }
 
@@ -145,6 +192,36 @@ mod tests {
         assert!(router.remove("a").is_some());
         assert!(router.resolve("a").is_none());
         assert_eq!(names(&router), ["initiator", "finisher", "b"]);
+    }
+
+    #[test]
+    fn a_route_cache_sees_every_change_to_the_table() {
+        let router = Router::new();
+        let mut cache = RouteCache::default();
+        let capacity = |r: Option<Arc<Route>>| r.and_then(|r| r.queue.as_ref().map(|q| q.capacity()));
+        assert!(cache.resolve(&router, "a").is_none(), "not there yet");
+        let (a, _ra) = route("a", 2);
+        router.insert(a);
+        assert_eq!(capacity(cache.resolve(&router, "a")), Some(2), "an unknown target, then added");
+        let first = cache.resolve(&router, "a").unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.resolve(&router, "a").unwrap()), "the same route while nothing changed");
+        let (a2, _ra2) = route("a", 5);
+        router.insert(a2);
+        assert_eq!(capacity(cache.resolve(&router, "a")), Some(5), "replaced");
+        router.remove("a");
+        assert!(cache.resolve(&router, "a").is_none(), "removed");
+        // More targets than it remembers: the rest are looked up each time, and still right.
+        let mut held = Vec::new();
+        for i in 0..2 * ROUTE_CACHE_ENTRIES {
+            let (r, rx) = route(&format!("t{i}"), i + 1);
+            router.insert(r);
+            held.push(rx);
+        }
+        for _ in 0..2 {
+            for i in 0..2 * ROUTE_CACHE_ENTRIES {
+                assert_eq!(capacity(cache.resolve(&router, &format!("t{i}"))), Some(i + 1));
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,20 @@ fn micros(d: Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e6)
 }
 
+/// A value on a cache line of its own (128 bytes: two lines, as adjacent lines are fetched
+/// together). What the senders to a block write or read with each bag sits away from what the
+/// block's own task writes on another core, so neither waits for the other's line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct OwnLine<T>(pub T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// A block's identity, state and counters.
 #[derive(Debug)]
 pub struct BlockStatus {
@@ -32,7 +46,8 @@ pub struct BlockStatus {
     pub builtin: bool,
     /// Exports `enqueue-hook`.
     pub accepts_bags: bool,
-    state: AtomicU8,
+    /// Read by every block that sends to this one, with every bag: on a line of its own.
+    state: OwnLine<AtomicU8>,
     version: Mutex<String>,
     /// The last `__seq` this block sent: it counts on across restarts of the block, so a receiver
     /// can tell a redelivery from a new bag.
@@ -52,8 +67,9 @@ pub struct BlockStatus {
 /// Counters of one block. "Bags" are bags addressed to this block unless said otherwise.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Bags put into the block's queue.
-    pub received: AtomicU64,
+    /// Bags put into the block's queue. Written by the senders, on their cores: on a line of its
+    /// own, away from the counters the block's own task writes.
+    pub received: OwnLine<AtomicU64>,
     /// Bags `on-enqueue` accepted.
     pub processed: AtomicU64,
     /// Bags `on-enqueue` returned an error for.
@@ -118,8 +134,8 @@ pub struct Counters {
     pub published: AtomicU64,
     /// Bags that came from the server: subscriptions, other hosts, its durable stream.
     pub from_server: AtomicU64,
-    /// The most bags the queue has held at once.
-    pub queue_high_water: AtomicU64,
+    /// The most bags the queue has held at once (written by the senders: on a line of its own).
+    pub queue_high_water: OwnLine<AtomicU64>,
     /// Durable bags still queued when the block ended, left to their stream (delivered again).
     pub returned: AtomicU64,
     /// Durable bags its stream delivered again (a host crashed, or gave them back, before they
@@ -163,7 +179,7 @@ impl BlockStatus {
             responsibility: responsibility.to_owned(),
             builtin: false,
             accepts_bags,
-            state: AtomicU8::new(encode(BlockState::Starting)),
+            state: OwnLine(AtomicU8::new(encode(BlockState::Starting))),
             version: Mutex::new(String::new()),
             seq: AtomicU64::new(0),
             counters: Counters::default(),

@@ -23,7 +23,7 @@ use crate::stats::Counters;
 impl ControllerCtx {
     /// `enqueue(target, bag)`.
     pub(super) async fn send_one(&mut self, target: &str, bag: String) -> Result<bool, EnqueueError> {
-        let route = self.links.router.resolve(target);
+        let route = self.routes.resolve(&self.links.router, target);
         if let Some(cluster) = self.cluster_for(route.as_deref()) {
             let sent = self.send_remote(cluster.as_ref(), target, vec![bag]).await;
             return sent.error.map_or(Ok(sent.queued), Err);
@@ -33,7 +33,7 @@ impl ControllerCtx {
 
     /// `enqueue-many(target, bags)`.
     pub(super) async fn send_many(&mut self, target: &str, bags: Vec<String>) -> Sent {
-        let route = self.links.router.resolve(target);
+        let route = self.routes.resolve(&self.links.router, target);
         if let Some(cluster) = self.cluster_for(route.as_deref()) {
             return self.send_remote(cluster.as_ref(), target, bags).await;
         }
