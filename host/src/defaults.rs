@@ -204,6 +204,10 @@ pub const WRITE_QUEUE: usize = 64;
 /// The most bytes one read hands to the block.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// How many targets a block's `RouteCache` remembers; a block sending to more looks the others
+/// up in the router each time (same answers, a shared lock taken).
+pub const ROUTE_CACHE_ENTRIES: usize = 8;
+
 /// The largest datagram a UDP listener receives whole.
 pub const DATAGRAM_BYTES: usize = 64 * 1024;
 

@@ -58,17 +58,10 @@ async fn count(client: async_nats::Client, subject: &'static str, n: u64) -> imp
     }
 }
 
-/// Writes `n` syslog lines to `addr`, 1,000 a write.
+/// Connects to `addr` and writes `n` syslog lines; returns the open connection.
 async fn write_lines(addr: &str, n: u64) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut batch = String::new();
-    for k in 1..=n {
-        batch.push_str(&syslog_line(k));
-        if k % 1000 == 0 || k == n {
-            stream.write_all(batch.as_bytes()).await.expect("write");
-            batch.clear();
-        }
-    }
+    crate::syslog::write_lines(&mut stream, n).await;
     stream
 }
 

@@ -54,7 +54,7 @@ pub fn line(n: u64) -> String {
 }
 
 /// Writes `n` lines to `stream`, 1,000 a write.
-async fn write_lines(stream: &mut tokio::net::TcpStream, n: u64) {
+pub async fn write_lines(stream: &mut tokio::net::TcpStream, n: u64) {
     let mut batch = String::new();
     for k in 1..=n {
         batch.push_str(&line(k));

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::defaults::BUILTIN_RESPONSIBILITIES;
+use crate::defaults::{BUILTIN_RESPONSIBILITIES, ROUTE_CACHE_ENTRIES};
 use crate::routing::queue::BlockQueue;
 use crate::stats::BlockStatus;
 
@@ -132,9 +132,6 @@ pub struct RouteCache {
     generation: u64,
     entries: Vec<(Box<str>, Option<Arc<Route>>)>,
 }
-
-/// How many targets a [`RouteCache`] remembers; a sender to more looks the others up each time.
-const ROUTE_CACHE_ENTRIES: usize = 8;
 
 impl RouteCache {
     /// The route of `target` (as [`Router::resolve`] gives it).
