@@ -62,6 +62,7 @@ fn writes_a_transform_crate_that_depends_on_this_repositorys_sdks() {
         format!("bagpipe-test = {{ path = \"{}\" }}", repo.join("test-sdk").display()),
         "[profile.release]".to_owned(),
         "[profile.dev.package.cranelift-codegen]".to_owned(),
+        "debug = \"line-tables-only\"".to_owned(),
     ] {
         assert!(cargo.contains(&needle), "Cargo.toml must contain {needle:?}:\n{cargo}");
     }
