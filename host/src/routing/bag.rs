@@ -3,7 +3,8 @@
 //! A bag crosses the boundary as JSON text. The host reads it once, without building a tree: it
 //! checks that it is one JSON object, within the size and nesting limits, with no top-level key
 //! that starts with `__`; then it writes `__from` and `__seq` in front of the sender's keys, so
-//! the rest of the text is copied, never re-serialised.
+//! the rest of the text is copied, never re-serialised. A one-pass scan (`bag_scan`) accepts the
+//! usual bag; what it cannot vouch for goes through serde, which decides and says why.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -77,9 +78,17 @@ pub fn check_inbound(text: &str, limits: BagLimits) -> Result<(), BagError> {
     if text.len() > limits.max_bytes {
         return Err(BagError::TooLarge { size: text.len(), limit: limits.max_bytes });
     }
+    match super::bag_scan::object(text, limits.max_depth, false) {
+        Some(_) => Ok(()),
+        None => check_inbound_by_serde(text, limits.max_depth),
+    }
+}
+
+/// [`check_inbound`] by serde alone, once the size is known to fit.
+pub(super) fn check_inbound_by_serde(text: &str, max_depth: usize) -> Result<(), BagError> {
     let refusal = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    let depth = Depth { left: limits.max_depth, max: limits.max_depth, refusal: &refusal };
+    let depth = Depth { left: max_depth, max: max_depth, refusal: &refusal };
     match depth.deserialize(&mut de) {
         Ok(()) => {}
         Err(e) => return Err(refusal.take().unwrap_or_else(|| BagError::NotJson(e.to_string()))),
@@ -140,6 +149,14 @@ fn push_json_str(out: &mut String, text: &str) {
 /// Checks that `text` is exactly one JSON object within `max_depth`, with no reserved top-level
 /// key. Returns whether the object has any keys.
 fn check(text: &str, max_depth: usize) -> Result<bool, BagError> {
+    match super::bag_scan::object(text, max_depth, true) {
+        Some(has_keys) => Ok(has_keys),
+        None => check_by_serde(text, max_depth),
+    }
+}
+
+/// [`check`] by serde alone: what decides, and says why, when the scan cannot vouch for a bag.
+pub(super) fn check_by_serde(text: &str, max_depth: usize) -> Result<bool, BagError> {
     // Our own refusals are noted here; serde's error then only stops the parse.
     let refusal = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);

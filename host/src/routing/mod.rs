@@ -4,6 +4,7 @@
 pub(crate) mod bag;
 #[cfg(test)]
 mod bag_props;
+mod bag_scan;
 pub(crate) mod calls;
 pub(crate) mod controller;
 pub(crate) mod deadletter;
