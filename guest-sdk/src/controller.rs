@@ -1,5 +1,6 @@
 //! [`Controller`]: what the host offers a block.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::bag::Bag;
@@ -102,12 +103,16 @@ impl Controller {
 
     /// This block's name: its component.
     pub fn name(&self) -> String {
-        host::name()
+        // An instance never changes its name or responsibility (a swap starts a new instance,
+        // with fresh statics), so each is asked of the host once.
+        static NAME: OnceLock<String> = OnceLock::new();
+        NAME.get_or_init(host::name).clone()
     }
 
     /// This block's responsibility: the running instance bags are addressed to.
     pub fn responsibility(&self) -> String {
-        host::responsibility()
+        static RESPONSIBILITY: OnceLock<String> = OnceLock::new();
+        RESPONSIBILITY.get_or_init(host::responsibility).clone()
     }
 
     /// Sends `bag` to the block with responsibility `to`.
