@@ -171,6 +171,10 @@ async fn log_lines_reach_the_server_subject_tagged_and_each_block_within_its_rat
     host.wait_for(2, |e| e["event"] == "logged").await;
     let about = get_json(&addr, "/host").await;
     assert_eq!(about["logs"]["subject"], "bagpipe.logs.test", "{about}");
+    // The page's server rows: where, connected, no reconnects yet.
+    assert_eq!(about["server"]["url"], nats.url(), "{about}");
+    assert_eq!(about["server"]["state"], "connected", "{about}");
+    assert_eq!(about["server"]["reconnects"], 0, "{about}");
     host.signal(libc::SIGTERM);
     host.finish().await.assert_success();
     // The host flushed what it published before it closed; this marker comes after all of it.

@@ -31,6 +31,14 @@ fn cell(block: &str, col: &str) -> String {
     )
 }
 
+/// A script returning the text shown in column `col` of block `block`'s row, or `null`.
+fn text(block: &str, col: &str) -> String {
+    format!(
+        r#"const td = document.querySelector('#blocks tr[data-block="{block}"] td[data-col="{col}"]');
+           return td ? td.textContent : null;"#
+    )
+}
+
 /// A script that is true once the event list shows an event of `kind` for `block` (`null` while
 /// there is none, `false` while it is there but hidden).
 fn event(kind: &str, block: &str) -> String {
@@ -121,6 +129,14 @@ async fn the_live_page_follows_a_running_pipeline_its_faults_and_swaps() {
     page.wait_for("a swap of counter in the event list", &event("swapped", "counter")).await;
     let swap = page.wait_for("the counter's last swap time", &cell("counter", "swap")).await;
     assert!(swap.as_str().is_some_and(|at| at.parse::<u64>().is_ok()), "the last swap's time: {swap}");
+    // The swap cell says how long ago and how long the pause was; the queue cell its capacity.
+    let swap_text = page.eval(&text("counter", "swap")).await;
+    assert!(swap_text.as_str().is_some_and(|t| t.contains(" · ") && t.ends_with('s')), "the swap's pause: {swap_text}");
+    let queue_text = page.eval(&text("counter", "queue")).await;
+    assert!(
+        queue_text.as_str().is_some_and(|t| t.ends_with(" / 1\u{202f}024")),
+        "depth against capacity: {queue_text}"
+    );
     // Bags still flow through the new version.
     let before = processed_above(&page, "counter", 0).await;
     processed_above(&page, "counter", before).await;
