@@ -98,6 +98,12 @@ async fn eats_memory_in_on_enqueue() {
 }
 
 #[tokio::test]
+async fn eats_memory_in_small_pieces_in_on_enqueue() {
+    // Served from the SDK's size classes, which take chunks from talc until none fits.
+    faults_on_every_bag("small_memory", "memory_mb = 16", "memory limit").await;
+}
+
+#[tokio::test]
 async fn recurses_without_end_in_on_enqueue() {
     faults_on_every_bag("recursion", "", "wasm stack limit").await;
 }

@@ -44,8 +44,15 @@ impl Bag {
 
     /// The bag's JSON text.
     pub fn to_json(&self) -> String {
+        // Most bags are a few hundred bytes: start with room for that rather than grow (and copy)
+        // from serde_json's 128. Every caller in the SDK drops the text right after the call.
+        let mut text = Vec::with_capacity(512);
         // A map with string keys always serialises.
-        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_owned())
+        if serde_json::to_writer(&mut text, &self.0).is_err() {
+            return "{}".to_owned();
+        }
+        // SAFETY: serde_json writes only UTF-8 (its own `to_string` relies on the same).
+        unsafe { String::from_utf8_unchecked(text) }
     }
 
     /// Adds `key` and returns the bag, for building bags in one expression.

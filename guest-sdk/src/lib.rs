@@ -62,7 +62,8 @@
 
 extern crate self as bagpipe_guest;
 
-#[cfg(feature = "talc")]
+// The allocator's logic is tested natively; it is the global allocator only in a block.
+#[cfg_attr(not(all(feature = "talc", target_family = "wasm")), allow(dead_code))]
 mod alloc;
 mod bag;
 #[doc(hidden)]
@@ -70,6 +71,9 @@ pub mod bindings;
 mod block;
 mod controller;
 mod export;
+// Tested natively; the block's `memcmp` and `bcmp` only in a block.
+#[cfg_attr(not(all(feature = "fast-mem", target_family = "wasm")), allow(dead_code))]
+mod mem;
 
 pub use bag::{Bag, BagError};
 pub use block::{Block, Config};

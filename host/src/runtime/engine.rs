@@ -26,6 +26,11 @@ pub fn new_engine() -> anyhow::Result<Engine> {
     // by default). The guard region before each linear memory is one more mapping per block and
     // only guards against engine bugs (the one after it stays): without it, 10,000 blocks fit.
     config.guard_before_linear_memory(false);
+    // For profiling guests: `BAGPIPE_PERFMAP=1` writes `/tmp/perf-<pid>.map`, so `perf` (and
+    // whatever reads perf maps) names the blocks' compiled functions instead of bare addresses.
+    if std::env::var_os("BAGPIPE_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
 }
 
