@@ -215,3 +215,40 @@ async fn log_lines_reach_the_server_subject_tagged_and_each_block_within_its_rat
     let dropped = about["logs"]["dropped"].as_u64().unwrap_or(0);
     assert!(dropped >= 2000 - 200, "dropped lines are counted: {about}");
 }
+
+#[tokio::test]
+async fn the_log_format_flag_makes_every_log_line_a_json_object() {
+    // A source of one bag into a sink that shuts the host down when it has it.
+    let dir = BlockDir::from_manifest(
+        "[[block]]\nname = \"bench_sink\"\nresponsibility = \"sink\"\nafter = []\n\n\
+         [[block]]\nname = \"bench_source\"\nresponsibility = \"source\"\nafter = [\"sink\"]\n\
+         [block.config]\nto = \"sink\"\ncount = 1\n",
+    );
+    // The flag alone: the tests' usual BAGPIPE_LOG_FORMAT is not set here.
+    let out = within(
+        tokio::process::Command::new(BIN)
+            .args(["run", dir.path().to_str().expect("a UTF-8 path"), "--no-watch", "--log-format", "json"])
+            .env_remove("BAGPIPE_LOG_FORMAT")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run bagpipe");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
+        .collect();
+    for line in &lines {
+        assert!(line["timestamp"].is_string() && line["level"].is_string() && line["message"].is_string(), "{line}");
+    }
+    assert!(lines.iter().any(|l| l["event"] == "running" && l["block"].is_null()), "the host's own lines: {log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["block"] == "sink" && l["message"].as_str().is_some_and(|m| m.contains("bench elapsed_ns="))),
+        "a block's line, tagged with its block: {log}"
+    );
+}

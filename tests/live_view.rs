@@ -1,7 +1,8 @@
 //! The live status page (`/` on the admin address) in a real browser, headless Chromium through
 //! chromedriver, while a pipeline runs: the processed count rises, a fixture's trap shows up in
-//! the event list, a swap changes the version shown, and on a phone-sized screen the page does
-//! not scroll sideways. Screenshots go to `target/live-view.png` and `target/live-view-phone.png`.
+//! the event list, a swap changes the version shown (a refused one is listed and changes nothing),
+//! and on a phone-sized screen the page does not scroll sideways. Screenshots go to
+//! `target/live-view.png` and `target/live-view-phone.png`.
 
 use bagpipe_test_support::browser::{Browser, Screen};
 use bagpipe_test_support::{Bagpipe, BlockDir, Want, Write, artifacts, variant, version_of, workspace_root};
@@ -140,6 +141,13 @@ async fn the_live_page_follows_a_running_pipeline_its_faults_and_swaps() {
     // Bags still flow through the new version.
     let before = processed_above(&page, "counter", 0).await;
     processed_above(&page, "counter", before).await;
+
+    // A version that refuses to start: the refused swap is listed, the running version stays.
+    let refusing = std::fs::read(artifacts::REFUSES_TO_START).expect("refuses_to_start");
+    dir.write_as("counter.wasm", &refusing, Write::Rename);
+    host.log_record(Want::event("swap_refused").block("counter")).await;
+    page.wait_for("a refused swap of counter in the event list", &event("swap_refused", "counter")).await;
+    assert_eq!(page.eval(&cell("counter", "version")).await.as_str(), Some(version.as_str()), "the running version");
 
     let shot = screenshot_path("live-view.png");
     page.screenshot(&shot).await;
