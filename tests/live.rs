@@ -1,8 +1,9 @@
 //! The live view's data through the real binary: `/events` streams the host's events as
 //! server-sent events (the kept ones first, then each as it comes, resumed after
-//! `Last-Event-ID`); `/host` and `/blocks` say what the page shows; with `[host] log_subject` the
-//! host's and its blocks' log lines reach the server, tagged with block and level, each block
-//! within its own rate, the rest counted.
+//! `Last-Event-ID` or `?after=N`); the page at `/` loads nothing from elsewhere; `/host` and
+//! `/blocks` say what the page shows; with `[host] log_subject` the host's and its blocks' log
+//! lines reach the server, tagged with block and level, each block within its own rate, the rest
+//! counted; `--log-format json` makes every log line a JSON object.
 
 use bagpipe_test_support::{Bagpipe, BlockDir, Nats, SAFETY, within};
 use futures_util::StreamExt as _;
@@ -20,11 +21,15 @@ struct Events {
 
 impl Events {
     async fn open(addr: &str, last_event_id: Option<&str>) -> Self {
+        Self::open_at(addr, "/events", last_event_id).await
+    }
+
+    async fn open_at(addr: &str, path: &str, last_event_id: Option<&str>) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect to the admin endpoint");
         let resume = last_event_id.map(|id| format!("last-event-id: {id}\r\n")).unwrap_or_default();
         stream
             .write_all(
-                format!("GET /events HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{resume}\r\n").as_bytes(),
+                format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{resume}\r\n").as_bytes(),
             )
             .await
             .expect("send the request");
@@ -87,6 +92,19 @@ async fn get_json(addr: &str, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path} is not JSON: {e}\n{body}"))
 }
 
+/// `GET path` on a connection of its own: the head and the body.
+async fn get_raw(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to the admin endpoint");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("send the request");
+    let mut answer = String::new();
+    within(tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)).await.expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    (head.to_owned(), body.to_owned())
+}
+
 #[tokio::test]
 async fn events_stream_in_order_and_resume_after_the_last_event_id() {
     let dir = BlockDir::from_manifest(
@@ -128,6 +146,19 @@ async fn events_stream_in_order_and_resume_after_the_last_event_id() {
     // One that comes with an id of another run of the host (it restarted) gets every event kept.
     let mut other_run = Events::open(&addr, Some(&format!("1-{fault_id}"))).await;
     assert_eq!(other_run.next().await.0, 1, "an id of another run counts as none");
+    // A tool without the header asks with `?after=N`.
+    let mut after = Events::open_at(&addr, &format!("/events?after={fault_id}"), None).await;
+    assert_eq!(after.next().await.0, fault_id + 1);
+
+    // The page: one file that loads nothing from elsewhere, and says so to the browser.
+    let (head, page) = get_raw(&addr, "/").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let csp =
+        head.lines().find_map(|h| h.to_ascii_lowercase().strip_prefix("content-security-policy: ").map(str::to_owned));
+    assert!(csp.as_deref().is_some_and(|p| p.starts_with("default-src 'none'")), "{head}");
+    for outside in ["http://", "https://", "src=\"//", "href=\"//", "@import"] {
+        assert!(!page.contains(outside), "the page refers to `{outside}`");
+    }
 
     // What the page's rows come from.
     let blocks = get_json(&addr, "/blocks").await;
