@@ -12,21 +12,24 @@ struct Transform {
     to: String,
     op: Op,
     seen: u64,
+    /// This responsibility's name, and the key its count goes under: made once, not per bag.
+    me: String,
+    seen_key: String,
 }
 
 impl Block for Transform {
-    fn init(_ctl: &Controller, config: Config) -> Result<Self, String> {
+    fn init(ctl: &Controller, config: Config) -> Result<Self, String> {
         let op = match config.str_or("op", "upper").as_str() {
             "upper" => Op::Upper,
             "stamp" => Op::Stamp,
             other => return Err(format!("unknown op `{other}`: use `upper` or `stamp`")),
         };
-        Ok(Transform { to: config.str_or("to", "sink"), op, seen: 0 })
+        let me = ctl.responsibility();
+        Ok(Transform { to: config.str_or("to", "sink"), op, seen: 0, seen_key: format!("seen_by_{me}"), me })
     }
 
     fn on_enqueue(&mut self, ctl: &Controller, bag: Bag) -> Result<(), String> {
         self.seen += 1;
-        let me = ctl.responsibility();
         let mut out = bag;
         out.strip_host_keys();
         match self.op {
@@ -36,10 +39,10 @@ impl Block for Transform {
                 }
             }
             Op::Stamp => {
-                out.insert("stamped_by".into(), me.clone().into());
+                out.insert("stamped_by".into(), self.me.clone().into());
             }
         }
-        out.insert(format!("seen_by_{me}"), self.seen.into());
+        out.insert(self.seen_key.clone(), self.seen.into());
         ctl.enqueue(&self.to, &out).map_err(|e| format!("cannot pass bag on to `{}`: {e}", self.to))?;
         Ok(())
     }
