@@ -6,7 +6,7 @@
 use super::{Allocator, CHUNK, FIRST_CHUNK, LARGEST, class};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::cell::RefCell;
 
 /// A live block: where, its layout, and the byte it is filled with.
 struct Live {
@@ -101,7 +101,7 @@ proptest! {
 
     #[test]
     fn near_the_limit_a_class_is_served_one_block_at_a_time(ops in prop::collection::vec(op(FIRST_CHUNK - 1), 1..200)) {
-        run(&Allocator::new(NoChunks::default()), &ops);
+        run(&Allocator::new(Backing::refusing_from(FIRST_CHUNK)), &ops);
     }
 }
 
@@ -127,20 +127,27 @@ fn a_freed_block_is_the_next_its_class_hands_out_and_a_size_within_the_class_sta
     assert_eq!(class(LARGEST), (17, LARGEST));
 }
 
-/// The system allocator, except that it has no room for anything as large as a chunk: what a
-/// class sees when the block is near its memory limit.
-#[derive(Default)]
-struct NoChunks {
-    refused: Cell<u64>,
+/// The system allocator, recording the sizes asked of it and refusing any of `refuse_from`
+/// bytes or more: with [`FIRST_CHUNK`] there, what a class sees when the block is near its memory
+/// limit.
+struct Backing {
+    refuse_from: usize,
+    asked: RefCell<Vec<usize>>,
+}
+
+impl Backing {
+    fn refusing_from(refuse_from: usize) -> Self {
+        Backing { refuse_from, asked: RefCell::new(Vec::new()) }
+    }
 }
 
 // SAFETY: the tests use it from one thread.
-unsafe impl Sync for NoChunks {}
+unsafe impl Sync for Backing {}
 
-unsafe impl GlobalAlloc for NoChunks {
+unsafe impl GlobalAlloc for Backing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= FIRST_CHUNK {
-            self.refused.set(self.refused.get() + 1);
+        self.asked.borrow_mut().push(layout.size());
+        if layout.size() >= self.refuse_from {
             return std::ptr::null_mut();
         }
         // SAFETY: passed on.
@@ -154,40 +161,19 @@ unsafe impl GlobalAlloc for NoChunks {
 
 #[test]
 fn without_room_for_a_chunk_a_small_request_still_succeeds() {
-    let a = Allocator::new(NoChunks::default());
+    let a = Allocator::new(Backing::refusing_from(FIRST_CHUNK));
     let layout = Layout::from_size_align(24, 8).expect("layout");
     // SAFETY: a valid layout.
     let block = unsafe { a.alloc(layout) };
     assert!(!block.is_null());
-    assert!(a.large.refused.get() > 0, "a chunk was asked for first");
+    assert!(a.large.asked.borrow().iter().any(|&n| n >= FIRST_CHUNK), "a chunk was asked for first");
     // SAFETY: live, with its layout.
     unsafe { a.dealloc(block, layout) };
 }
 
-/// The system allocator, recording the sizes asked of it.
-#[derive(Default)]
-struct Recording {
-    asked: std::cell::RefCell<Vec<usize>>,
-}
-
-// SAFETY: the tests use it from one thread.
-unsafe impl Sync for Recording {}
-
-unsafe impl GlobalAlloc for Recording {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.asked.borrow_mut().push(layout.size());
-        // SAFETY: passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: passed on.
-        unsafe { System.dealloc(block, layout) }
-    }
-}
-
 #[test]
 fn chunks_start_small_and_double_up_to_their_bound() {
-    let a = Allocator::new(Recording::default());
+    let a = Allocator::new(Backing::refusing_from(usize::MAX));
     let layout = Layout::from_size_align(LARGEST, 8).expect("layout");
     // Enough 1 KiB blocks for several refills; none freed.
     for _ in 0..(FIRST_CHUNK + 2 * CHUNK) / LARGEST {
